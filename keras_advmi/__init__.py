@@ -1,0 +1,17 @@
+"""keras-advmi: adversarial robustness for Keras 3.
+
+``kam.AdversarialModel(model, defense=kam.defenses.PGD(...))`` trains robustly through ``fit``;
+``kam.evaluate_robustness`` measures it; see the README for the three moves (fit, TensorBoard, REST).
+"""
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import attacks, data  # noqa: E402
+# from .evaluation import evaluate_robustness  # noqa: E402
+from .models import AdversarialModel  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["AdversarialModel", "attacks", "data", "defenses", "evaluate_robustness", "__version__"]

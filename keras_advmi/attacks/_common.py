@@ -1,0 +1,122 @@
+"""Pieces every attack shares: logits of a model or callable, the loss gradient, seeds, projections.
+
+All functions here take and return tensors and are safe inside ``tf.function``/XLA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .._checks import check_images, check_labels, invalid
+
+#: Smallest squared norm used when normalising L2 directions (as in cleverhans).
+AVOID_ZERO_DIV = 1e-12
+
+
+def logits_of(model, x, training=False):
+    """Logits (float32) of a Keras model (called with ``training``) or of any callable."""
+    if isinstance(model, keras.layers.Layer):
+        out = model(x, training=training)
+    else:
+        out = model(x)
+    return tf.cast(out, tf.float32)
+
+
+def cross_entropy(y, logits):
+    """Per-sample sparse softmax cross-entropy from logits, shape (N,)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
+
+
+def loss_gradient(model, x, y, targeted):
+    """Gradient of sum_i CE(f(x_i), y_i) w.r.t. x, negated when targeted (so ascent moves to the target).
+
+    Returns (gradient of x's shape and dtype, per-sample loss (N,)).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = cross_entropy(y, logits_of(model, x))
+        objective = tf.reduce_sum(-loss if targeted else loss)
+    grad = tape.gradient(objective, x)
+    return grad, loss
+
+
+def _reduce_axes(x):
+    return tf.range(1, tf.rank(x))
+
+
+def steepest_step(grad, norm):
+    """The unit-norm direction maximising <grad, d>: sign(grad) for L-inf, grad/||grad||_2 for L2."""
+    if norm == np.inf:
+        return tf.sign(grad)
+    sq = tf.maximum(AVOID_ZERO_DIV, tf.reduce_sum(tf.square(grad), axis=_reduce_axes(grad), keepdims=True))
+    return grad / tf.sqrt(sq)
+
+
+def project(eta, epsilon, norm):
+    """Project a perturbation onto the epsilon ball of the norm (per sample)."""
+    if norm == np.inf:
+        return tf.clip_by_value(eta, -epsilon, epsilon)
+    sq = tf.maximum(AVOID_ZERO_DIV, tf.reduce_sum(tf.square(eta), axis=_reduce_axes(eta), keepdims=True))
+    return eta * tf.minimum(tf.cast(1.0, eta.dtype), epsilon / tf.sqrt(sq))
+
+
+def seed_pair(seed, stream=0):
+    """A stateless-RNG seed of shape (2,) int64 from ``None`` (random), an int, or a (2,) tensor.
+
+    ``stream`` is added to the second component so that restarts or chunks draw different noise.
+    """
+    if seed is None:
+        base = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    elif isinstance(seed, (int, np.integer)):
+        base = tf.constant([int(seed), 0], dtype=tf.int64)
+    else:
+        base = tf.cast(tf.reshape(seed, [2]), tf.int64)
+    return base + tf.constant([0, 1], tf.int64) * tf.cast(stream, tf.int64)
+
+
+def random_start(x, epsilon, norm, seed):
+    """A uniform sample of the epsilon ball around x (L-inf box or L2 ball), not yet clipped."""
+    if norm == np.inf:
+        return tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype) * epsilon
+    direction = steepest_step(tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype), 2)
+    dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    radius = tf.random.stateless_uniform(tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0),
+                                         seed + tf.constant([0, 7919], tf.int64), dtype=x.dtype)
+    return direction * epsilon * tf.pow(radius, 1.0 / dims)
+
+
+def predicted_labels(model, x):
+    """Labels the model predicts (used when y is None, to avoid label leaking)."""
+    return tf.argmax(logits_of(model, x), axis=-1, output_type=tf.int64)
+
+
+def prepare_inputs(x, y, model, *, name_y="y"):
+    """Validate eager inputs and convert to tensors: x float32, y int64 (predictions when None)."""
+    check_images("x", x)
+    x = tf.convert_to_tensor(x, dtype=tf.float32) if not tf.is_tensor(x) else tf.cast(x, tf.float32)
+    if y is None:
+        y = predicted_labels(model, x)
+    else:
+        if not tf.is_tensor(y) or tf.executing_eagerly():
+            n = int(x.shape[0]) if x.shape[0] is not None else None
+            y = check_labels(name_y, y if not tf.is_tensor(y) else y.numpy(), n=n)
+        y = tf.cast(y, tf.int64)
+        if len(y.shape) == 2:
+            y = tf.argmax(y, axis=-1, output_type=tf.int64)
+    return x, y
+
+
+def check_budget(epsilon, step_size=None, steps=None, norm=np.inf):
+    """Validate an attack budget; epsilon is in [0, 1] for L-inf and >= 0 for L2."""
+    if not tf.is_tensor(epsilon):
+        eps_ok = isinstance(epsilon, (int, float, np.floating, np.integer)) and np.isfinite(epsilon) and epsilon >= 0
+        if not eps_ok or (norm == np.inf and epsilon > 1):
+            raise invalid("epsilon", "a number in [0, 1] (pixel scale)" if norm == np.inf else "a number >= 0", epsilon)
+    if step_size is not None and not tf.is_tensor(step_size):
+        if not isinstance(step_size, (int, float, np.floating, np.integer)) or not np.isfinite(step_size) or step_size <= 0:
+            raise invalid("step_size", "a number > 0", step_size)
+    if steps is not None and not tf.is_tensor(steps):
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise invalid("steps", "an integer >= 0", steps)

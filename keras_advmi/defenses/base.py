@@ -1,0 +1,132 @@
+"""The Defense protocol: a defense turns a batch into a loss; Keras keeps the optimizer, metrics and loop.
+
+``AdversarialModel`` calls, inside its compiled ``train_step``:
+  x_adv = defense.adversarial_examples(model, x, y, seed=..., step=...)
+  out = defense.loss(model, x, y, x_adv, training=True)      # a ``DefenseLoss``
+and reduces ``out.per_sample`` with the sample weights. (DESIGN.md sketched ``loss`` returning a
+scalar; a per-sample vector is returned instead so that ``sample_weight`` and ``tf.distribute``
+loss scaling stay the model's job and are done once, in one place.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .._checks import check_fraction, check_norm, check_positive_int, invalid
+from ..attacks._common import cross_entropy, logits_of
+from ..attacks.pgd import pgd_graph
+
+
+class DefenseLoss(NamedTuple):
+    """What ``Defense.loss`` returns.
+
+    per_sample: (N,) float32 loss before sample weighting.
+    logs: {name: scalar} batch means reported as metrics (e.g. ``mi_natural``).
+    logits_adv: (N, C) logits on x_adv (for ``adv_accuracy``).
+    logits_clean: (N, C) logits on x when the defense computed them anyway, else None.
+    """
+
+    per_sample: tf.Tensor
+    logs: dict
+    logits_adv: tf.Tensor
+    logits_clean: tf.Tensor | None = None
+
+
+class Defense:
+    """Base class: PGD-generated examples (Madry et al. 2018) and an abstract loss.
+
+    Args:
+      epsilon: L-inf (or L2) radius in pixel units. step_size: PGD step (default 2.5 * eps / steps).
+      steps: PGD iterations during training. norm: ``np.inf`` or 2. random_start: uniform start in the ball.
+      eval_steps: PGD iterations for ``adv_accuracy`` in ``evaluate``/validation (default ``max(steps, 10)``).
+      epsilon_warmup_steps: ramp epsilon linearly from 0 over this many optimizer steps (0 = off);
+        helps MNIST PGD-AT escape the initial plateau.
+      seed: base seed of the attack noise; step and replica make each batch's noise distinct.
+    """
+
+    name = "defense"
+    #: Names of the scalars ``loss`` reports in ``logs`` (a metric each in ``fit``'s history).
+    log_names: tuple = ()
+
+    def __init__(self, epsilon=0.3, step_size=None, steps=10, norm=np.inf, random_start=True, eval_steps=None,
+                 epsilon_warmup_steps=0, seed=None):
+        self.norm = check_norm(norm)
+        if self.norm == np.inf:
+            self.epsilon = check_fraction("epsilon", epsilon)
+        else:
+            self.epsilon = check_fraction("epsilon", epsilon, 0.0, float("inf"))
+        self.steps = check_positive_int("steps", steps, minimum=0)
+        if step_size is None:
+            step_size = 2.5 * self.epsilon / max(self.steps, 1)
+        self.step_size = check_fraction("step_size", step_size, 0.0, float("inf"), low_open=self.epsilon > 0)
+        self.random_start = bool(random_start)
+        self.eval_steps = check_positive_int("eval_steps", eval_steps if eval_steps is not None else max(self.steps, 10))
+        self.epsilon_warmup_steps = check_positive_int("epsilon_warmup_steps", epsilon_warmup_steps, minimum=0)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise invalid("seed", "an integer or None", seed)
+        self.seed = seed
+
+    # -- protocol -----------------------------------------------------------------------------
+    def build(self, model):
+        """Create own variables/sub-models once, given the target model. Default: nothing."""
+
+    def sublayers(self):
+        """Keras layers the defense owns (saved and loaded with the AdversarialModel)."""
+        return []
+
+    def current_epsilon(self, step=None):
+        """Epsilon at optimizer step ``step`` under the linear warm-up (a float32 tensor)."""
+        eps = tf.constant(self.epsilon, tf.float32)
+        if self.epsilon_warmup_steps and step is not None:
+            ramp = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(self.epsilon_warmup_steps))
+            eps = eps * ramp
+        return eps
+
+    def adversarial_examples(self, model, x, y, seed=None, step=None):
+        """Training examples: PGD(steps) within the current epsilon; returns x_adv (stop_gradient)."""
+        eps = self.current_epsilon(step)
+        step_size = self.step_size * eps / max(self.epsilon, 1e-12)
+        return pgd_graph(model, x, y, eps, step_size, self.steps, self.norm, False, self.random_start, 1, seed)
+
+    def evaluation_examples(self, model, x, y, seed=None):
+        """Examples for ``adv_accuracy`` in evaluate/validation: PGD(eval_steps) at the full epsilon."""
+        return pgd_graph(model, x, y, self.epsilon, self.step_size, self.eval_steps, self.norm, False,
+                         self.random_start, 1, seed)
+
+    def loss(self, model, x, y, x_adv, training) -> DefenseLoss:
+        raise NotImplementedError
+
+    def evaluation_logs(self, model, x, y, seed=None):
+        """Extra per-sample quantities for evaluate/validation, {name: (N,) tensor}. Default: none."""
+        return {}
+
+    evaluation_log_names: tuple = ()
+
+    # -- serialization --------------------------------------------------------------------------
+    def get_config(self):
+        return {"epsilon": self.epsilon, "step_size": self.step_size, "steps": self.steps,
+                "norm": "inf" if self.norm == np.inf else 2, "random_start": self.random_start,
+                "eval_steps": self.eval_steps, "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def adversarial_cross_entropy(model, y, x_adv, training):
+    """CE(f(x_adv), y) per sample, and the logits."""
+    logits = logits_of(model, x_adv, training=training)
+    return cross_entropy(y, logits), logits
+
+
+def serializable(cls):
+    """Register a Defense subclass with Keras' serialization under the package name."""
+    return keras.saving.register_keras_serializable(package="keras_advmi")(cls)

@@ -1,0 +1,42 @@
+"""MART (Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples", ICLR 2020).
+
+loss = BCE(f(x_adv), y) + lambda * KL(f(x) || f(x_adv)) * (1 - p_y(x)),
+BCE = -log p_y(x_adv) - log(1 - max_{k != y} p_k(x_adv)).
+"""
+
+import tensorflow as tf
+
+from .._checks import check_fraction
+from ..attacks._common import logits_of
+from ..attacks.trades import kl_divergence
+from .base import Defense, DefenseLoss, serializable
+
+_TINY = 1e-12
+
+
+@serializable
+class MART(Defense):
+    """MART with ``lam`` = 6. Logs ``boosted_ce`` and ``weighted_kl``."""
+
+    name = "mart"
+    log_names = ("boosted_ce", "weighted_kl")
+
+    def __init__(self, epsilon=0.3, step_size=None, steps=10, lam=6.0, **kwargs):
+        super().__init__(epsilon, step_size, steps, **kwargs)
+        self.lam = check_fraction("lam", lam, 0.0, float("inf"))
+
+    def loss(self, model, x, y, x_adv, training):
+        logits_clean = logits_of(model, x, training=training)
+        logits_adv = logits_of(model, x_adv, training=training)
+        probs_adv = tf.nn.softmax(logits_adv)
+        true_mask = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits_adv)[-1], dtype=probs_adv.dtype)
+        p_true_adv = tf.reduce_sum(probs_adv * true_mask, axis=-1)
+        p_other_max = tf.reduce_max(probs_adv - 2.0 * true_mask, axis=-1)  # excludes the true class
+        boosted_ce = -tf.math.log(p_true_adv + _TINY) - tf.math.log(1.0 - p_other_max + _TINY)
+        p_true_clean = tf.reduce_sum(tf.nn.softmax(logits_clean) * true_mask, axis=-1)
+        weighted_kl = kl_divergence(logits_clean, logits_adv) * (1.0 - p_true_clean)
+        per_sample = boosted_ce + self.lam * weighted_kl
+        return DefenseLoss(per_sample, {"boosted_ce": boosted_ce, "weighted_kl": weighted_kl}, logits_adv, logits_clean)
+
+    def get_config(self):
+        return {**super().get_config(), "lam": self.lam}

@@ -1,0 +1,173 @@
+"""``AdversarialModel``: a ``keras.Model`` whose train/test steps delegate the objective to a Defense.
+
+    robust = kam.AdversarialModel(model, defense=kam.defenses.PGD(epsilon=0.3))
+    robust.compile(optimizer="adam", metrics=["accuracy"])
+    robust.fit(x, y, validation_data=(xv, yv))   # history: loss, accuracy, adv_accuracy, val_adv_accuracy, ...
+
+The wrapped model must output logits. The defense defines the training loss (cross-entropy from
+logits, as in each paper), so ``compile(loss=...)`` is optional and, when given, is not used for
+training; compiled metrics are computed on clean inputs, ``adv_accuracy`` on adversarial ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ._checks import check_images, check_labels, invalid
+from .defenses.base import Defense
+
+logger = logging.getLogger(__name__)
+
+
+def _sparse_labels(y):
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2 and (y.shape[-1] is None or y.shape[-1] > 1):
+        return tf.argmax(y, axis=-1, output_type=tf.int64)
+    return tf.cast(tf.reshape(y, [-1]), tf.int64)
+
+
+@keras.saving.register_keras_serializable(package="keras_advmi")
+class AdversarialModel(keras.Model):
+    """Wrap ``model`` (logits out) so that ``fit`` trains it with ``defense``.
+
+    Args:
+      model: a built Keras model mapping images (N, H, W, C) in [0, 1] to logits (N, classes).
+      defense: a ``kam.defenses.Defense`` (PGD, TRADES, MART, FastAT, ...).
+
+    ``train_step``: x_adv = defense.adversarial_examples(model, x, y) -> per-sample defense loss ->
+    weighted mean -> ``optimizer.apply``. ``test_step``: clean metrics, ``adv_accuracy`` under the
+    defense's evaluation attack (PGD at full epsilon) and the defense's logs, side by side.
+    Works under ``tf.distribute`` strategies and with ``jit_compile``.
+    """
+
+    def __init__(self, model, defense, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise invalid("model", "a keras.Model that outputs logits", type(model).__name__)
+        if not isinstance(defense, Defense):
+            raise invalid("defense", "a kam.defenses.Defense instance, e.g. kam.defenses.PGD(epsilon=0.3)", defense)
+        if model.outputs is not None and len(model.outputs) != 1:
+            raise invalid("model", "a model with a single logits output", f"{len(model.outputs)} outputs")
+        self.model = model
+        self.defense = defense
+        defense.build(model)
+        self.defense_layers = list(defense.sublayers())
+        self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        names = tuple(defense.log_names) + tuple(defense.evaluation_log_names)
+        self.defense_log_trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self._seed = defense.seed if defense.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
+        if model.built:
+            self.built = True
+
+    # -- Keras plumbing -----------------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
+
+    @property
+    def num_classes(self):
+        return int(self.model.outputs[0].shape[-1]) if self.model.outputs else None
+
+    def _step_seed(self, stream):
+        """Stateless seed (2,) distinct per optimizer step, replica and stream (train 0 / test 1)."""
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer is not None else tf.constant(0, tf.int64)
+        return tf.stack([tf.constant(self._seed, tf.int64) + tf.cast(replica_id, tf.int64) * 7919,
+                         step * 2 + stream])
+
+    def _weighted_mean(self, per_sample, sample_weight):
+        per_sample = tf.cast(per_sample, tf.float32)
+        if sample_weight is not None:
+            per_sample = per_sample * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        # Keras' "sum_over_batch_size" reduction, then the tf.distribute scaling Keras' own losses use.
+        loss = tf.reduce_sum(per_sample) / tf.cast(tf.shape(per_sample)[0], tf.float32)
+        if self.model.losses:
+            loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+        return keras.src.losses.loss.scale_loss_for_distribution(loss)
+
+    def _update_metrics(self, y, logits_clean, out, loss, sample_weight, extra=None):
+        """Loss tracker, compiled metrics on clean logits, adv_accuracy, defense logs; returns the results."""
+        self._loss_tracker.update_state(keras.src.losses.loss.unscale_loss_for_distribution(loss),
+                                        sample_weight=tf.shape(y)[0])
+        self.compute_metrics(None, y, logits_clean, sample_weight=sample_weight)
+        self.adv_accuracy_tracker.update_state(y, out.logits_adv, sample_weight=sample_weight)
+        for name, value in {**out.logs, **(extra or {})}.items():
+            self.defense_log_trackers[name].update_state(value, sample_weight=sample_weight)
+        return self.get_metrics_result()
+
+    # -- steps --------------------------------------------------------------------------------------
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = tf.cast(x, tf.float32)
+        y = _sparse_labels(y)
+        x_adv = self.defense.adversarial_examples(self.model, x, y, seed=self._step_seed(0),
+                                                  step=self.optimizer.iterations)
+        weights = self.model.trainable_weights
+        with tf.GradientTape() as tape:
+            out = self.defense.loss(self.model, x, y, x_adv, training=True)
+            loss = self._weighted_mean(out.per_sample, sample_weight)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, weights)
+        self.optimizer.apply(grads, weights)
+        logits_clean = out.logits_clean
+        if logits_clean is None:
+            logits_clean = self.model(x, training=False)
+        results = self._update_metrics(y, logits_clean, out, loss, sample_weight)
+        return {k: v for k, v in results.items() if k not in self.defense.evaluation_log_names}
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = tf.cast(x, tf.float32)
+        y = _sparse_labels(y)
+        seed = self._step_seed(1)
+        logits_clean = self.model(x, training=False)
+        x_adv = self.defense.evaluation_examples(self.model, x, y, seed=seed)
+        out = self.defense.loss(self.model, x, y, x_adv, training=False)
+        extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
+        loss = self._weighted_mean(out.per_sample, sample_weight)
+        return self._update_metrics(y, logits_clean, out, loss, sample_weight, extra)
+
+    # -- input checks for in-memory data ------------------------------------------------------------
+    def _check_arrays(self, x, y, name_x="x", name_y="y"):
+        if isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and not isinstance(x, tf.data.Dataset)):
+            arr = np.asarray(x)
+            check_images(name_x, arr)
+            expected = tuple(self.model.inputs[0].shape[1:]) if self.model.inputs else None
+            if expected is not None and tuple(arr.shape[1:]) != expected:
+                raise invalid(name_x, f"inputs of shape (N, {', '.join(str(d) for d in expected)})",
+                              f"array of shape {arr.shape}")
+            if arr.size and (arr.min() < 0 or arr.max() > 1):
+                raise invalid(name_x, "pixel values in [0, 1] (epsilon is in that scale)",
+                              f"values in [{arr.min():.3g}, {arr.max():.3g}]")
+            if y is not None:
+                check_labels(name_y, y, n=len(arr), num_classes=self.num_classes)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self._check_arrays(x, y)
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
+            self._check_arrays(validation_data[0], validation_data[1], "validation_data[0]", "validation_data[1]")
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_arrays(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # -- serialization ------------------------------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name, "model": keras.saving.serialize_keras_object(self.model),
+                "defense": keras.saving.serialize_keras_object(self.defense)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        defense = keras.saving.deserialize_keras_object(config.pop("defense"), custom_objects=custom_objects)
+        return cls(model, defense, **config)
