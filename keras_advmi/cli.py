@@ -1,0 +1,58 @@
+"""``keras-advmi`` command line: train | evaluate | export | serve | query | analyze.
+
+Each subcommand lives in ``keras_advmi/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``. Bad arguments print one line ``keras-advmi: error: ...`` and exit 2, with no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = ("train", "evaluate", "export", "serve", "query", "analyze")
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-advmi", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keras_advmi.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"keras_advmi.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"keras-advmi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-advmi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
