@@ -9,7 +9,7 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import attacks, data  # noqa: E402
-# from .evaluation import evaluate_robustness  # noqa: E402
+from .evaluation import evaluate_robustness  # noqa: E402
 from .models import AdversarialModel  # noqa: E402
 
 __version__ = "0.1.0"

@@ -20,8 +20,15 @@ class UsageError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"keras-advmi: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-advmi", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="keras-advmi", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -32,14 +32,20 @@ def cross_entropy(y, logits):
 def loss_gradient(model, x, y, targeted):
     """Gradient of sum_i CE(f(x_i), y_i) w.r.t. x, negated when targeted (so ascent moves to the target).
 
-    Returns (gradient of x's shape and dtype, per-sample loss (N,)).
+    Returns (gradient of x's shape and dtype, per-sample loss (N,)). An empty batch (the last
+    per-replica batch under ``tf.distribute`` can be) returns zeros: TensorFlow's ReluGrad rejects
+    empty inputs inside a gradient tape.
     """
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = cross_entropy(y, logits_of(model, x))
-        objective = tf.reduce_sum(-loss if targeted else loss)
-    grad = tape.gradient(objective, x)
-    return grad, loss
+
+    def compute():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = cross_entropy(y, logits_of(model, x))
+            objective = tf.reduce_sum(-loss if targeted else loss)
+        return tape.gradient(objective, x), loss
+
+    return tf.cond(tf.shape(x)[0] > 0, compute,
+                   lambda: (tf.zeros_like(x), tf.zeros(tf.shape(x)[:1], tf.float32)))
 
 
 def _reduce_axes(x):

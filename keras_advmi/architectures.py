@@ -1,0 +1,55 @@
+"""Model presets for the CLI, examples and benchmarks; each returns an unbuilt-free Keras model with logits out."""
+
+from __future__ import annotations
+
+import keras
+
+from ._checks import invalid
+
+
+def small_cnn(input_shape, classes=10):
+    """Two 3x3 convs (32), dense 128, logits: trains on digits in seconds, on MNIST in minutes."""
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(128, activation="relu", name="dense1"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="small_cnn")
+
+
+def madry_cnn(input_shape=(28, 28, 1), classes=10):
+    """Madry et al. 2018's MNIST model: conv32-5x5, pool, conv64-5x5, pool, fc1024, logits."""
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(1024, activation="relu", name="fc1"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="madry_cnn")
+
+
+def mlp(input_shape, classes=10):
+    """Flatten, two dense 256 ReLU layers, logits."""
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(256, activation="relu", name="dense1"),
+        keras.layers.Dense(256, activation="relu", name="dense2"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="mlp")
+
+
+PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "mlp": mlp}
+
+
+def build(name, input_shape, classes=10):
+    """A preset by name."""
+    if name not in PRESETS:
+        raise invalid("arch", f"one of {sorted(PRESETS)}", name)
+    return PRESETS[name](tuple(input_shape), classes)

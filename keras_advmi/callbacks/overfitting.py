@@ -1,0 +1,80 @@
+"""Catastrophic-overfitting monitor for fast adversarial training (Wong et al. 2020, Sec. 5).
+
+FGSM-based training can suddenly lose all robustness to PGD while accuracy against FGSM rises. At
+each epoch end this callback measures PGD and FGSM accuracy on a fixed check set (or reads
+``val_adv_accuracy``/``val_fgsm_accuracy`` when no check set is given), writes them to ``logs``
+(``co_pgd_accuracy``, ``co_fgsm_accuracy``, ``catastrophic_overfitting`` 0/1), and, like Wong et al.'s
+early stopping, can restore the weights of the most PGD-robust epoch and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import keras
+
+from .._checks import check_fraction, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+
+class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
+    """Flag (and optionally stop at) catastrophic overfitting.
+
+    Args:
+      x_check, y_check: a small fixed training subset (e.g. 512 images); ``None`` reads validation logs.
+      epsilon: attack budget (default: the model's defense epsilon). pgd_steps: steps of the PGD check.
+      drop: flag when PGD accuracy falls more than ``drop`` (absolute) below its best while FGSM
+        accuracy does not fall.
+      restore_best_weights, stop_training: Wong et al.'s early stopping.
+    """
+
+    def __init__(self, x_check=None, y_check=None, epsilon=None, pgd_steps=10, drop=0.2,
+                 restore_best_weights=True, stop_training=True, seed=0):
+        super().__init__()
+        self.x_check, self.y_check = x_check, y_check
+        self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon)
+        self.pgd_steps = check_positive_int("pgd_steps", pgd_steps)
+        self.drop = check_fraction("drop", drop)
+        self.restore_best_weights, self.stop_training = restore_best_weights, stop_training
+        self.seed = seed
+        self.best_pgd, self.best_weights, self.detected_epoch = -1.0, None, None
+
+    def _measure(self, logs):
+        from ..attacks import fgsm, pgd
+
+        if self.x_check is None:
+            return logs.get("val_adv_accuracy"), logs.get("val_fgsm_accuracy")
+        net = getattr(self.model, "model", self.model)
+        eps = self.epsilon if self.epsilon is not None else self.model.defense.epsilon
+        y = np.asarray(self.y_check)
+
+        def acc(x):
+            return float(np.mean(np.argmax(net.predict(x, verbose=0), -1) == y))
+
+        return (acc(pgd(net, self.x_check, y, eps, 2.5 * eps / self.pgd_steps, self.pgd_steps, seed=self.seed)),
+                acc(fgsm(net, self.x_check, y, eps)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        pgd_acc, fgsm_acc = self._measure(logs)
+        if pgd_acc is None:
+            return
+        logs["co_pgd_accuracy"] = pgd_acc
+        if fgsm_acc is not None:
+            logs["co_fgsm_accuracy"] = fgsm_acc
+        collapsed = pgd_acc < self.best_pgd - self.drop and (fgsm_acc is None or fgsm_acc >= pgd_acc + self.drop)
+        logs["catastrophic_overfitting"] = float(collapsed)
+        if collapsed and self.detected_epoch is None:
+            self.detected_epoch = epoch
+            logger.warning("catastrophic overfitting at epoch %d: PGD accuracy %.3f (best %.3f), FGSM %.3f",
+                           epoch + 1, pgd_acc, self.best_pgd, fgsm_acc if fgsm_acc is not None else float("nan"))
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+            if self.stop_training:
+                self.model.stop_training = True
+        elif pgd_acc > self.best_pgd:
+            self.best_pgd = pgd_acc
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()

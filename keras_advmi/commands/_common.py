@@ -1,0 +1,54 @@
+"""Helpers shared by subcommands: dataset loading, model loading, defense construction."""
+
+from __future__ import annotations
+
+import os
+
+from ..cli import UsageError
+
+
+def load_dataset(name):
+    from .. import data
+
+    try:
+        return data.load(name)
+    except data.DatasetUnavailableError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_model(path):
+    """A .keras file (plain logits model or AdversarialModel)."""
+    if not os.path.exists(path):
+        raise UsageError(f"model file {path!r} does not exist")
+    if not str(path).endswith(".keras"):
+        raise UsageError(f"model {path!r}: expected a .keras file saved by Keras 3")
+    import keras
+
+    import keras_advmi  # noqa: F401  (registers the serializable classes)
+
+    return keras.models.load_model(path, compile=False)
+
+
+def epsilon_arg(value):
+    """argparse type: a float in [0, 1]."""
+    import argparse
+
+    try:
+        eps = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"epsilon must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise argparse.ArgumentTypeError(f"epsilon must be in [0, 1] (pixel scale), got {eps}")
+    return eps
+
+
+def positive_int(value):
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n

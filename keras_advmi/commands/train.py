@@ -1,0 +1,107 @@
+"""``keras-advmi train``: robust training on a dataset, then a clean/FGSM/PGD table on the test set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ._common import epsilon_arg, load_dataset, load_model, positive_int
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers):
+    from ..architectures import PRESETS
+
+    p = subparsers.add_parser("train", help="adversarially train a model (resumable)",
+                              description="Train with a defense through model.fit; resumes an interrupted run "
+                                          "from OUT/backup; writes OUT/model.keras and OUT/robustness.json.")
+    p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
+    p.add_argument("--arch", default="small_cnn", choices=sorted(PRESETS), help="architecture preset")
+    p.add_argument("--model", help="start from this .keras model instead of a preset")
+    p.add_argument("--defense", default="pgd", help="none, pgd, trades, mart, fast_at, miat, region_at, sns")
+    p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
+    p.add_argument("--steps", type=positive_int, default=10, help="attack steps in training")
+    p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
+    p.add_argument("--pretrain-epochs", type=int, default=0, help="MIAT: epochs of estimator pretraining")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-attacks", nargs="+", default=["clean", "fgsm", "pgd-20"])
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/logs for TensorBoard")
+    p.add_argument("--out", default="runs/train", help="output directory")
+    p.set_defaults(run=run)
+    return p
+
+
+def make_defense(name, epsilon, steps, step_size, seed):
+    from ..cli import UsageError
+    from ..defenses import REGISTRY
+
+    key = name.lower().replace("-", "_")
+    if key == "none":
+        return None
+    if key not in REGISTRY:
+        raise UsageError(f"unknown defense {name!r}; expected one of none, {', '.join(sorted(REGISTRY))}")
+    cls = REGISTRY[key]
+    kwargs = {"epsilon": epsilon, "seed": seed}
+    if step_size is not None:
+        kwargs["step_size"] = step_size
+    if "steps" in cls.__init__.__code__.co_varnames or cls.__init__ is REGISTRY["pgd"].__init__:
+        kwargs["steps"] = steps
+    return cls(**kwargs)
+
+
+def run(args):
+    import keras
+    import numpy as np
+
+    from .. import data
+    from ..architectures import build
+    from ..cli import UsageError
+    from ..evaluation import evaluate_robustness
+    from ..models import AdversarialModel
+
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    (x, y), (xt, yt) = load_dataset(args.dataset)
+    epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
+    keras.utils.set_random_seed(args.seed)
+    classes = int(max(y.max(), yt.max()) + 1)
+    if args.model:
+        model = load_model(args.model)
+        model = getattr(model, "model", model) if not isinstance(model, keras.Sequential) else model
+    else:
+        model = build(args.arch, x.shape[1:], classes)
+    defense = make_defense(args.defense, epsilon, args.steps, args.step_size, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = keras.optimizers.Adam(args.lr)
+    if defense is None:
+        trainer = model
+        trainer.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
+    else:
+        trainer = AdversarialModel(model, defense)
+        trainer.compile(optimizer=optimizer, metrics=["accuracy"])
+        if args.pretrain_epochs and hasattr(defense, "pretrain_estimators"):
+            defense.pretrain_estimators(model, x, y, epochs=args.pretrain_epochs, batch_size=args.batch_size)
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    if args.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
+    trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt),
+                callbacks=callbacks, verbose=1)
+    model.save(out / "model.keras")
+    n = min(len(xt), 1000)
+    report = evaluate_robustness(model, xt[:n], yt[:n], attacks=args.eval_attacks, epsilons=[epsilon],
+                                 seed=args.seed, progress=True)
+    report.to_json(out / "robustness.json")
+    meta = {"dataset": args.dataset, "defense": args.defense, "epsilon": epsilon, "epochs": args.epochs,
+            "arch": args.arch if not args.model else args.model, "test_images": n}
+    (out / "train_config.json").write_text(json.dumps(meta, indent=2))
+    print(f"\n{args.defense} on {args.dataset}, eps={epsilon:g}, {n} test images:")
+    print(report)
+    print(f"saved {out / 'model.keras'}")
+    return 0

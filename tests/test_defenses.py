@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import keras_advmi as kam
+from keras_advmi.attacks.trades import kl_divergence
+
+DEFENSES = {
+    "pgd": lambda: kam.defenses.PGD(epsilon=0.2, steps=5, seed=0),
+    "trades": lambda: kam.defenses.TRADES(epsilon=0.2, steps=5, seed=0),
+    "mart": lambda: kam.defenses.MART(epsilon=0.2, steps=5, seed=0),
+    "fast_at": lambda: kam.defenses.FastAT(epsilon=0.2, seed=0),
+}
+
+
+class Fixed(keras.layers.Layer):
+    """Returns fixed logits per sample index (for hand-checked loss formulas)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.table = tf.constant(logits, tf.float32)
+
+    def call(self, x, training=None):
+        return tf.gather(self.table, tf.cast(x[:, 0], tf.int32))
+
+
+def test_trades_and_mart_losses_match_formulas():
+    clean = [[2.0, 0.0, -1.0], [0.5, 0.3, 0.0]]
+    adv = [[0.5, 1.0, -1.0], [0.0, 1.0, 0.2]]
+    logits = np.array(clean + adv, np.float32)
+    model = Fixed(logits)
+    x, x_adv, y = tf.constant([[0.0], [1.0]]), tf.constant([[2.0], [3.0]]), tf.constant([0, 1], tf.int64)
+    pc, pa = tf.nn.softmax(clean).numpy(), tf.nn.softmax(adv).numpy()
+    kl = (pc * (np.log(pc) - np.log(pa))).sum(1)
+    out = kam.defenses.TRADES(epsilon=0.1, beta=6.0).loss(model, x, y, x_adv, training=False)
+    np.testing.assert_allclose(out.per_sample.numpy(), -np.log(pc[[0, 1], [0, 1]]) + 6 * kl, rtol=1e-5)
+    out = kam.defenses.MART(epsilon=0.1, lam=6.0).loss(model, x, y, x_adv, training=False)
+    other = np.array([max(pa[0, 1], pa[0, 2]), max(pa[1, 0], pa[1, 2])])
+    bce = -np.log(pa[[0, 1], [0, 1]]) - np.log(1 - other)
+    np.testing.assert_allclose(out.per_sample.numpy(), bce + 6 * kl * (1 - pc[[0, 1], [0, 1]]), rtol=1e-5)
+    np.testing.assert_allclose(kl_divergence(tf.constant(clean), tf.constant(adv)).numpy(), kl, rtol=1e-5)
+
+
+def test_fast_at_examples_in_ball(trained_digits_model, digits):
+    (x, y), _ = digits
+    d = kam.defenses.FastAT(epsilon=0.1)
+    adv = d.adversarial_examples(trained_digits_model, tf.constant(x[:32]), tf.constant(y[:32]),
+                                 seed=tf.constant([1, 2], tf.int64)).numpy()
+    assert np.abs(adv - x[:32]).max() <= 0.1 + 1e-6 and 0 <= adv.min() and adv.max() <= 1
+    assert d.step_size == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSES))
+def test_defense_trains_saves_and_loads(name, digits, cnn_factory, tmp_path):
+    (x, y), (xt, yt) = digits
+    robust = kam.AdversarialModel(cnn_factory(), DEFENSES[name]())
+    robust.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
+    hist = robust.fit(x, y, epochs=3, batch_size=64, validation_data=(xt, yt), verbose=0).history
+    assert {"loss", "accuracy", "adv_accuracy", "val_accuracy", "val_adv_accuracy"} <= set(hist)
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist["val_accuracy"][-1] > 0.6
+    for log_name in robust.defense.log_names:
+        assert log_name in hist and f"val_{log_name}" in hist
+    path = tmp_path / f"{name}.keras"
+    robust.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, kam.AdversarialModel) and type(loaded.defense) is type(robust.defense)
+    assert loaded.defense.get_config() == robust.defense.get_config()
+    np.testing.assert_array_equal(loaded.predict(xt, verbose=0), robust.predict(xt, verbose=0))
+
+
+def test_sample_weight_zero_rows_do_not_train(digits, cnn_factory):
+    (x, y), _ = digits
+    robust = kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.1, steps=2, seed=0))
+    robust.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [w.copy() for w in robust.get_weights()]
+    robust.fit(x[:64], y[:64], sample_weight=np.zeros(64), epochs=1, batch_size=64, verbose=0)
+    for a, b in zip(before, robust.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_at_reports_fgsm_accuracy_in_validation(digits, cnn_factory):
+    (x, y), (xt, yt) = digits
+    robust = kam.AdversarialModel(cnn_factory(), kam.defenses.FastAT(epsilon=0.2, seed=0))
+    robust.compile(optimizer="adam", metrics=["accuracy"])
+    hist = robust.fit(x, y, epochs=1, validation_data=(xt, yt), verbose=0).history
+    assert "val_fgsm_accuracy" in hist and "fgsm_accuracy" not in hist
+    assert 0.0 <= hist["val_fgsm_accuracy"][0] <= 1.0
+
+
+def test_catastrophic_overfitting_monitor_flags_collapse():
+    from keras_advmi.callbacks.overfitting import CatastrophicOverfittingMonitor
+
+    monitor = CatastrophicOverfittingMonitor(drop=0.2, restore_best_weights=False)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    monitor.set_model(model)
+    logs = [{"val_adv_accuracy": 0.5, "val_fgsm_accuracy": 0.55}, {"val_adv_accuracy": 0.6, "val_fgsm_accuracy": 0.62},
+            {"val_adv_accuracy": 0.05, "val_fgsm_accuracy": 0.9}]
+    flags = []
+    for epoch, log in enumerate(logs):
+        monitor.on_epoch_end(epoch, log)
+        flags.append(log["catastrophic_overfitting"])
+    assert flags == [0.0, 0.0, 1.0] and monitor.detected_epoch == 2 and model.stop_training
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda m: m.fit(np.zeros((4, 9, 9, 1), np.float32), np.zeros(4), verbose=0), "shape"),
+    (lambda m: m.fit(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 2, 12]), verbose=0), "labels in \\[0, 9\\]"),
+    (lambda m: m.fit(np.full((4, 8, 8, 1), np.nan, np.float32), np.zeros(4), verbose=0), "finite"),
+    (lambda m: m.fit(np.full((4, 8, 8, 1), 255.0, np.float32), np.zeros(4), verbose=0), "\\[0, 1\\]"),
+])
+def test_bad_training_data_is_rejected(cnn_factory, bad, match):
+    robust = kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.1, steps=1))
+    robust.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=match):
+        bad(robust)
+
+
+@pytest.mark.parametrize("factory,match", [
+    (lambda: kam.defenses.PGD(epsilon=1.2), "`epsilon`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, steps=-1), "`steps`"),
+    (lambda: kam.defenses.TRADES(epsilon=0.3, beta=-1), "`beta`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, seed="x"), "`seed`"),
+])
+def test_bad_defense_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_adversarial_model_rejects_non_defense(cnn_factory):
+    with pytest.raises(ValueError, match="`defense`"):
+        kam.AdversarialModel(cnn_factory(), defense="pgd")
