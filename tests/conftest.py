@@ -36,7 +36,7 @@ def small_cnn(input_shape=(8, 8, 1), classes=10, seed=0):
     ])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cnn_factory():
     return small_cnn
 

@@ -32,20 +32,22 @@ def cross_entropy(y, logits):
 def loss_gradient(model, x, y, targeted):
     """Gradient of sum_i CE(f(x_i), y_i) w.r.t. x, negated when targeted (so ascent moves to the target).
 
-    Returns (gradient of x's shape and dtype, per-sample loss (N,)). An empty batch (the last
-    per-replica batch under ``tf.distribute`` can be) returns zeros: TensorFlow's ReluGrad rejects
-    empty inputs inside a gradient tape.
+    Returns (gradient of x's shape and dtype, per-sample loss (N,)).
     """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = cross_entropy(y, logits_of(model, x))
+        objective = tf.reduce_sum(-loss if targeted else loss)
+    return tape.gradient(objective, x), loss
 
-    def compute():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = cross_entropy(y, logits_of(model, x))
-            objective = tf.reduce_sum(-loss if targeted else loss)
-        return tape.gradient(objective, x), loss
 
-    return tf.cond(tf.shape(x)[0] > 0, compute,
-                   lambda: (tf.zeros_like(x), tf.zeros(tf.shape(x)[:1], tf.float32)))
+def unless_empty(x, attack):
+    """``attack()`` for a non-empty batch, else x. The last per-replica batch under ``tf.distribute``
+    can be empty, and TensorFlow's ReluGrad rejects empty inputs inside a gradient tape. One cond
+    around the whole attack (not one per step, which measured ~25% slower)."""
+    if x.shape[0] is not None:
+        return attack() if x.shape[0] > 0 else x
+    return tf.cond(tf.shape(x)[0] > 0, attack, lambda: tf.identity(x))
 
 
 def _reduce_axes(x):

@@ -6,14 +6,17 @@ import numpy as np
 import tensorflow as tf
 
 from ._batching import map_batches
-from ._common import check_budget, loss_gradient, prepare_inputs, steepest_step
+from ._common import check_budget, loss_gradient, prepare_inputs, steepest_step, unless_empty
 
 
 def fgsm_graph(model, x, y, epsilon, targeted=False, norm=np.inf):
     """x' = clip01(x + eps * sign(grad_x CE(f(x), y))) on tensors; minus sign toward a target. Graph-safe."""
-    grad, _ = loss_gradient(model, x, y, targeted)
-    x_adv = tf.clip_by_value(x + tf.cast(epsilon, x.dtype) * steepest_step(grad, norm), 0.0, 1.0)
-    return tf.stop_gradient(x_adv)
+
+    def attack():
+        grad, _ = loss_gradient(model, x, y, targeted)
+        return tf.stop_gradient(tf.clip_by_value(x + tf.cast(epsilon, x.dtype) * steepest_step(grad, norm), 0.0, 1.0))
+
+    return unless_empty(x, attack)
 
 
 _fgsm_compiled = tf.function(fgsm_graph, reduce_retracing=True)

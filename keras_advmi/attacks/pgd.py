@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_norm, check_positive_int
-from ._common import (check_budget, cross_entropy, logits_of, loss_gradient, prepare_inputs, project,
+from ._common import (check_budget, unless_empty, cross_entropy, logits_of, loss_gradient, prepare_inputs, project,
                       random_start, seed_pair, steepest_step)
 from ._batching import map_batches
 
@@ -64,12 +64,16 @@ def worst_case(model, y, targeted, candidates):
 def pgd_graph(model, x, y, epsilon, step_size, steps, norm=np.inf, targeted=False, random_init=True,
               restarts=1, seed=None):
     """PGD with restarts on tensors; restart r uses seed stream r. Graph-safe."""
-    if restarts == 1:
-        return pgd_single(model, x, y, epsilon, step_size, steps, norm, targeted, random_init, seed)
-    candidates = [pgd_single(model, x, y, epsilon, step_size, steps, norm, targeted, random_init,
-                             seed_pair(seed, r) if seed is not None or r else seed)
-                  for r in range(restarts)]
-    return tf.stop_gradient(worst_case(model, y, targeted, candidates))
+
+    def attack():
+        if restarts == 1:
+            return pgd_single(model, x, y, epsilon, step_size, steps, norm, targeted, random_init, seed)
+        candidates = [pgd_single(model, x, y, epsilon, step_size, steps, norm, targeted, random_init,
+                                 seed_pair(seed, r) if seed is not None or r else seed)
+                      for r in range(restarts)]
+        return tf.stop_gradient(worst_case(model, y, targeted, candidates))
+
+    return unless_empty(x, attack)
 
 
 _pgd_compiled = tf.function(pgd_graph, reduce_retracing=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ._batching import map_batches
-from ._common import check_budget, logits_of, project, seed_pair
+from ._common import check_budget, logits_of, project, seed_pair, unless_empty
 from .._checks import check_images
 
 
@@ -32,8 +32,10 @@ def trades_kl_graph(model, x, epsilon, step_size, steps, seed=None, logits_natur
         xa = x + project(xa + step_size * tf.sign(grad) - x, epsilon, float("inf"))
         return i + 1, tf.clip_by_value(xa, 0.0, 1.0)
 
-    x_adv = tf.while_loop(lambda i, _: tf.logical_and(i < steps, tf.shape(x)[0] > 0), step, (tf.constant(0, tf.int32), x_adv), parallel_iterations=1)[1]
-    return tf.stop_gradient(x_adv)
+    def attack():
+        return tf.while_loop(lambda i, _: i < steps, step, (tf.constant(0, tf.int32), x_adv), parallel_iterations=1)[1]
+
+    return tf.stop_gradient(unless_empty(x, attack))
 
 
 _trades_compiled = tf.function(trades_kl_graph, reduce_retracing=True)

@@ -9,7 +9,7 @@ reports ``adv_accuracy`` (PGD) beside ``fgsm_accuracy`` so the failure is visibl
 import numpy as np
 import tensorflow as tf
 
-from ..attacks._common import logits_of, loss_gradient, random_start as ball_sample, seed_pair
+from ..attacks._common import logits_of, loss_gradient, random_start as ball_sample, seed_pair, unless_empty
 from ..attacks.fgsm import fgsm_graph
 from .base import Defense, DefenseLoss, adversarial_cross_entropy, serializable
 
@@ -28,12 +28,15 @@ class FastAT(Defense):
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
         eps = self.current_epsilon(step)
-        delta = ball_sample(x, eps, np.inf, seed_pair(seed))
-        x_start = tf.clip_by_value(x + delta, 0.0, 1.0)
-        grad, _ = loss_gradient(model, x_start, y, False)
-        step_size = self.step_size * eps / max(self.epsilon, 1e-12)
-        delta = tf.clip_by_value(x_start - x + step_size * tf.sign(grad), -eps, eps)
-        return tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
+
+        def attack():
+            x_start = tf.clip_by_value(x + ball_sample(x, eps, np.inf, seed_pair(seed)), 0.0, 1.0)
+            grad, _ = loss_gradient(model, x_start, y, False)
+            step_size = self.step_size * eps / max(self.epsilon, 1e-12)
+            delta = tf.clip_by_value(x_start - x + step_size * tf.sign(grad), -eps, eps)
+            return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+        return tf.stop_gradient(unless_empty(x, attack))
 
     def loss(self, model, x, y, x_adv, training):
         per_sample, logits_adv = adversarial_cross_entropy(model, y, x_adv, training)
