@@ -8,6 +8,10 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ._quiet import import_tensorflow_quietly as _import_tf  # noqa: E402
+
+_import_tf()
+
 from . import attacks, data  # noqa: E402
 from .evaluation import evaluate_robustness  # noqa: E402
 from .models import AdversarialModel  # noqa: E402

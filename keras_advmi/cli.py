@@ -16,8 +16,7 @@ import sys
 COMMANDS = ("train", "evaluate", "export", "serve", "query", "analyze")
 
 
-class UsageError(Exception):
-    """A user error: printed as one line, exit code 2."""
+from .commands import UsageError  # noqa: E402  (re-exported for subcommands)
 
 
 class _Parser(argparse.ArgumentParser):

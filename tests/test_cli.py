@@ -1,0 +1,57 @@
+"""keras-advmi train/evaluate: a working run on digits and one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "keras_advmi.cli", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = cli("train", "--dataset", "digits", "--defense", "pgd", "--epochs", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_train_writes_model_and_table(trained_run):
+    out, proc = trained_run
+    assert (out / "model.keras").exists()
+    table = json.loads((out / "robustness.json").read_text())
+    attacks = {r["attack"]: r["accuracy"] for r in table["rows"]}
+    assert set(attacks) == {"clean", "fgsm", "pgd-20"} and attacks["clean"] > 0.5
+    assert "pgd-20" in proc.stdout and "clean" in proc.stdout
+
+
+def test_evaluate_saved_model(trained_run, tmp_path):
+    out, _ = trained_run
+    proc = cli("evaluate", str(out / "model.keras"), "--dataset", "digits", "--attacks", "clean", "fgsm",
+               "--epsilons", "0.1", "0.2", "--n", "100", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "robustness.csv").read_text().startswith("attack,epsilon,accuracy,n")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--defense", "magic"], "unknown defense 'magic'"),
+    (["train", "--epsilon", "1.5"], "epsilon must be in [0, 1]"),
+    (["train", "--epochs", "0"], "expected a positive integer"),
+    (["train", "--dataset", "svhn"], "`name`"),
+    (["evaluate", "/nonexistent/model.keras"], "does not exist"),
+    (["evaluate", __file__], "expected a .keras file"),
+    (["nosuchcommand"], "invalid choice"),
+])
+def test_bad_arguments_one_line_exit_2(args, needle):
+    proc = cli(*args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    err = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("keras-advmi: error:") and needle in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr
