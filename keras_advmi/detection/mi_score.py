@@ -1,0 +1,158 @@
+"""MI-score detector after MIAT / NAMID (Zhou et al., ICML 2022, arXiv 2207.12203, P2 in METHODS.md).
+
+P2's finding: an adversarial input carries less natural MI between the input and the model's
+output than a clean one. The detector scores the per-sample natural-MI estimate of (x, h(x)):
+
+    u[i, j, l] = < G(h(x_i)), L(x_j)_l >                          (DIM-style local critic)
+    v(x_i)     = mean_l ( u[i, i, l] - log (1/M) sum_{j in R} exp u[i, j, l] )   (DV term, nats)
+    score(x_i) = -v(x_i)                                          (higher = more adversarial)
+
+L is a small conv encoder of the image into a feature map of ``hidden`` channels, G a two-layer
+encoder of the model's logits (as in P2's estimators). The critic is trained on clean data only
+(model frozen) to maximise the batch DV bound with in-batch negatives j != i. At scoring time the
+negatives are a fixed reference bank R of ``references`` clean training images (their L features
+are stored as a weight), so a sample's score does not depend on the other samples in its request
+(a served model must give the same answer for a batch of 1 and of 64).
+
+An adversarial input h(x~) answers for the wrong class while L still sees the true digit, so the
+joint pair looks like a negative pair and v drops. The adversarial-MI estimator of P2 scores the
+pattern n = x~ - x, which is unknown at test time, so it is not part of the score.
+
+When the model was trained with ``kam.defenses.MIAT``, pass ``estimators=defense``: the score is
+then ``-defense.mi_scores(model, x, x)["mi_natural"]`` (P2's own natural estimator; note that its DV
+term takes negatives from the batch, so scores then depend on batch composition).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .._checks import check_positive_int, invalid
+from .base import Detector, logits_model_call
+
+
+def _image_encoder(input_shape, hidden, seed):
+    init = lambda k: keras.initializers.GlorotUniform(seed=seed + k)  # noqa: E731
+    stride = 2 if min(input_shape[0], input_shape[1]) >= 16 else 1
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(1)),
+        keras.layers.Conv2D(hidden, 3, strides=stride, padding="same", activation="relu", kernel_initializer=init(2)),
+        keras.layers.Conv2D(hidden, 1, kernel_initializer=init(3)),
+    ], name="mi_local_encoder")
+
+
+def _output_encoder(classes, hidden, seed):
+    init = lambda k: keras.initializers.GlorotUniform(seed=seed + k)  # noqa: E731
+    return keras.Sequential([
+        keras.Input((classes,)),
+        keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(4)),
+        keras.layers.Dense(hidden, kernel_initializer=init(5)),
+    ], name="mi_global_encoder")
+
+
+def dv_scores_batch(g, local):
+    """Per-sample DV terms with in-batch negatives j != i: g (B, D), local (B, P, D) -> (B,)."""
+    u = tf.einsum("id,jpd->ijp", g, local)                                  # (B, B, P)
+    b = tf.shape(u)[0]
+    joint = tf.linalg.diag_part(tf.transpose(u, [2, 0, 1]))                  # (P, B)
+    mask = tf.eye(b, dtype=u.dtype)[:, :, None] * -1e9
+    neg = tf.reduce_logsumexp(u + mask, axis=1) - tf.math.log(tf.cast(b - 1, u.dtype))  # (B, P)
+    return tf.reduce_mean(tf.transpose(joint) - neg, axis=-1)
+
+
+def dv_scores_reference(g, local, bank):
+    """Per-sample DV terms against a fixed bank: g (N, D), local (N, P, D), bank (M, P, D) -> (N,)."""
+    joint = tf.einsum("id,ipd->ip", g, local)                                # (N, P)
+    u = tf.einsum("id,jpd->ijp", g, bank)                                    # (N, M, P)
+    m = tf.cast(tf.shape(bank)[0], u.dtype)
+    neg = tf.reduce_logsumexp(u, axis=1) - tf.math.log(m)
+    return tf.reduce_mean(joint - neg, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_advmi")
+class MIScoreDetector(Detector):
+    """Low natural MI between an input and the model's output flags it as adversarial (P2).
+
+    Args:
+      estimators: None (fit own critics, the default) or a MIAT defense exposing
+        ``mi_scores(model, x, x_adv) -> {"mi_natural": (N,), ...}``.
+      hidden: critic feature width (P2 uses 2048 on CIFAR; ~64-256 suits MNIST).
+      references: size M of the clean reference bank of negatives used at scoring time.
+      epochs, learning_rate, train_batch_size: critic training (Adam, model frozen).
+      seed: initialisation and shuffling seed.
+    """
+
+    def __init__(self, estimators=None, hidden=64, references=64, epochs=20, learning_rate=1e-3,
+                 train_batch_size=128, seed=0, batch_size=256, **kwargs):
+        super().__init__(batch_size=batch_size, **kwargs)
+        if estimators is not None and not callable(getattr(estimators, "mi_scores", None)):
+            raise invalid("estimators", "None or a MIAT defense with a mi_scores(model, x, x_adv) method",
+                          type(estimators).__name__)
+        self.estimators = estimators
+        self.hidden = check_positive_int("hidden", hidden)
+        self.references = check_positive_int("references", references, minimum=2)
+        self.epochs = check_positive_int("epochs", epochs)
+        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+            raise invalid("learning_rate", "a number > 0", learning_rate)
+        self.learning_rate = float(learning_rate)
+        self.train_batch_size = check_positive_int("train_batch_size", train_batch_size, minimum=2)
+        self.seed = int(seed)
+        self.history = []
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "references": self.references,
+                "epochs": self.epochs, "learning_rate": self.learning_rate,
+                "train_batch_size": self.train_batch_size, "seed": self.seed,
+                "estimators": None if self.estimators is None else type(self.estimators).__name__}
+
+    def _fit(self, model, x, y):
+        if self.estimators is not None:
+            return
+        if x.ndim != 4:
+            raise invalid("x_clean", "NHWC images (rank 4)", f"array of shape {x.shape}")
+        if len(x) < self.references:
+            raise invalid("x_clean", f"at least references={self.references} images", f"{len(x)} images")
+        logits = np.concatenate([np.asarray(logits_model_call(model, x[i:i + self.batch_size]))
+                                 for i in range(0, len(x), self.batch_size)])
+        self.local_encoder = _image_encoder(x.shape[1:], self.hidden, self.seed)
+        self.global_encoder = _output_encoder(logits.shape[-1], self.hidden, self.seed)
+        weights = self.local_encoder.trainable_weights + self.global_encoder.trainable_weights
+        optimizer = keras.optimizers.Adam(self.learning_rate)
+        optimizer.build(weights)
+
+        @tf.function(reduce_retracing=True)
+        def step(xb, zb):
+            with tf.GradientTape() as tape:
+                v = dv_scores_batch(self.global_encoder(zb), self._local(xb))
+                loss = -tf.reduce_mean(v)
+            optimizer.apply(tape.gradient(loss, weights), weights)
+            return -loss
+
+        rng = np.random.default_rng(self.seed)
+        bs = min(self.train_batch_size, len(x))
+        self.history = []
+        for _ in range(self.epochs):
+            order = rng.permutation(len(x))
+            vals = [float(step(tf.constant(x[idx]), tf.constant(logits[idx])))
+                    for idx in (order[i:i + bs] for i in range(0, len(x) - bs + 1, bs))]
+            self.history.append(float(np.mean(vals)))
+        bank = x[rng.choice(len(x), self.references, replace=False)]
+        self._state("reference_bank", self._local(tf.constant(bank)).numpy())
+
+    def _local(self, x):
+        f = self.local_encoder(x)
+        return tf.reshape(f, [tf.shape(f)[0], -1, self.hidden])
+
+    def natural_mi(self, x):
+        """Per-sample natural-MI estimate v(x) (nats) and logits, graph-safe."""
+        logits = logits_model_call(self.model, x)
+        if self.estimators is not None:
+            return tf.cast(self.estimators.mi_scores(self.model, x, x)["mi_natural"], tf.float32), logits
+        return dv_scores_reference(self.global_encoder(logits), self._local(x), self.reference_bank), logits
+
+    def score_and_logits(self, x):
+        v, logits = self.natural_mi(x)
+        return -v, logits
