@@ -1,0 +1,164 @@
+"""Neuron sensitivity (P5: Zhang et al., "Interpreting and Improving Adversarial Robustness of Deep
+Neural Networks with Neuron Sensitivity", arXiv 1909.06978).
+
+For layer l and channel (neuron) m with activation map F_l^m, the sensitivity to an adversarial
+pair (x, x') is
+
+    sigma(F_l^m, x, x') = (1 / dim(F_l^m)) * || F_l^m(x) - F_l^m(x') ||_1,
+
+i.e. the mean absolute change over the channel's spatial positions (dim = H*W for a conv map,
+1 for a dense unit), averaged over samples. P5's claim, checked by ``benchmarks/neuron_sensitivity.py``:
+adversarially trained models have lower neuron sensitivity than normally trained ones.
+
+Fixture (METHODS.md): F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .._checks import check_images, check_positive_int, invalid
+
+__all__ = ["neuron_sensitivity", "channel_sensitivity", "feature_model", "resolve_layers",
+           "sensitivity_summary", "top_k_channels"]
+
+
+def channel_sensitivity(features_clean, features_adv):
+    """Per-sample, per-channel sigma on tensors: mean over all axes but the first (batch) and last (channel).
+
+    Args:
+      features_clean, features_adv: activations of one layer, shape (N, ..., C) (e.g. (N, H, W, C) or (N, C)).
+    Returns:
+      float32 (N, C): (1 / dim) * ||F^m(x_i) - F^m(x'_i)||_1 for each sample i and channel m. Graph-safe,
+      differentiable (used by the SNS loss).
+    """
+    diff = tf.abs(tf.cast(features_clean, tf.float32) - tf.cast(features_adv, tf.float32))
+    rank = diff.shape.rank
+    if rank is None or rank < 2:
+        raise invalid("features", "activations of rank >= 2 (N, ..., channels)", f"rank {rank}")
+    if rank == 2:
+        return diff
+    return tf.reduce_mean(diff, axis=list(range(1, rank - 1)))
+
+
+def resolve_layers(model, layers, argument="layers"):
+    """Check layer names against ``model`` and return them as a list (clear error on unknown names)."""
+    if isinstance(layers, str):
+        layers = [layers]
+    if layers is None or not isinstance(layers, (list, tuple)) or not layers or \
+            not all(isinstance(name, str) for name in layers):
+        raise invalid(argument, "a non-empty list of layer names", layers)
+    available = [layer.name for layer in getattr(model, "layers", [])]
+    unknown = [name for name in layers if name not in available]
+    if unknown:
+        raise invalid(argument, f"names of layers of the model (available: {available})", unknown)
+    return list(layers)
+
+
+def feature_model(model, layers, include_logits=False):
+    """A ``keras.Model`` sharing ``model``'s weights that outputs the named layers' activations (list).
+
+    With ``include_logits`` the model's own output is appended last. Needs a functional or Sequential
+    model (one with ``inputs``); subclassed models raise a ``ValueError``.
+    """
+    if not isinstance(model, keras.Model):
+        raise invalid("model", "a keras.Model (functional or Sequential)", type(model).__name__)
+    layers = resolve_layers(model, layers)
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise invalid("model", "a functional or Sequential model with defined inputs (feature extraction needs "
+                               "the layer graph)", type(model).__name__)
+    outputs = [model.get_layer(name).output for name in layers]
+    if include_logits:
+        outputs.append(model.outputs[0])
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")
+
+
+def _logits_model(model):
+    """The wrapped logits model of a ``kam.AdversarialModel`` (it has a ``defense``), else ``model``."""
+    inner = getattr(model, "model", None)
+    return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
+
+
+def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
+    """Per-channel neuron sensitivity of ``layers``, averaged over the samples of (x, x_adv).
+
+    Args:
+      model: a functional/Sequential Keras model (or a ``kam.AdversarialModel``: its wrapped model).
+      x: clean images (N, ...) in [0, 1]. x_adv: their adversarial counterparts, same shape.
+      layers: a layer name or a list of names.
+      batch_size: rows per forward pass.
+    Returns:
+      {layer_name: np.ndarray float64 of shape (channels,)}, sigma(F_l^m, x, x') averaged over the N samples.
+    """
+    model = _logits_model(model)
+    check_images("x", x)
+    check_images("x_adv", x_adv)
+    x = np.asarray(x, dtype=np.float32)
+    x_adv = np.asarray(x_adv, dtype=np.float32)
+    if x.shape != x_adv.shape:
+        raise invalid("x_adv", f"an array of the same shape as x {x.shape}", f"array of shape {x_adv.shape}")
+    if len(x) == 0:
+        raise invalid("x", "at least one sample", "an empty array")
+    batch_size = check_positive_int("batch_size", batch_size)
+    layers = resolve_layers(model, layers)
+    extractor = feature_model(model, layers)
+
+    @tf.function(reduce_retracing=True)
+    def batch_sums(xb, xab):
+        clean = extractor(xb, training=False)
+        adv = extractor(xab, training=False)
+        clean = clean if isinstance(clean, (list, tuple)) else [clean]
+        adv = adv if isinstance(adv, (list, tuple)) else [adv]
+        return [tf.reduce_sum(channel_sensitivity(c, a), axis=0) for c, a in zip(clean, adv)]
+
+    totals = None
+    for start in range(0, len(x), batch_size):
+        sums = [s.numpy().astype(np.float64) for s in batch_sums(x[start:start + batch_size],
+                                                                 x_adv[start:start + batch_size])]
+        totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
+    return {name: total / len(x) for name, total in zip(layers, totals)}
+
+
+def _check_sensitivities(sensitivities):
+    if not isinstance(sensitivities, dict) or not sensitivities:
+        raise invalid("sensitivities", "a non-empty dict {layer_name: per-channel array} from neuron_sensitivity",
+                      type(sensitivities).__name__)
+    out = {}
+    for name, values in sensitivities.items():
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise invalid("sensitivities", "1-D per-channel arrays", f"{name}: shape {arr.shape}")
+        out[name] = arr
+    return out
+
+
+def sensitivity_summary(sensitivities, k=None):
+    """Per-layer summary: {layer: {"mean", "median", "max", "std", "channels"[, "top_k_mean"]}} (floats).
+
+    ``k`` (int >= 1) adds the mean of the ``k`` most sensitive channels (clipped to the channel count).
+    """
+    sensitivities = _check_sensitivities(sensitivities)
+    if k is not None:
+        k = check_positive_int("k", k)
+    summary = {}
+    for name, arr in sensitivities.items():
+        row = {"mean": float(arr.mean()), "median": float(np.median(arr)), "max": float(arr.max()),
+               "std": float(arr.std()), "channels": int(arr.size)}
+        if k is not None:
+            row["top_k_mean"] = float(np.sort(arr)[::-1][:k].mean())
+        summary[name] = row
+    return summary
+
+
+def top_k_channels(sensitivities, k):
+    """{layer: indices of the ``k`` most sensitive channels, most sensitive first} (k clipped per layer)."""
+    sensitivities = _check_sensitivities(sensitivities)
+    k = check_positive_int("k", k)
+    # stable sort on the negated values: ties keep the lower channel index first
+    return {name: np.argsort(-arr, kind="stable")[:k] for name, arr in sensitivities.items()}

@@ -1,0 +1,108 @@
+"""``NeuronSensitivityLogger``: per-layer neuron sensitivity (P5) of a probe set, logged to TensorBoard.
+
+At the end of every ``every``-th epoch: x_adv = PGD(x_probe) against the current model, then
+sigma(F_l^m, x, x_adv) per channel (``analysis.neuron_sensitivity``). Written to
+``<log_dir>/sensitivity`` (step = epoch index, 0-based):
+  scalars   ``sensitivity/<layer>/mean`` (mean over channels) and ``sensitivity/<layer>/top_k_mean``
+  histogram ``sensitivity/<layer>/channels`` (the per-channel values)
+and added to the epoch logs as ``sensitivity_<layer>`` (so ``History`` and other callbacks see them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from ..analysis.neuron_sensitivity import neuron_sensitivity, resolve_layers
+
+
+class NeuronSensitivityLogger(keras.callbacks.Callback):
+    """Log per-layer neuron sensitivity of (x_probe, y_probe) under PGD to TensorBoard.
+
+    Args:
+      x_probe, y_probe: a small fixed probe set (e.g. 256-1,000 images in [0, 1], int labels).
+      log_dir: TensorBoard log directory (the events go to ``<log_dir>/sensitivity``).
+      layers: layer names of the logits model (checked at the start of training).
+      epsilon: L-inf PGD budget; ``None`` uses the wrapped ``AdversarialModel``'s defense epsilon.
+      steps, step_size: PGD iterations and step (default 2.5 * eps / steps). seed: PGD noise seed.
+      every: log every ``every`` epochs. top_k: channels in the ``top_k_mean`` scalar (default 10%).
+    """
+
+    def __init__(self, x_probe, y_probe, log_dir, layers, epsilon=None, steps=10, step_size=None, every=1, top_k=None,
+                 seed=0):
+        super().__init__()
+        check_images("x_probe", x_probe)
+        self.x_probe = np.asarray(x_probe, np.float32)
+        if len(self.x_probe) == 0:
+            raise invalid("x_probe", "at least one probe image", "an empty array")
+        self.y_probe = check_labels("y_probe", y_probe, n=len(self.x_probe))
+        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+            raise invalid("log_dir", "a directory path", log_dir)
+        self.log_dir = str(log_dir)
+        if isinstance(layers, str):
+            layers = [layers]
+        if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers):
+            raise invalid("layers", "a non-empty list of layer names", layers)
+        self.layers = list(layers)
+        self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon, low_open=True)
+        self.steps = check_positive_int("steps", steps)
+        self.step_size = None if step_size is None else check_fraction("step_size", step_size, 0.0, float("inf"),
+                                                                       low_open=True)
+        self.every = check_positive_int("every", every)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
+        self.seed = seed
+        self._writer = None
+        self.last = None  #: the last {layer: per-channel sensitivities} measured
+
+    def _net(self):
+        inner = getattr(self.model, "model", None)
+        return inner if getattr(self.model, "defense", None) is not None else self.model
+
+    def _epsilon(self):
+        if self.epsilon is not None:
+            return self.epsilon
+        defense = getattr(self.model, "defense", None)
+        if defense is None:
+            raise invalid("epsilon", "a PGD budget (the model is not a kam.AdversarialModel with a defense)", None)
+        return float(defense.epsilon)
+
+    def on_train_begin(self, logs=None):
+        resolve_layers(self._net(), self.layers)
+        self._epsilon()
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "sensitivity"))
+
+    def measure(self):
+        """{layer: per-channel sensitivity} of the probe set under PGD against the current model."""
+        from ..attacks import pgd
+
+        net, eps = self._net(), self._epsilon()
+        step = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
+        x_adv = pgd(net, self.x_probe, self.y_probe, eps, step, self.steps, seed=self.seed)
+        return neuron_sensitivity(net, self.x_probe, x_adv, self.layers)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        if self._writer is None:
+            self.on_train_begin()
+        self.last = self.measure()
+        with self._writer.as_default(step=epoch):
+            for name, values in self.last.items():
+                k = self.top_k if self.top_k is not None else max(1, values.size // 10)
+                tf.summary.scalar(f"sensitivity/{name}/mean", float(values.mean()))
+                tf.summary.scalar(f"sensitivity/{name}/top_k_mean", float(np.sort(values)[::-1][:k].mean()))
+                tf.summary.histogram(f"sensitivity/{name}/channels", values.astype(np.float32))
+        self._writer.flush()
+        if logs is not None:
+            for name, values in self.last.items():
+                logs[f"sensitivity_{name}"] = float(values.mean())
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
