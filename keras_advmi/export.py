@@ -112,9 +112,15 @@ def _metadata(model, logits_model, detector, metadata, input_shape, classes):
     return _json_ready(out)
 
 
-def _check_range(x):
-    ok = tf.reduce_all(tf.logical_and(x >= 0.0, x <= 1.0))
-    check = tf.debugging.Assert(ok, ["keras_advmi: inputs must be float32 values in [0, 1] (no NaN)"])
+def _validated(x, input_shape):
+    """x unchanged, after asserting its per-sample shape and that values lie in [0, 1] (InvalidArgument otherwise)."""
+    expected = tf.constant(input_shape, tf.int32)
+    shape_ok = tf.reduce_all(tf.equal(tf.shape(x)[1:], expected))
+    message = f"keras_advmi: inputs must have shape (N, {', '.join(map(str, input_shape))}); got"
+    shape_check = tf.debugging.Assert(shape_ok, [message, tf.shape(x)])
+    with tf.control_dependencies([shape_check]):
+        ok = tf.reduce_all(tf.logical_and(x >= 0.0, x <= 1.0))
+        check = tf.debugging.Assert(ok, ["keras_advmi: inputs must be float32 values in [0, 1] (no NaN)"])
     with tf.control_dependencies([check]):
         return tf.identity(x)
 
@@ -129,14 +135,14 @@ def _build_archive(logits_model, detector, input_shape):
         return {"probabilities": tf.nn.softmax(logits, axis=-1), "class_ids": tf.argmax(logits, axis=-1)}
 
     def serve(inputs):
-        return predictions(logits_model(_check_range(inputs), training=False))
+        return predictions(logits_model(_validated(inputs, input_shape), training=False))
 
     archive.add_endpoint("serving_default", serve, input_signature=[spec])
     if detector is not None:
         archive.track(detector)
 
         def detect(inputs):
-            score, logits = detector.score_and_logits(_check_range(inputs))
+            score, logits = detector.score_and_logits(_validated(inputs, input_shape))
             threshold = tf.cast(tf.identity(detector.threshold), tf.float32)
             return {"adversarial_score": tf.cast(score, tf.float32), "is_adversarial": score > threshold,
                     "threshold": tf.fill(tf.shape(score), threshold), **predictions(logits)}
