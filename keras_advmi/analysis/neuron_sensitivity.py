@@ -76,7 +76,7 @@ def feature_model(model, layers, include_logits=False):
     outputs = [model.get_layer(name).output for name in layers]
     if include_logits:
         outputs.append(model.outputs[0])
-    return keras.Model(inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=f"{model.name}_features")
 
 
 def _logits_model(model):
