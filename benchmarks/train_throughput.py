@@ -1,0 +1,151 @@
+"""Adversarial-training throughput, side by side in one run, on Madry's MNIST CNN and one batch size.
+
+Measures images/s of: standard training (Keras fit); our PGD-10 AT (AdversarialModel.fit); a
+hand-written cleverhans-PGD + GradientTape loop, eager and wrapped in tf.function; ART's
+AdversarialTrainerMadryPGD. Rounds alternate between contenders (the machine is noisy) and the
+median per contender is reported, with ratios.
+
+    KERAS_ADVMI_DATA=../shared/data python benchmarks/train_throughput.py --batches 20 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+import keras_advmi as kam  # noqa: E402
+from keras_advmi.architectures import madry_cnn  # noqa: E402
+
+EPS, STEPS = 0.3, 10
+STEP_SIZE = 2.5 * EPS / STEPS
+
+
+def data(n):
+    try:
+        (x, y), _ = kam.data.load("mnist")
+        return x[:n], y[:n]
+    except Exception:  # no MNIST here: timing does not depend on pixel values
+        rng = np.random.default_rng(0)
+        return rng.random((n, 28, 28, 1), np.float32), rng.integers(0, 10, n)
+
+
+def loss_fn():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def standard(x, y, batch):
+    model = madry_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss_fn())
+    return lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+
+
+def ours(x, y, batch):
+    robust = kam.AdversarialModel(madry_cnn(), kam.defenses.PGD(epsilon=EPS, steps=STEPS, step_size=STEP_SIZE,
+                                                                  seed=0))
+    robust.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return lambda: robust.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+
+
+def cleverhans_loop(x, y, batch, compiled):
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    model = madry_cnn()
+    opt = keras.optimizers.Adam(1e-3)
+    ce = loss_fn()
+
+    def step(xb, yb):
+        x_adv = projected_gradient_descent(model, xb, EPS, STEP_SIZE, STEPS, np.inf, clip_min=0.0, clip_max=1.0,
+                                           y=yb, rand_init=True, rand_minmax=EPS, sanity_checks=False)
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(x_adv, training=True))
+        opt.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+
+    if compiled:
+        step = tf.function(step)
+    xs, ys = tf.constant(x), tf.constant(y)
+
+    def epoch():
+        for s in range(0, len(x), batch):
+            step(xs[s:s + batch], ys[s:s + batch])
+
+    return epoch
+
+
+def art_trainer(x, y, batch):
+    from art.defences.trainer import AdversarialTrainerMadryPGD
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    model = madry_cnn()
+    opt = keras.optimizers.Adam(1e-3)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(model_, images, labels):
+        with tf.GradientTape() as tape:
+            loss = ce(labels, model_(images, training=True))
+        opt.apply(tape.gradient(loss, model_.trainable_weights), model_.trainable_weights)
+
+    clf = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(28, 28, 1), loss_object=ce,
+                                 train_step=train_step, clip_values=(0.0, 1.0))
+    trainer = AdversarialTrainerMadryPGD(clf, nb_epochs=1, batch_size=batch, eps=EPS, eps_step=STEP_SIZE,
+                                         max_iter=STEPS, num_random_init=1)
+    onehot = np.eye(10, dtype=np.float32)[y]
+    return lambda: trainer.fit(x, onehot)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=20, help="batches per timed epoch")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
+    p.add_argument("--json", help="write results here")
+    args = p.parse_args()
+    n = args.batch_size * args.batches
+    x, y = data(n)
+    factories = {
+        "standard": lambda: standard(x, y, args.batch_size),
+        "keras_advmi_pgd10": lambda: ours(x, y, args.batch_size),
+        "cleverhans_eager": lambda: cleverhans_loop(x, y, args.batch_size, compiled=False),
+        "cleverhans_tf_function": lambda: cleverhans_loop(x, y, args.batch_size, compiled=True),
+        "art_madry_pgd": lambda: art_trainer(x, y, args.batch_size),
+    }
+    runs = {name: f() for name, f in factories.items() if name not in args.skip}
+    for run in runs.values():  # warm-up: tracing and first-call costs
+        run()
+    seconds = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - t0)
+    ips = {name: n / statistics.median(s) for name, s in seconds.items()}
+    print(f"images/s, batch {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median):")
+    for name, v in ips.items():
+        print(f"  {name:<24} {v:9.1f}")
+    result = {"images_per_second": ips, "seconds": seconds, "batch_size": args.batch_size}
+    ours_ips = ips["keras_advmi_pgd10"]
+    for other in ("cleverhans_eager", "cleverhans_tf_function", "art_madry_pgd"):
+        if other in ips:
+            print(f"  ours / {other:<22} {ours_ips / ips[other]:6.2f}x")
+            result[f"ratio_vs_{other}"] = ours_ips / ips[other]
+    if "standard" in ips:
+        cost = ips["standard"] / ours_ips / (STEPS + 1)
+        print(f"  PGD-10 step time / (11 x standard step time) = {cost:.2f}")
+        result["pgd_step_over_11_standard"] = cost
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
