@@ -135,3 +135,13 @@ def test_top_k_clipped_to_channels(cnn_factory):
     default = SNS(layers=["conv1", "logits"])
     default.build(cnn_factory())
     assert default._k == [3, 1]  # 10% of 32 and of 10 channels
+
+
+def test_jit_compiled_fit_updates_state(digits, cnn_factory):
+    (x, y), _ = digits
+    defense = SNS(epsilon=0.2, steps=2, layers=["conv2"], top_k=3, refresh=2, seed=0)
+    robust = AdversarialModel(cnn_factory(), defense)
+    robust.compile(optimizer="adam", metrics=["accuracy"], jit_compile=True)
+    robust.fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
+    assert robust.jit_compile and int(defense._state.counter.numpy()) == 4
+    assert defense._state.masks[0].numpy().sum() == 3

@@ -59,7 +59,7 @@ def test_fooling_rate_on_trained_model_beats_noise(trained_digits_model, digits)
     rates = fooling_rates(trained_digits_model, xt, yt, deltas)
     noise = np.sign(np.random.default_rng(0).standard_normal(deltas.shape)).astype(np.float32) * 0.25
     noise_rates = fooling_rates(trained_digits_model, xt, yt, noise)
-    assert rates.mean() > 0.3  # measured about 0.5 at eps 0.25
+    assert rates.mean() > 0.3  # measured 0.61 (noise of the same L-inf size: 0.005)
     assert rates.mean() > noise_rates.mean() + 0.2
     assert fooling_rate(trained_digits_model, xt, yt, np.zeros(xt.shape[1:], np.float32), 4) < 0.03
 
