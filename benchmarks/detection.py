@@ -91,7 +91,7 @@ def main():
         acc = float(np.mean(np.argmax(model.predict(x_eval, verbose=0), -1) == y_eval))
         print(f"\n== {kind} model: trained in {secs:.0f} s, clean accuracy {100 * acc:.1f}% on {args.n} test images")
         for name in args.detectors:
-            det = {"mi": lambda: kd.MIScoreDetector(epochs=10),
+            det = {"mi": lambda: kd.MIScoreDetector(),
                    "mahalanobis": lambda: kd.MahalanobisDetector(),
                    "feature_squeezing": lambda: kd.FeatureSqueezingDetector(bits=1, median=2)}[name]()
             t = time.time()

@@ -18,7 +18,7 @@ def make_detector(name):
     # On 8x8 digits a 2x2 median filter erases the digit itself, so the bit-depth squeezer alone is used.
     return {"mahalanobis": lambda: kd.MahalanobisDetector(),
             "feature_squeezing": lambda: kd.FeatureSqueezingDetector(bits=1, median=None),
-            "mi": lambda: kd.MIScoreDetector(epochs=20)}[name]()
+            "mi": lambda: kd.MIScoreDetector(epochs=20, noise=0.2)}[name]()  # noise ~ digits epsilon
 
 
 @pytest.fixture(scope="module")

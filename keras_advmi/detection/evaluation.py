@@ -8,13 +8,14 @@ fraction of correctly classified inputs the attack turns into a misclassified *a
 
 The adaptive attack (Carlini & Wagner 2017, "Adversarial Examples Are Not Easily Detected"; Tramer
 et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses") attacks model and detector
-together with L-inf PGD on a selective objective, per sample:
+together with L-inf PGD, per sample, on two objectives and keeps the better result:
 
-    J(x') = [not yet misclassified] * CE(f(x'), y) - c * relu(score(x') - threshold)
+    joint:     J(x') = [not yet misclassified] * CE(f(x'), y) - c * relu(score(x') - threshold)
+    selective: J(x') = CE(f(x'), y) until misclassified, then -c * relu(score(x') - threshold)
 
-(ascend CE until the label flips, meanwhile push the score under the threshold; once misclassified,
-only the detector term moves x'), keeping per sample the best iterate: misclassified and unflagged,
-else misclassified with the lowest score, else the last. Gradients flow through the detector's own
+(the selective form, after Tramer et al., stops the detector term from blocking the label flip),
+keeping per sample the best iterate: misclassified and unflagged, else misclassified with the
+lowest score, else the lowest score. Gradients flow through the detector's own
 graph (feature squeezing's rounding uses a straight-through estimator, i.e. BPDA).
 """
 
@@ -66,7 +67,7 @@ class DetectionReport:
         return "\n".join(lines)
 
 
-def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed):
+def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, selective):
     x_adv = tf.clip_by_value(x + random_start(x, epsilon, np.inf, seed), 0.0, 1.0)
 
     def evaluate_point(xa):
@@ -75,7 +76,11 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
             score, logits = detector.score_and_logits(xa)
             wrong = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int64), y)
             ce = cross_entropy(y, logits)
-            objective = tf.reduce_sum(tf.where(wrong, 0.0, ce) - c * tf.nn.relu(score - threshold))
+            penalty = c * tf.nn.relu(score - threshold)
+            if selective:
+                objective = tf.reduce_sum(tf.where(wrong, -penalty, ce))
+            else:
+                objective = tf.reduce_sum(tf.where(wrong, 0.0, ce) - penalty)
         grad = tape.gradient(objective, xa)
         category = tf.where(wrong, tf.where(score <= threshold, 2, 1), 0)
         return grad, score, category
@@ -99,10 +104,12 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
     _, xa, best_x, best_cat, best_s = tf.while_loop(lambda i, *_: i < steps, body, init, parallel_iterations=1)
     _, s, cat = evaluate_point(xa)  # the final iterate competes too
     take = better(cat, s, best_cat, best_s)
-    return tf.stop_gradient(tf.where(tf.reshape(take, [-1] + [1] * (len(x.shape) - 1)), xa, best_x))
+    best_x = tf.where(tf.reshape(take, [-1] + [1] * (len(x.shape) - 1)), xa, best_x)
+    return tf.stop_gradient(best_x), tf.where(take, cat, best_cat), tf.where(take, s, best_s)
 
 
-def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.0, seed=0, batch_size=256):
+def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.0, seed=0, batch_size=256,
+                    objectives=("selective", "joint")):
     """L-inf PGD against model and detector together (see the module docstring).
 
     Args:
@@ -110,6 +117,7 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
       x: images (N, ...) in [0, 1]. y: true labels (N,).
       epsilon: L-inf radius (pixels). step_size: default 2.5 * epsilon / steps. steps: iterations.
       c: weight of the detector term relu(score - threshold). seed: random-start seed.
+      objectives: which of "selective" and "joint" to run; per sample the best result is kept.
     Returns:
       x_adv (N, ...) float32 NumPy.
     """
@@ -123,14 +131,27 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
         raise invalid("c", "a number >= 0", c)
     x = detector._as_images("x", x)
     y = check_labels("y", y, n=len(x))
+    if isinstance(objectives, str):
+        objectives = [objectives]
+    if not objectives or any(o not in ("selective", "joint") for o in objectives):
+        raise invalid("objectives", 'a non-empty list of "selective" and/or "joint"', objectives)
     threshold = tf.constant(float(detector.threshold.numpy()), tf.float32)
     run = tf.function(_adaptive_graph, reduce_retracing=True)
     out = []
     for k, i in enumerate(range(0, len(x), batch_size)):
-        out.append(run(detector, tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size], tf.int64),
-                       tf.constant(epsilon, tf.float32), tf.constant(step_size, tf.float32),
-                       tf.constant(steps), tf.constant(float(c), tf.float32), threshold,
-                       seed_pair(seed, 1000 * k)).numpy())
+        best = None
+        for objective in objectives:
+            xa, cat, s = (t.numpy() for t in run(
+                detector, tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size], tf.int64),
+                tf.constant(epsilon, tf.float32), tf.constant(step_size, tf.float32), tf.constant(steps),
+                tf.constant(float(c), tf.float32), threshold, seed_pair(seed, 1000 * k), objective == "selective"))
+            if best is None:
+                best = [xa, cat, s]
+            else:
+                take = (cat > best[1]) | ((cat == best[1]) & (s < best[2]))
+                best = [np.where(take.reshape((-1,) + (1,) * (xa.ndim - 1)), xa, best[0]),
+                        np.where(take, cat, best[1]), np.where(take, s, best[2])]
+        out.append(best[0])
     return np.concatenate(out)
 
 

@@ -82,11 +82,16 @@ class MIScoreDetector(Detector):
       hidden: critic feature width (P2 uses 2048 on CIFAR; ~64-256 suits MNIST).
       references: size M of the clean reference bank of negatives used at scoring time.
       epochs, learning_rate, train_batch_size: critic training (Adam, model frozen).
-      seed: initialisation and shuffling seed.
+      critic_input: what G encodes, ``"logits"`` (as P2) or ``"log_softmax"`` (invariant to a logit shift).
+      noise: amplitude of uniform noise added to the critic's image input while it trains (L-inf,
+        clipped to [0, 1]; 0 = off). Noise, not adversarial examples: the critic still sees clean
+        data only, but learns image features that small perturbations do not move. [U] our choice;
+        default 0.5, the best of 0 / 0.3 / 0.5 on MNIST (PGD-40 AUROC 0.67 / 0.88 / 0.90, 300 images).
+      seed: initialisation, noise and shuffling seed.
     """
 
     def __init__(self, estimators=None, hidden=64, references=64, epochs=20, learning_rate=1e-3,
-                 train_batch_size=128, seed=0, batch_size=256, **kwargs):
+                 train_batch_size=128, critic_input="logits", noise=0.5, seed=0, batch_size=256, **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
         if estimators is not None and not callable(getattr(estimators, "mi_scores", None)):
             raise invalid("estimators", "None or a MIAT defense with a mi_scores(model, x, x_adv) method",
@@ -99,13 +104,20 @@ class MIScoreDetector(Detector):
             raise invalid("learning_rate", "a number > 0", learning_rate)
         self.learning_rate = float(learning_rate)
         self.train_batch_size = check_positive_int("train_batch_size", train_batch_size, minimum=2)
+        if critic_input not in ("logits", "log_softmax"):
+            raise invalid("critic_input", '"logits" or "log_softmax"', critic_input)
+        self.critic_input = critic_input
+        if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+            raise invalid("noise", "a number in [0, 1]", noise)
+        self.noise = float(noise)
         self.seed = int(seed)
         self.history = []
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "references": self.references,
                 "epochs": self.epochs, "learning_rate": self.learning_rate,
-                "train_batch_size": self.train_batch_size, "seed": self.seed,
+                "train_batch_size": self.train_batch_size, "critic_input": self.critic_input, "noise": self.noise,
+                "seed": self.seed,
                 "estimators": None if self.estimators is None else type(self.estimators).__name__}
 
     def _fit(self, model, x, y):
@@ -123,10 +135,14 @@ class MIScoreDetector(Detector):
         optimizer = keras.optimizers.Adam(self.learning_rate)
         optimizer.build(weights)
 
+        noise = self.noise
+
         @tf.function(reduce_retracing=True)
-        def step(xb, zb):
+        def step(xb, zb, seed):
+            if noise > 0:
+                xb = tf.clip_by_value(xb + tf.random.stateless_uniform(tf.shape(xb), seed, -noise, noise), 0.0, 1.0)
             with tf.GradientTape() as tape:
-                v = dv_scores_batch(self.global_encoder(zb), self._local(xb))
+                v = dv_scores_batch(self.global_encoder(self._encode_output(zb)), self._local(xb))
                 loss = -tf.reduce_mean(v)
             optimizer.apply(tape.gradient(loss, weights), weights)
             return -loss
@@ -134,13 +150,17 @@ class MIScoreDetector(Detector):
         rng = np.random.default_rng(self.seed)
         bs = min(self.train_batch_size, len(x))
         self.history = []
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
             order = rng.permutation(len(x))
-            vals = [float(step(tf.constant(x[idx]), tf.constant(logits[idx])))
-                    for idx in (order[i:i + bs] for i in range(0, len(x) - bs + 1, bs))]
+            vals = [float(step(tf.constant(x[idx]), tf.constant(logits[idx]),
+                               tf.constant([self.seed, epoch * 100003 + k], tf.int64)))
+                    for k, idx in enumerate(order[i:i + bs] for i in range(0, len(x) - bs + 1, bs))]
             self.history.append(float(np.mean(vals)))
         bank = x[rng.choice(len(x), self.references, replace=False)]
         self._state("reference_bank", self._local(tf.constant(bank)).numpy())
+
+    def _encode_output(self, logits):
+        return tf.nn.log_softmax(logits, axis=-1) if self.critic_input == "log_softmax" else logits
 
     def _local(self, x):
         f = self.local_encoder(x)
@@ -151,7 +171,8 @@ class MIScoreDetector(Detector):
         logits = logits_model_call(self.model, x)
         if self.estimators is not None:
             return tf.cast(self.estimators.mi_scores(self.model, x, x)["mi_natural"], tf.float32), logits
-        return dv_scores_reference(self.global_encoder(logits), self._local(x), self.reference_bank), logits
+        g = self.global_encoder(self._encode_output(logits))
+        return dv_scores_reference(g, self._local(x), self.reference_bank), logits
 
     def score_and_logits(self, x):
         v, logits = self.natural_mi(x)
