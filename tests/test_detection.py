@@ -154,3 +154,17 @@ def test_bad_inputs(fitted, digits, trained_digits_model):
         kd.MIScoreDetector(estimators=object())
     with pytest.raises(ValueError, match="attacks"):
         kd.evaluate(det, trained_digits_model, xt[:10], yt[:10], attacks=["cw"])
+
+
+class _FakeMIAT:
+    """Stands in for a MIAT defense: mi_natural = mean pixel value (a known function of x)."""
+
+    def mi_scores(self, model, x, x_adv):
+        return {"mi_natural": tf.reduce_mean(x_adv, axis=[1, 2, 3]), "mi_adversarial": tf.zeros(tf.shape(x)[:1])}
+
+
+def test_mi_detector_uses_miat_estimators_when_given(trained_digits_model, digits):
+    _, (xt, _) = digits
+    det = kd.MIScoreDetector(estimators=_FakeMIAT()).fit(trained_digits_model, xt[:100])
+    assert not hasattr(det, "local_encoder")  # no own critics trained
+    np.testing.assert_allclose(det.score(xt[:50]), -xt[:50].mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)

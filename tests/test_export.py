@@ -205,3 +205,14 @@ def test_cli_export(tmp_path, trained_digits_model):
                  "--dataset", str(other)]) == 2
     assert not (tmp_path / "m" / "2").exists()
     assert keras_advmi.__version__
+
+
+@pytest.mark.parametrize("name", ["feature_squeezing", "mi"])
+def test_other_detectors_export_with_equal_scores(name, tmp_path, digits, trained_digits_model):
+    (x, y), (xt, _) = digits
+    det = (kd.FeatureSqueezingDetector(bits=1, median=None) if name == "feature_squeezing"
+           else kd.MIScoreDetector(epochs=2, noise=0.2)).fit(trained_digits_model, x, y).calibrate(xt[:225])
+    loaded = tf.saved_model.load(export(trained_digits_model, tmp_path / name / "1", detector=det))
+    out = loaded.signatures["detect"](inputs=tf.constant(xt[225:]))
+    np.testing.assert_allclose(out["adversarial_score"].numpy(), det.score(xt[225:]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out["is_adversarial"].numpy(), det.detect(xt[225:]))
