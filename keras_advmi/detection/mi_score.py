@@ -34,11 +34,13 @@ from .base import Detector, logits_model_call
 
 
 def _image_encoder(input_shape, hidden, seed):
+    """conv16 3x3 -> conv(hidden) 3x3 -> 1x1 conv(hidden); stride 2 in both convs for images >= 16 px
+    (28x28 -> a 7x7 map), so the critic costs about as much as a small classifier."""
     init = lambda k: keras.initializers.GlorotUniform(seed=seed + k)  # noqa: E731
     stride = 2 if min(input_shape[0], input_shape[1]) >= 16 else 1
     return keras.Sequential([
         keras.Input(input_shape),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(1)),
+        keras.layers.Conv2D(16, 3, strides=stride, padding="same", activation="relu", kernel_initializer=init(1)),
         keras.layers.Conv2D(hidden, 3, strides=stride, padding="same", activation="relu", kernel_initializer=init(2)),
         keras.layers.Conv2D(hidden, 1, kernel_initializer=init(3)),
     ], name="mi_local_encoder")
@@ -86,11 +88,12 @@ class MIScoreDetector(Detector):
       noise: amplitude of uniform noise added to the critic's image input while it trains (L-inf,
         clipped to [0, 1]; 0 = off). Noise, not adversarial examples: the critic still sees clean
         data only, but learns image features that small perturbations do not move. [U] our choice;
-        default 0.5, the best of 0 / 0.3 / 0.5 on MNIST (PGD-40 AUROC 0.67 / 0.88 / 0.90, 300 images).
+        default 0.5: on MNIST (NT CNN, PGD-40, 300 images) noise 0 / 0.3 / 0.5 gave AUROC 0.67 / 0.88 / 0.90
+        with the first critic design, 0.5 / 0.7 gave 0.92 / 0.96 with this one, and 40 epochs 0.98.
       seed: initialisation, noise and shuffling seed.
     """
 
-    def __init__(self, estimators=None, hidden=64, references=64, epochs=20, learning_rate=1e-3,
+    def __init__(self, estimators=None, hidden=64, references=64, epochs=40, learning_rate=1e-3,
                  train_batch_size=128, critic_input="logits", noise=0.5, seed=0, batch_size=256, **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
         if estimators is not None and not callable(getattr(estimators, "mi_scores", None)):
