@@ -1,7 +1,8 @@
 """keras-advmi: adversarial robustness for Keras 3.
 
 ``kam.AdversarialModel(model, defense=kam.defenses.PGD(...))`` trains robustly through ``fit``;
-``kam.evaluate_robustness`` measures it; see the README for the three moves (fit, TensorBoard, REST).
+``kam.evaluate_robustness`` measures it; ``kam.export`` writes a SavedModel for TF Serving. See the
+README for the three moves (fit, TensorBoard, REST).
 """
 
 import os as _os
@@ -12,10 +13,12 @@ from ._quiet import import_tensorflow_quietly as _import_tf  # noqa: E402
 
 _import_tf()
 
-from . import attacks, data  # noqa: E402
+from . import attacks, callbacks, data, defenses, detection  # noqa: E402
 from .evaluation import evaluate_robustness  # noqa: E402
+from .export import export  # noqa: E402
 from .models import AdversarialModel  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["AdversarialModel", "attacks", "data", "defenses", "evaluate_robustness", "__version__"]
+__all__ = ["AdversarialModel", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
+           "export", "__version__"]

@@ -41,7 +41,7 @@ def test_evaluate_saved_model(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["train", "--defense", "magic"], "unknown defense 'magic'"),
+    (["train", "--defense", "magic"], "invalid choice: 'magic'"),
     (["train", "--epsilon", "1.5"], "epsilon must be in [0, 1]"),
     (["train", "--epochs", "0"], "expected a positive integer"),
     (["train", "--dataset", "svhn"], "`name`"),

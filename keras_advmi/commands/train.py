@@ -12,15 +12,15 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers):
-    from ..architectures import PRESETS
-
     p = subparsers.add_parser("train", help="adversarially train a model (resumable)",
                               description="Train with a defense through model.fit; resumes an interrupted run "
                                           "from OUT/backup; writes OUT/model.keras and OUT/robustness.json.")
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
-    p.add_argument("--arch", default="small_cnn", choices=sorted(PRESETS), help="architecture preset")
+    p.add_argument("--arch", default="small_cnn", choices=["madry_cnn", "mlp", "small_cnn"],
+                   help="architecture preset")
     p.add_argument("--model", help="start from this .keras model instead of a preset")
-    p.add_argument("--defense", default="pgd", help="none, pgd, trades, mart, fast_at, miat, region_at, sns")
+    p.add_argument("--defense", default="pgd", type=str.lower, choices=DEFENSE_NAMES,
+                   help="training defense (none = standard training)")
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
     p.add_argument("--steps", type=positive_int, default=10, help="attack steps in training")
     p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
@@ -36,21 +36,31 @@ def add_parser(subparsers):
     return p
 
 
-def make_defense(name, epsilon, steps, step_size, seed):
+DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
+
+
+def make_defense(name, model, epsilon, steps, step_size, seed):
+    """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
+    import inspect
+
+    import keras
+
     from ..cli import UsageError
     from ..defenses import REGISTRY
 
-    key = name.lower().replace("-", "_")
-    if key == "none":
+    if name == "none":
         return None
-    if key not in REGISTRY:
-        raise UsageError(f"unknown defense {name!r}; expected one of none, {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[key]
+    if name not in REGISTRY:
+        raise UsageError(f"defense {name!r} is not available in this installation")
+    cls = REGISTRY[name]
+    params = inspect.signature(cls).parameters
     kwargs = {"epsilon": epsilon, "seed": seed}
     if step_size is not None:
         kwargs["step_size"] = step_size
-    if "steps" in cls.__init__.__code__.co_varnames or cls.__init__ is REGISTRY["pgd"].__init__:
+    if "steps" in params:
         kwargs["steps"] = steps
+    if "layers" in params:
+        kwargs["layers"] = [l.name for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     return cls(**kwargs)
 
 
@@ -75,7 +85,7 @@ def run(args):
         model = getattr(model, "model", model) if not isinstance(model, keras.Sequential) else model
     else:
         model = build(args.arch, x.shape[1:], classes)
-    defense = make_defense(args.defense, epsilon, args.steps, args.step_size, args.seed)
+    defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.Adam(args.lr)
