@@ -131,3 +131,28 @@ def test_bad_defense_arguments(factory, match):
 def test_adversarial_model_rejects_non_defense(cnn_factory):
     with pytest.raises(ValueError, match="`defense`"):
         kam.AdversarialModel(cnn_factory(), defense="pgd")
+
+
+def test_jit_compile_matches_graph_mode(digits, cnn_factory):
+    (x, y), _ = digits
+    losses = {}
+    for jit in (False, True):
+        robust = kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.2, steps=3, random_start=False))
+        robust.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
+        losses[jit] = robust.fit(x[:256], y[:256], epochs=2, batch_size=64, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
+def test_mixed_precision_policy(digits):
+    (x, y), _ = digits
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+                                keras.layers.Flatten(), keras.layers.Dense(10, dtype="float32")])
+        robust = kam.AdversarialModel(net, kam.defenses.TRADES(epsilon=0.2, steps=2, seed=0))
+        robust.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
+        hist = robust.fit(x, y, epochs=3, batch_size=64, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
