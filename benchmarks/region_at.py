@@ -95,6 +95,9 @@ def main(argv=None):
     parser.add_argument("--n-aa", type=int, default=1000)
     parser.add_argument("--n-universal", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=["RAT", "PGD-AT"],
+                        help="RAT, PGD-AT, PGD-AT-warmup (epsilon ramped linearly over the first half of the steps)")
+    parser.add_argument("--skip-nt", action="store_true", help="do not evaluate the NT model (e.g. a second run)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,17 +120,21 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
-    record("NT", 0.0, nt, nt_seconds)
+    if not args.skip_nt:
+        record("NT", 0.0, nt, nt_seconds)
     for fraction, idx in subsets.items():
         xs, ys = x[idx], y[idx]
-        for name in ("RAT", "PGD-AT"):
+        for name in args.methods:
             model = copy_of(nt)
             if name == "RAT":
                 defense = RegionAT(epsilon=EPSILON, data_fraction=fraction, refresh=1, universal_steps=40, seed=args.seed)
                 callbacks = [defense.refresh_callback(xs, ys)]
             else:
+                warmup = 0
+                if name == "PGD-AT-warmup":
+                    warmup = args.epochs * int(np.ceil(len(idx) / 64)) // 2
                 defense = PGD(epsilon=EPSILON, steps=args.pgd_train_steps, step_size=2.5 * EPSILON / args.pgd_train_steps,
-                              seed=args.seed)
+                              epsilon_warmup_steps=warmup, seed=args.seed)
                 callbacks = []
             robust = AdversarialModel(model, defense)
             robust.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
@@ -139,15 +146,17 @@ def main(argv=None):
                 extra["train_region_fooling_rate"] = [round(v, 4) for v in history.history["region_fooling_rate"]]
             record(name, fraction, model, seconds, extra)
 
-    print("\nmethod   frac    n   clean   FGSM  PGD-40    AA  fool(mean)  wall s")
-    base = results["rows"][0]
+    print("\nmethod        frac    n   clean   FGSM  PGD-40    AA  fool(mean)  wall s")
     for r in results["rows"]:
-        print(f"{r['method']:<7}{r['fraction']:>6.2f}{r.get('n_subset', len(x)):>6}{100 * r['clean']:>8.2f}"
+        print(f"{r['method']:<14}{r['fraction']:>6.2f}{r.get('n_subset', len(x)):>6}{100 * r['clean']:>8.2f}"
               f"{100 * r['fgsm']:>7.2f}{100 * r['pgd-40']:>8.2f}{100 * r.get('autoattack', float('nan')):>6.1f}"
               f"{r['fooling_rate_mean']:>12.3f}{r['wall_seconds']:>8.1f}")
+    base = next((r for r in results["rows"] if r["method"] == "NT"), None)
     for fraction in args.fractions:
-        rat = next(r for r in results["rows"] if r["method"] == "RAT" and r["fraction"] == fraction)
-        pgd = next(r for r in results["rows"] if r["method"] == "PGD-AT" and r["fraction"] == fraction)
+        rat = next((r for r in results["rows"] if r["method"] == "RAT" and r["fraction"] == fraction), None)
+        pgd = next((r for r in results["rows"] if r["method"] == "PGD-AT" and r["fraction"] == fraction), None)
+        if rat is None or pgd is None or base is None:
+            continue
         print(f"fraction {fraction}: RAT/PGD-AT wall-time ratio {rat['wall_seconds'] / pgd['wall_seconds']:.2f}; "
               f"FGSM gain over NT RAT {100 * (rat['fgsm'] - base['fgsm']):+.1f} pts, PGD-AT {100 * (pgd['fgsm'] - base['fgsm']):+.1f} pts")
     return 0
