@@ -8,12 +8,15 @@ fraction of correctly classified inputs the attack turns into a misclassified *a
 
 The adaptive attack (Carlini & Wagner 2017, "Adversarial Examples Are Not Easily Detected"; Tramer
 et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses") attacks model and detector
-together with L-inf PGD, per sample, on two objectives and keeps the better result:
+together with L-inf PGD on three objectives and keeps, per sample, the best result:
 
-    joint:     J(x') = [not yet misclassified] * CE(f(x'), y) - c * relu(score(x') - threshold)
+    joint:     J(x') = CE(f(x'), y) - c * relu(score(x') - threshold)
     selective: J(x') = CE(f(x'), y) until misclassified, then -c * relu(score(x') - threshold)
+    ce:        J(x') = CE(f(x'), y)  (plain PGD: the adaptive result is never weaker than it)
 
-(the selective form, after Tramer et al., stops the detector term from blocking the label flip),
+(the joint form keeps driving the loss up, which suits detectors that flag low-confidence inputs;
+the selective form, after Tramer et al., stops the loss term from fighting the detector term once
+the label has flipped),
 keeping per sample the best iterate: misclassified and unflagged, else misclassified with the
 lowest score, else the lowest score. Gradients flow through the detector's own
 graph (feature squeezing's rounding uses a straight-through estimator, i.e. BPDA).
@@ -67,7 +70,7 @@ class DetectionReport:
         return "\n".join(lines)
 
 
-def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, selective):
+def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, mode):
     x_adv = tf.clip_by_value(x + random_start(x, epsilon, np.inf, seed), 0.0, 1.0)
 
     def evaluate_point(xa):
@@ -77,10 +80,12 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
             wrong = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int64), y)
             ce = cross_entropy(y, logits)
             penalty = c * tf.nn.relu(score - threshold)
-            if selective:
+            if mode == "selective":
                 objective = tf.reduce_sum(tf.where(wrong, -penalty, ce))
+            elif mode == "joint":
+                objective = tf.reduce_sum(ce - penalty)
             else:
-                objective = tf.reduce_sum(tf.where(wrong, 0.0, ce) - penalty)
+                objective = tf.reduce_sum(ce)
         grad = tape.gradient(objective, xa)
         category = tf.where(wrong, tf.where(score <= threshold, 2, 1), 0)
         return grad, score, category
@@ -109,7 +114,7 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
 
 
 def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.0, seed=0, batch_size=256,
-                    objectives=("selective", "joint")):
+                    objectives=("selective", "joint", "ce")):
     """L-inf PGD against model and detector together (see the module docstring).
 
     Args:
@@ -117,7 +122,7 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
       x: images (N, ...) in [0, 1]. y: true labels (N,).
       epsilon: L-inf radius (pixels). step_size: default 2.5 * epsilon / steps. steps: iterations.
       c: weight of the detector term relu(score - threshold). seed: random-start seed.
-      objectives: which of "selective" and "joint" to run; per sample the best result is kept.
+      objectives: which of "selective", "joint" and "ce" to run; per sample the best result is kept.
     Returns:
       x_adv (N, ...) float32 NumPy.
     """
@@ -133,8 +138,8 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
     y = check_labels("y", y, n=len(x))
     if isinstance(objectives, str):
         objectives = [objectives]
-    if not objectives or any(o not in ("selective", "joint") for o in objectives):
-        raise invalid("objectives", 'a non-empty list of "selective" and/or "joint"', objectives)
+    if not objectives or any(o not in ("selective", "joint", "ce") for o in objectives):
+        raise invalid("objectives", 'a non-empty list among "selective", "joint", "ce"', objectives)
     threshold = tf.constant(float(detector.threshold.numpy()), tf.float32)
     run = tf.function(_adaptive_graph, reduce_retracing=True)
     out = []
@@ -144,7 +149,7 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
             xa, cat, s = (t.numpy() for t in run(
                 detector, tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size], tf.int64),
                 tf.constant(epsilon, tf.float32), tf.constant(step_size, tf.float32), tf.constant(steps),
-                tf.constant(float(c), tf.float32), threshold, seed_pair(seed, 1000 * k), objective == "selective"))
+                tf.constant(float(c), tf.float32), threshold, seed_pair(seed, 1000 * k), objective))
             if best is None:
                 best = [xa, cat, s]
             else:
