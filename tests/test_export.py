@@ -72,8 +72,8 @@ def test_saved_model_cli_lists_both_signatures(exported):
                           text=True, check=True, env=ENV, timeout=120).stdout
     serve, detect = text.split("signature_def['serving_default']")[1], text.split("signature_def['detect']")[1]
     detect = detect.split("signature_def[")[0]
-    for block, outputs in ((serve, ["probabilities", "class_ids"]),
-                           (detect, ["adversarial_score", "is_adversarial", "threshold", "probabilities", "class_ids"])):
+    detect_outputs = ["adversarial_score", "is_adversarial", "threshold", "probabilities", "class_ids"]
+    for block, outputs in ((serve, ["probabilities", "class_ids"]), (detect, detect_outputs)):
         assert "inputs['inputs']" in block and "shape: (-1, 8, 8, 1)" in block and "DT_FLOAT" in block
         for name in outputs:
             assert f"outputs['{name}']" in block

@@ -42,7 +42,8 @@ def median_filter(x, size):
     if size == 2:  # rank 2 of 4 values = second largest, from a min/max network (no sort)
         a, b = padded[:, :-1, :-1], padded[:, :-1, 1:]
         c, d = padded[:, 1:, :-1], padded[:, 1:, 1:]
-        return tf.maximum(tf.minimum(tf.maximum(a, b), tf.maximum(c, d)), tf.maximum(tf.minimum(a, b), tf.minimum(c, d)))
+        low_pair_max = tf.maximum(tf.minimum(a, b), tf.minimum(c, d))
+        return tf.maximum(tf.minimum(tf.maximum(a, b), tf.maximum(c, d)), low_pair_max)
     channels = tf.shape(x)[-1]
     # (N, H, W, C) -> (N*C, H, W, 1) so patches stay per channel.
     per_channel = tf.reshape(tf.transpose(padded, [0, 3, 1, 2]), [-1, tf.shape(padded)[1], tf.shape(padded)[2], 1])
