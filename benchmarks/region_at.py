@@ -84,6 +84,30 @@ def evaluate(model, xt, yt, x_univ, y_univ, n_aa, seed):
     return row
 
 
+def plot(rows, path):
+    """Bars of clean / FGSM / PGD-40 / AutoAttack accuracy and the universal fooling rate per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("clean", "clean"), ("fgsm", "FGSM"), ("pgd-40", "PGD-40"), ("autoattack", "AutoAttack"),
+            ("fooling_rate_mean", "univ. fooling")]
+    labels = [r["method"] if r["method"] == "NT" else f"{r['method']} {100 * r['fraction']:g}%" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=90)
+    width = 0.8 / len(keys)
+    for i, (key, name) in enumerate(keys):
+        ax.bar(np.arange(len(rows)) + (i - len(keys) / 2 + 0.5) * width, [r.get(key, np.nan) for r in rows], width,
+               label=name)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylabel("accuracy / fooling rate")
+    ax.set_title(f"MNIST eps {EPSILON}: RAT vs PGD-AT fine-tuning from an NT CNN")
+    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/out/rat")
@@ -98,7 +122,15 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=["RAT", "PGD-AT"],
                         help="RAT, PGD-AT, PGD-AT-warmup (epsilon ramped linearly over the first half of the steps)")
     parser.add_argument("--skip-nt", action="store_true", help="do not evaluate the NT model (e.g. a second run)")
+    parser.add_argument("--plot", default=None, help="write a PNG bar chart of the rows here")
+    parser.add_argument("--plot-from", nargs="+", default=None,
+                        help="only plot: read the rows of these results.json files (in order) and exit")
     args = parser.parse_args(argv)
+    if args.plot_from:
+        rows = [r for f in args.plot_from for r in json.loads(Path(f).read_text())["rows"]]
+        rows.sort(key=lambda r: (r["fraction"], r["method"] != "RAT"))
+        plot(rows, args.plot or "docs/images/region_at_mnist.png")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -159,6 +191,8 @@ def main(argv=None):
             continue
         print(f"fraction {fraction}: RAT/PGD-AT wall-time ratio {rat['wall_seconds'] / pgd['wall_seconds']:.2f}; "
               f"FGSM gain over NT RAT {100 * (rat['fgsm'] - base['fgsm']):+.1f} pts, PGD-AT {100 * (pgd['fgsm'] - base['fgsm']):+.1f} pts")
+    if args.plot:
+        plot(results["rows"], args.plot)
     return 0
 
 

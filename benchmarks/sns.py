@@ -100,6 +100,8 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--n-aa", type=int, default=500)
+    parser.add_argument("--methods", nargs="+", default=["PGD-AT", "SNS"])
+    parser.add_argument("--skip-cost", action="store_true", help="skip the alternating step-cost measurement")
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear epsilon ramp length")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -112,11 +114,12 @@ def main(argv=None):
         x, y, xt, yt = x[:args.n_train], y[:args.n_train], xt[:args.n_test], yt[:args.n_test]
         # linear epsilon ramp (helps MNIST PGD-AT escape the initial plateau), same for both methods
         warmup = int(args.warmup_epochs * len(x) // args.batch_size)
-        cost = step_cost(x, y, eps, args)
-        results[f"{dataset}_step_seconds"] = cost
-        print(json.dumps({"dataset": dataset, "step_seconds": cost, "ratio": cost["SNS"] / cost["PGD-AT"]}), flush=True)
+        if not args.skip_cost:
+            cost = step_cost(x, y, eps, args)
+            results[f"{dataset}_step_seconds"] = cost
+            print(json.dumps({"dataset": dataset, "step_seconds": cost, "ratio": cost["SNS"] / cost["PGD-AT"]}), flush=True)
         for seed in args.seeds:
-            for name in ("PGD-AT", "SNS"):
+            for name in args.methods:
                 model = bench_cnn(seed)
                 robust = AdversarialModel(model, make_defense(name, eps, args.train_steps, warmup, seed, args.gamma,
                                                               args.top_k))
@@ -150,6 +153,8 @@ def main(argv=None):
             vals = [r[key] for r in rows if r["method"] == method and key in r]
             return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
 
+        if f"{dataset}_step_seconds" not in results or set(args.methods) != {"PGD-AT", "SNS"}:
+            continue
         cost = results[f"{dataset}_step_seconds"]
         ratio = cost["SNS"] / cost["PGD-AT"]
         results[f"{dataset}_step_cost_ratio"] = float(ratio)
