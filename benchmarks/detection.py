@@ -97,7 +97,11 @@ def main():
             t = time.time()
             det.fit(model, x_fit, y_fit).calibrate(x_cal, fpr=0.05)
             fit_s = time.time() - t
-            report = kd.evaluate(det, model, x_eval, y_eval, attacks=attacks, epsilon=EPSILON, seed=0)
+            try:
+                report = kd.evaluate(det, model, x_eval, y_eval, attacks=attacks, epsilon=EPSILON, seed=0)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other detectors
+                print(f"\n{kind} / {name}: FAILED: {type(exc).__name__}: {exc}")
+                continue
             print(f"\n{kind} / {report}\n(fit+calibrate {fit_s:.0f} s, evaluate {time.time() - t - fit_s:.0f} s, "
                   f"calibration FPR {100 * det.calibration['fpr_measured']:.1f}% on {det.calibration['n']})")
             for row in report.rows:

@@ -109,8 +109,13 @@ class Detector(keras.layers.Layer):
         x = self._as_images("x", x)
         if self._score_fn is None:
             self._score_fn = tf.function(lambda xb: self.score_and_logits(xb)[0], reduce_retracing=True)
-        out = [self._score_fn(tf.constant(x[i:i + self.batch_size])).numpy()
-               for i in range(0, len(x), self.batch_size)]
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            s = self._score_fn(tf.constant(x[i:i + self.batch_size])).numpy()
+            if s.shape != (min(self.batch_size, len(x) - i),):
+                raise RuntimeError(f"{type(self).__name__} returned scores of shape {s.shape} for a batch of "
+                                   f"shape {x[i:i + self.batch_size].shape}; expected one score per image")
+            out.append(s)
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)
 
     def calibrate(self, x_clean_val, fpr=0.05):
