@@ -89,9 +89,11 @@ def train(args):
             log_path.write_text(json.dumps(log, indent=2))
             robust.model.save(out / "model.keras")
 
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    if args.defense == "fast_at":  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
+        callbacks.append(kam.callbacks.CatastrophicOverfittingMonitor(drop=0.2))
     robust.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
-               validation_data=(xt[:1000], yt[:1000]), verbose=2,
-               callbacks=[keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog()])
+               validation_data=(xt[:1000], yt[:1000]), verbose=2, callbacks=[*callbacks, EpochLog()])
     print(json.dumps(log, indent=2))
 
 

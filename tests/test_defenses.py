@@ -156,3 +156,14 @@ def test_mixed_precision_policy(digits):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
+
+
+def test_validation_attack_uses_a_proper_pgd_step(trained_digits_model, digits):
+    """FastAT's training step (1.25 eps) must not leak into the multi-step validation PGD."""
+    _, (xt, yt) = digits
+    fast = kam.defenses.FastAT(epsilon=0.1, eval_steps=10)
+    x, y = tf.constant(xt[:200]), tf.constant(yt[:200])
+    adv = fast.evaluation_examples(trained_digits_model, x, y, seed=tf.constant([0, 1], tf.int64)).numpy()
+    reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], 0.1, 0.025, 10, seed=0)
+    acc = lambda a: np.mean(np.argmax(trained_digits_model.predict(a, verbose=0), -1) == yt[:200])
+    assert abs(acc(adv) - acc(reference)) <= 0.03

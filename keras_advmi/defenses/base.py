@@ -42,7 +42,8 @@ class Defense:
     Args:
       epsilon: L-inf (or L2) radius in pixel units. step_size: PGD step (default 2.5 * eps / steps).
       steps: PGD iterations during training. norm: ``np.inf`` or 2. random_start: uniform start in the ball.
-      eval_steps: PGD iterations for ``adv_accuracy`` in ``evaluate``/validation (default ``max(steps, 10)``).
+      eval_steps: PGD iterations (step 2.5 * eps / eval_steps, random start) for ``adv_accuracy`` in
+        ``evaluate``/validation (default ``max(steps, 10)``).
       epsilon_warmup_steps: ramp epsilon linearly from 0 over this many optimizer steps (0 = off);
         helps MNIST PGD-AT escape the initial plateau.
       seed: base seed of the attack noise; step and replica make each batch's noise distinct.
@@ -93,9 +94,11 @@ class Defense:
         return pgd_graph(model, x, y, eps, step_size, self.steps, self.norm, False, self.random_start, 1, seed)
 
     def evaluation_examples(self, model, x, y, seed=None):
-        """Examples for ``adv_accuracy`` in evaluate/validation: PGD(eval_steps) at the full epsilon."""
-        return pgd_graph(model, x, y, self.epsilon, self.step_size, self.eval_steps, self.norm, False,
-                         self.random_start, 1, seed)
+        """Examples for ``adv_accuracy`` in evaluate/validation: PGD(eval_steps) at the full epsilon with
+        Madry's step 2.5 * eps / eval_steps (independent of the training step, which for FastAT is a
+        single 1.25 * eps step and would make a weak multi-step attack)."""
+        return pgd_graph(model, x, y, self.epsilon, 2.5 * self.epsilon / self.eval_steps, self.eval_steps,
+                         self.norm, False, True, 1, seed)
 
     def loss(self, model, x, y, x_adv, training) -> DefenseLoss:
         raise NotImplementedError
