@@ -1,0 +1,61 @@
+"""``keras-advmi query``: send images to a served model (REST or gRPC) and print the JSON answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from . import UsageError
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("query", help="query a served model (predict, detect, status, metadata)",
+                              description="Query TF Serving or `keras-advmi serve`. Images come from an .npy/.npz "
+                                          "file (float32 in [0, 1]) or the first N test images of --dataset.")
+    p.add_argument("model", help="model name")
+    p.add_argument("--url", default="http://127.0.0.1:8501", help="REST URL or gRPC host:port")
+    p.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    p.add_argument("--action", choices=("predict", "detect", "status", "metadata"), default="predict")
+    p.add_argument("--images", help=".npy or .npz (key x or the first array) with images")
+    p.add_argument("--dataset", help="take images from this dataset's test split")
+    p.add_argument("-n", type=int, default=4, help="number of images (default 4)")
+    p.add_argument("--version", type=int, help="pin a model version")
+    p.set_defaults(run=run)
+    return p
+
+
+def _images(args):
+    if args.n < 1:
+        raise UsageError(f"-n must be a positive integer, got {args.n}")
+    if args.images:
+        data = np.load(args.images)
+        x = data["x"] if hasattr(data, "files") and "x" in data.files else (
+            data[data.files[0]] if hasattr(data, "files") else data)
+    elif args.dataset:
+        from ._common import load_dataset
+
+        x = load_dataset(args.dataset)[1][0]
+    else:
+        raise UsageError("predict/detect need --images FILE or --dataset NAME")
+    return np.asarray(x[: args.n], dtype=np.float32)
+
+
+def run(args):
+    from ..serving.client import Client, ServingClientError
+
+    client = Client(args.url, args.model, protocol=args.protocol, version=args.version)
+    try:
+        if args.action in ("predict", "detect"):
+            out = getattr(client, args.action)(_images(args))
+            out = {k: np.asarray(v).tolist() for k, v in out.items()}
+        else:
+            out = getattr(client, args.action)()
+    except ServingClientError as exc:
+        raise UsageError(f"server answered {exc.status}: {exc.message}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot reach {args.url}: {exc}") from None
+    finally:
+        client.close()
+    print(json.dumps(out, indent=1))
+    return 0

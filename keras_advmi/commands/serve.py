@@ -1,0 +1,84 @@
+"""``keras-advmi serve``: the embedded TF-Serving-compatible server, with tensorflow_model_server's flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import UsageError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "serve", help="serve SavedModels over TF Serving's REST and gRPC APIs",
+        description="Serve BASE/NAME/VERSION SavedModels like tensorflow_model_server (same flag names). "
+                    "Binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("base", nargs="?", help="shortcut: a directory of models (BASE/NAME/VERSION) served by name")
+    p.add_argument("--model_name", help="model name (with --model_base_path)")
+    p.add_argument("--model_base_path", help="directory holding VERSION subdirectories")
+    p.add_argument("--model_config_file", help="ModelServerConfig text proto (several models, version policies)")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0 = free port; default 8501)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = free port; default 8500)")
+    p.add_argument("--enable_batching", action="store_true", help="batch concurrent requests dynamically")
+    p.add_argument("--batching_parameters_file", help="BatchingParameters text proto")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="seconds between polls for new versions (0 = never poll; default 1)")
+    p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus path)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--max_body_bytes", type=int, default=64 * 1024 * 1024, help="request size cap in bytes")
+    p.set_defaults(run=run)
+    return p
+
+
+def _entries_from_base(base):
+    from ..serving.registry import ModelEntry, valid_model_name
+
+    if not os.path.isdir(base):
+        raise UsageError(f"model directory {base!r} does not exist")
+    names = sorted(n for n in os.listdir(base) if valid_model_name(n) and os.path.isdir(os.path.join(base, n)))
+    if not names:
+        raise UsageError(f"no model directories (BASE/NAME/VERSION) under {base!r}")
+    return [ModelEntry(n, os.path.join(base, n)) for n in names]
+
+
+def run(args):
+    from ..serving.server import ModelServer
+
+    for flag in ("rest_api_port", "port"):
+        if not 0 <= getattr(args, flag) < 65536:
+            raise UsageError(f"--{flag} must be in [0, 65535], got {getattr(args, flag)}")
+    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            raise UsageError(f"--{flag} {path!r} does not exist")
+    if args.model_base_path and not os.path.isdir(args.model_base_path):
+        raise UsageError(f"--model_base_path {args.model_base_path!r} does not exist")
+    kwargs = dict(host=args.host, rest_port=args.rest_api_port, grpc_port=args.port,
+                  poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes)
+    if args.base and not (args.model_config_file or args.model_name):
+        from ..serving import config
+
+        settings = None
+        if args.enable_batching or args.batching_parameters_file:
+            settings = (config.parse_batching(args.batching_parameters_file) if args.batching_parameters_file
+                        else config.Batching())
+        mon = config.parse_monitoring(args.monitoring_config_file) if args.monitoring_config_file else None
+        server = ModelServer(_entries_from_base(args.base), settings, monitoring_path=mon, **kwargs)
+    else:
+        server = ModelServer.from_flags(
+            model_name=args.model_name, model_base_path=args.model_base_path,
+            model_config_file=args.model_config_file, enable_batching=args.enable_batching,
+            batching_parameters_file=args.batching_parameters_file,
+            monitoring_config_file=args.monitoring_config_file, **kwargs)
+    server.start()
+    print(f"REST on http://{server.host}:{server.rest_port}  gRPC on {server.host}:{server.grpc_port}  "
+          f"models: {', '.join(server.registry.names)}", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0

@@ -1,0 +1,166 @@
+"""Dynamic batching across concurrent requests (TF Serving's BasicBatchScheduler semantics).
+
+Requests for the same (servable, signature) are queued; ``num_batch_threads`` workers each take the
+oldest request, then merge following requests with the same key until ``max_batch_size`` rows or
+``batch_timeout_micros`` after the first request's arrival, run one model call on the concatenated
+rows and split the outputs back. The queue holds at most ``max_enqueued_batches * max_batch_size``
+rows: a request that does not fit is refused at once with UNAVAILABLE (HTTP 503), never parked.
+Without batching, ``Direct`` runs each request on a thread pool with the same bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+import time
+
+import numpy as np
+
+from .errors import ServingError
+
+
+class _Task:
+    __slots__ = ("servable", "signature", "inputs", "rows", "future", "t0")
+
+    def __init__(self, servable, signature, inputs, rows):
+        self.servable, self.signature, self.inputs, self.rows = servable, signature, inputs, rows
+        self.future = concurrent.futures.Future()
+        self.t0 = time.monotonic()
+
+    @property
+    def key(self):
+        return (id(self.servable), self.signature)
+
+
+def _rows(inputs):
+    first = next(iter(inputs.values()))
+    return int(np.shape(first)[0]) if np.ndim(first) else 1
+
+
+class Batcher:
+    """Thread-based dynamic batcher; ``submit`` returns a ``concurrent.futures.Future``."""
+
+    def __init__(self, settings):
+        self.s = settings
+        self.capacity = settings.max_enqueued_batches * settings.max_batch_size
+        self._queue = collections.deque()
+        self._rows = 0
+        self._cv = threading.Condition()
+        self._stop = False
+        self.batches = 0
+        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"batch-{i}")
+                         for i in range(settings.num_batch_threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, servable, signature, inputs):
+        task = _Task(servable, signature, inputs, _rows(inputs))
+        with self._cv:
+            if self._stop or self._rows + task.rows > self.capacity and self._queue:
+                raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was "
+                                   "submitted is full")
+            self._queue.append(task)
+            self._rows += task.rows
+            self._cv.notify()
+        return task.future
+
+    def _take(self):
+        """Oldest task plus same-key followers, waiting up to the timeout for more rows."""
+        with self._cv:
+            while not self._queue and not self._stop:
+                self._cv.wait(0.5)
+            if self._stop and not self._queue:
+                return None
+            first = self._queue.popleft()
+            batch, rows = [first], first.rows
+            deadline = first.t0 + self.s.batch_timeout_micros / 1e6
+            while rows < self.s.max_batch_size:
+                for t in list(self._queue):
+                    if t.key == first.key and rows + t.rows <= self.s.max_batch_size:
+                        self._queue.remove(t)
+                        batch.append(t)
+                        rows += t.rows
+                remaining = deadline - time.monotonic()
+                if rows >= self.s.max_batch_size or remaining <= 0 or self._stop:
+                    break
+                self._cv.wait(remaining)
+            self._rows -= rows
+            return batch
+
+    def _work(self):
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self.batches += 1
+            run_batch(batch)
+
+    def close(self):
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def run_batch(batch):
+    head = batch[0]
+    try:
+        if len(batch) == 1:
+            head.future.set_result(head.servable.run(head.signature, head.inputs))
+            return
+        merged = {k: np.concatenate([np.asarray(t.inputs[k]) for t in batch]) for k in head.inputs}
+        out = head.servable.run(head.signature, merged)
+    except ServingError:
+        # one bad request must not fail its batch-mates: rerun each alone
+        for t in batch:
+            _run_alone(t)
+        return
+    except Exception as exc:  # pragma: no cover - unexpected model failure
+        for t in batch:
+            t.future.set_exception(ServingError("INTERNAL", str(exc)[:300]))
+        return
+    start = 0
+    for t in batch:
+        t.future.set_result({k: v[start:start + t.rows] if np.ndim(v) else v for k, v in out.items()})
+        start += t.rows
+
+
+def _run_alone(task):
+    try:
+        task.future.set_result(task.servable.run(task.signature, task.inputs))
+    except ServingError as exc:
+        task.future.set_exception(exc)
+    except Exception as exc:  # pragma: no cover
+        task.future.set_exception(ServingError("INTERNAL", str(exc)[:300]))
+
+
+class Direct:
+    """No batching: one model call per request on a bounded thread pool."""
+
+    def __init__(self, threads=4, max_pending=256):
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="predict")
+        self._pending = 0
+        self._max = max_pending
+        self._lock = threading.Lock()
+        self.batches = 0
+
+    def submit(self, servable, signature, inputs):
+        with self._lock:
+            if self._pending >= self._max:
+                raise ServingError("UNAVAILABLE", "too many pending requests")
+            self._pending += 1
+        task = _Task(servable, signature, inputs, 0)
+
+        def go():
+            try:
+                _run_alone(task)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+        self._pool.submit(go)
+        return task.future
+
+    def close(self):
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,202 @@
+"""Model registry: versions polled from configured base paths, version policies, labels, hot swap.
+
+A model is ``BASE/VERSION/saved_model.pb`` (VERSION a positive integer; hidden temp dirs are
+ignored). Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1),
+``all``, ``specific`` (listed versions). Every poll loads new wanted versions *before* unloading
+unwanted ones; a request holds a reference to its ``Servable`` so an unload never fails it.
+A version that fails to load is reported and retried at the next poll; a loaded version is
+never dropped unless the policy no longer wants it (or it disappeared from disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+
+import tensorflow as tf
+
+from .errors import ServingError
+
+logger = logging.getLogger(__name__)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOAD_LOCK = threading.Lock()
+
+
+def valid_model_name(name):
+    """True for names TF Serving style URLs can carry and that cannot escape a base path."""
+    return bool(_NAME_RE.match(name or "")) and ".." not in name
+
+
+class Servable:
+    """One loaded SavedModel version; ``run(signature, inputs)`` -> dict of NumPy arrays."""
+
+    def __init__(self, name, version, path):
+        self.name, self.version, self.path = name, int(version), path
+        with _LOAD_LOCK:
+            self._obj = tf.saved_model.load(path)
+        self.signatures = dict(self._obj.signatures)
+        self.specs = {sig: dict(fn.structured_input_signature[1]) for sig, fn in self.signatures.items()}
+        self.signature_defs = _signature_defs(path)
+
+    def signature(self, name):
+        name = name or "serving_default"
+        if name not in self.signatures:
+            raise ServingError("INVALID_ARGUMENT",
+                               f'Serving signature name: "{name}" not found in signature def')
+        return name
+
+    def input_specs_for(self, name):
+        """(resolved signature name, {input: tf.TensorSpec}); INVALID_ARGUMENT when unknown."""
+        name = self.signature(name)
+        return name, self.specs[name]
+
+    def run(self, signature, inputs):
+        fn = self.signatures[signature]
+        specs = self.specs[signature]
+        feed = {}
+        try:
+            for key, spec in specs.items():
+                if key not in inputs:
+                    raise ServingError("INVALID_ARGUMENT", f"Missing input: {key}")
+                feed[key] = tf.convert_to_tensor(inputs[key], dtype=spec.dtype)
+            out = fn(**feed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            msg = getattr(exc, "message", None) or str(exc)
+            raise ServingError("INVALID_ARGUMENT", msg.strip().splitlines()[0][:500]) from None
+        return {k: v.numpy() for k, v in out.items()}
+
+
+def _signature_defs(path):
+    """The SavedModel's SignatureDef protos (for GetModelMetadata / REST metadata)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
+        sm.ParseFromString(fh.read())
+    defs = sm.meta_graphs[0].signature_def
+    return {k: defs[k] for k in defs if not k.startswith("__")}
+
+
+class ModelEntry:
+    def __init__(self, name, base_path, policy="latest", versions=(1,), labels=None):
+        if not valid_model_name(name):
+            raise ValueError(f"invalid model name {name!r}: expected letters, digits, '_', '-', '.'")
+        self.name, self.base_path = name, os.path.abspath(base_path)
+        self.policy, self.policy_versions = policy, tuple(int(v) for v in versions)
+        self.labels = dict(labels or {})
+        self.loaded = {}          # version -> Servable
+        self.states = {}          # version -> (state, error_code, message)
+
+
+def entries_from_config(msg):
+    """ModelEntry list from a ModelServerConfig message."""
+    out = []
+    for cfg in msg.model_config_list.config:
+        kind = cfg.model_version_policy.WhichOneof("policy_choice")
+        if kind == "all":
+            policy, versions = "all", ()
+        elif kind == "specific":
+            policy, versions = "specific", tuple(cfg.model_version_policy.specific.versions)
+        else:
+            n = cfg.model_version_policy.latest.num_versions if kind == "latest" else 0
+            policy, versions = "latest", (n or 1,)
+        out.append(ModelEntry(cfg.name, cfg.base_path, policy, versions, dict(cfg.version_labels)))
+    return out
+
+
+class Registry:
+    """Holds ModelEntry objects; ``poll()`` syncs them with disk; ``resolve()`` picks a servable."""
+
+    def __init__(self, entries):
+        self._entries = {e.name: e for e in entries}
+        self._lock = threading.Lock()
+
+    @property
+    def names(self):
+        return list(self._entries)
+
+    @staticmethod
+    def _on_disk(base):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit() and int(n) > 0
+                      and os.path.isfile(os.path.join(base, n, "saved_model.pb")))
+
+    @staticmethod
+    def _wanted(entry, disk):
+        if entry.policy == "all":
+            return set(disk)
+        if entry.policy == "specific":
+            return set(entry.policy_versions) & set(disk)
+        return set(disk[-entry.policy_versions[0]:]) if disk else set()
+
+    def poll(self):
+        """Load wanted new versions, then unload unwanted ones. Returns the number of changes."""
+        changes = 0
+        for entry in self._entries.values():
+            disk = self._on_disk(entry.base_path)
+            wanted = self._wanted(entry, disk)
+            for v in sorted(wanted - set(entry.loaded)):
+                try:
+                    servable = Servable(entry.name, v, os.path.join(entry.base_path, str(v)))
+                except Exception as exc:  # a bad version must not take the server down
+                    logger.warning("model %s version %d failed to load: %s", entry.name, v, exc)
+                    entry.states[v] = ("END", "UNKNOWN", str(exc)[:300])
+                    continue
+                with self._lock:
+                    entry.loaded[v] = servable
+                    entry.states[v] = ("AVAILABLE", "OK", "")
+                changes += 1
+                logger.info("loaded %s version %d", entry.name, v)
+            # unload only once something wanted is available, so a model never goes dark
+            if any(v in entry.loaded for v in wanted):
+                for v in sorted(set(entry.loaded) - wanted):
+                    with self._lock:
+                        entry.loaded.pop(v)
+                        entry.states[v] = ("END", "OK", "")
+                    changes += 1
+                    logger.info("unloaded %s version %d", entry.name, v)
+        return changes
+
+    def entry(self, name):
+        entry = self._entries.get(name) if valid_model_name(name) else None
+        if entry is None:
+            raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+        return entry
+
+    def resolve(self, name, version=None, label=None):
+        """The Servable for NAME (latest loaded), NAME/versions/N or NAME/labels/L."""
+        with self._lock:
+            entry = self._entries.get(name) if valid_model_name(name) else None
+            if label is not None:
+                if entry is None or label not in entry.labels:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       f"Unrecognized servable version label: {label}")
+                version = entry.labels[label]
+            if version is not None:
+                s = entry.loaded.get(int(version)) if entry else None
+                if s is None:
+                    raise ServingError("NOT_FOUND",
+                                       f"Servable not found for request: Specific({name}, {version})")
+                return s
+            if entry is None or not entry.loaded:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+            return entry.loaded[max(entry.loaded)]
+
+    def status(self, name, version=None):
+        """TF Serving's model_version_status list (dicts)."""
+        entry = self.entry(name)
+        with self._lock:
+            states = dict(entry.states)
+        if version is not None:
+            if int(version) not in states:
+                raise ServingError("NOT_FOUND",
+                                   f"Could not find version {version} of model {name}")
+            states = {int(version): states[int(version)]}
+        return [{"version": str(v), "state": st, "status": {"error_code": code, "error_message": msg}}
+                for v, (st, code, msg) in sorted(states.items(), reverse=True)]
+

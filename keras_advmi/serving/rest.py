@@ -1,0 +1,106 @@
+"""REST front end on aiohttp, speaking TF Serving's REST API.
+
+Routes: ``POST /v1/models/NAME[/versions/N|/labels/L]:predict``, ``GET /v1/models/NAME[/versions/N]``
+(model_version_status), ``GET .../metadata`` (signature_def), ``GET <monitoring path>`` (Prometheus).
+Errors answer ``{"error": msg}`` with TF Serving's status for the canonical code (400, 404, 413,
+503...). JSON decoding, the model call and JSON encoding run off the event loop (executor/batcher).
+
+Why aiohttp: already a dependency of the project (no new package), one process, and the batching
+queue needs no ASGI layer; see docs/bench_serving.md for the measured throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from . import codec
+from .errors import ServingError
+
+_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
+                    r"(?P<rest>/metadata|:[A-Za-z]+)?$")
+
+
+def _error(exc):
+    return web.Response(status=exc.http_status, text=json.dumps({"error": exc.message}),
+                        content_type="application/json")
+
+
+def make_app(server):
+    """aiohttp Application bound to a ``ModelServer`` (registry, executor, metrics, limits)."""
+
+    async def dispatch(request):
+        t0 = time.perf_counter()
+        m = _ROUTE.match(request.path)
+        name, api, status = (m["name"] if m else "?"), "other", "INTERNAL"
+        try:
+            if not m:
+                raise ServingError("INVALID_ARGUMENT", f"Malformed request: {request.method} {request.path}")
+            version = int(m["version"]) if m["version"] is not None else None
+            label, rest = m["label"], m["rest"]
+            if request.method == "POST" and rest == ":predict":
+                api = "predict"
+                resp = await _predict(request, name, version, label)
+            elif request.method == "GET" and rest == "/metadata":
+                api = "metadata"
+                resp = _metadata(name, version, label)
+            elif request.method == "GET" and rest is None and label is None:
+                api = "status"
+                resp = {"model_version_status": server.registry.status(name, version)}
+            else:
+                raise ServingError("INVALID_ARGUMENT", f"Malformed request: {request.method} {request.path}")
+            out = resp if isinstance(resp, web.Response) else web.json_response(resp)
+            status = "OK"
+            return out
+        except ServingError as exc:
+            status = exc.code
+            return _error(exc)
+        finally:
+            server.metrics.observe(name, api, status,
+                                   (time.perf_counter() - t0) * 1e6)
+
+    async def _predict(request, name, version, label):
+        if request.content_length is not None and request.content_length > server.max_body_bytes:
+            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {request.content_length} bytes "
+                               f"exceeds the limit of {server.max_body_bytes} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
+                               f"{server.max_body_bytes} bytes") from None
+        servable = server.registry.resolve(name, version, label)
+        loop = asyncio.get_running_loop()
+        sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, body,
+                                                      servable.input_specs_for)
+        outputs = await asyncio.wrap_future(server.executor.submit(servable, sig, inputs))
+        text = await loop.run_in_executor(server.io_pool, codec.encode_predict, outputs, row)
+        return web.Response(text=text, content_type="application/json")
+
+    def _metadata(name, version, label):
+        s = server.registry.resolve(name, version, label)
+        defs = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+                for k, v in s.signature_defs.items()}
+        return {"model_spec": {"name": name, "signature_name": "", "version": str(s.version)},
+                "metadata": {"signature_def": {"signature_def": defs}}}
+
+    async def metrics(request):
+        return web.Response(text=server.metrics.text(server.executor.batches),
+                            content_type="text/plain", charset="utf-8")
+
+    async def too_large(request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(ServingError("PAYLOAD_TOO_LARGE", "Request body exceeds the limit of "
+                                       f"{server.max_body_bytes} bytes"))
+
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(too_large)])
+    if server.monitoring_path:
+        app.router.add_get(server.monitoring_path, metrics)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

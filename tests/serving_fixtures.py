@@ -1,0 +1,75 @@
+"""Fixtures for the serving tests: tiny SavedModels in BASE/NAME/VERSION with DESIGN.md's
+``serving_default`` and ``detect`` signatures (built with keras.export.ExportArchive), and a
+running embedded server on free localhost ports."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+INPUT_SHAPE = (8, 8, 1)
+CLASSES = 10
+
+
+def small_model(seed=0, scale=1.0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(INPUT_SHAPE)
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    h = keras.layers.Flatten()(h)
+    out = keras.layers.Dense(CLASSES)(h)
+    model = keras.Model(inp, out)
+    if scale != 1.0:
+        w, b = model.layers[-1].get_weights()
+        model.layers[-1].set_weights([w * scale, b + scale])
+    return model
+
+
+def reference(model, x, threshold=0.5):
+    """In-process answers of both signatures (NumPy)."""
+    logits = model(x, training=False)
+    p = tf.nn.softmax(logits).numpy()
+    score = 1.0 - p.max(axis=1)
+    return ({"probabilities": p, "class_ids": p.argmax(1).astype(np.int64)},
+            {"probabilities": p, "class_ids": p.argmax(1).astype(np.int64), "adversarial_score": score,
+             "is_adversarial": score > threshold, "threshold": np.full(len(x), threshold, np.float32)})
+
+
+def export_version(model, path, threshold=0.5):
+    """Write ``path`` (BASE/NAME/VERSION) atomically: temp dir + rename, like kam.export."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((None,) + INPUT_SHAPE, tf.float32, name="inputs")
+
+    def _probs(x):
+        tf.debugging.assert_all_finite(x, "inputs must be finite")
+        tf.debugging.assert_greater_equal(x, 0.0, message="inputs must be in [0, 1]")
+        tf.debugging.assert_less_equal(x, 1.0, message="inputs must be in [0, 1]")
+        return tf.nn.softmax(model(x, training=False))
+
+    def serve(inputs):
+        p = _probs(inputs)
+        return {"probabilities": p, "class_ids": tf.argmax(p, axis=1)}
+
+    def detect(inputs):
+        p = _probs(inputs)
+        score = 1.0 - tf.reduce_max(p, axis=1)
+        return {"probabilities": p, "class_ids": tf.argmax(p, axis=1), "adversarial_score": score,
+                "is_adversarial": score > threshold,
+                "threshold": tf.fill(tf.shape(score), tf.constant(threshold, tf.float32))}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[spec])
+    archive.add_endpoint("detect", detect, input_signature=[spec])
+    path = os.fspath(path)
+    parent, version = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{version}.tmp-{os.getpid()}")
+    archive.write_out(tmp, verbose=False)
+    os.rename(tmp, path)
+    return path
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n,) + INPUT_SHAPE).astype(np.float32)
