@@ -63,9 +63,17 @@ class Servable:
                 feed[key] = tf.convert_to_tensor(inputs[key], dtype=spec.dtype)
             out = fn(**feed)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            msg = getattr(exc, "message", None) or str(exc)
-            raise ServingError("INVALID_ARGUMENT", msg.strip().splitlines()[0][:500]) from None
+            raise ServingError("INVALID_ARGUMENT", _tf_message(exc)) from None
         return {k: v.numpy() for k, v in out.items()}
+
+
+def _tf_message(exc):
+    """The informative line of a TF error (drops "Graph execution error", node/stack lines)."""
+    text = getattr(exc, "message", None) or str(exc)
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[", "\t")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(skip)
+             and not ln.startswith((" ", "\t"))]
+    return (lines[0] if lines else text.strip().splitlines()[0])[:500]
 
 
 def _signature_defs(path):
