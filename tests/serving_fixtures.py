@@ -41,7 +41,7 @@ def export_version(model, path, threshold=0.5):
     """Write ``path`` (BASE/NAME/VERSION) atomically: temp dir + rename, like kam.export."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    spec = tf.TensorSpec((None,) + INPUT_SHAPE, tf.float32, name="inputs")
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="inputs")
 
     def _probs(x):
         tf.debugging.assert_all_finite(x, "inputs must be finite")
@@ -71,5 +71,14 @@ def export_version(model, path, threshold=0.5):
     return path
 
 
-def images(n, seed=0):
-    return np.random.default_rng(seed).uniform(0, 1, (n,) + INPUT_SHAPE).astype(np.float32)
+def images(n, seed=0, shape=INPUT_SHAPE):
+    return np.random.default_rng(seed).uniform(0, 1, (n,) + tuple(shape)).astype(np.float32)
+
+
+def mnist_cnn(seed=0):
+    """A 28x28x1 CNN of MNIST size (conv 32, conv 64, dense 128) for load benchmarks."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3, activation="relu"),
+                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(64, 3, activation="relu"),
+                             keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                             keras.layers.Dense(128, activation="relu"), keras.layers.Dense(CLASSES)])

@@ -134,7 +134,8 @@ def test_client_both_protocols(served, protocol):
     ref, ref_det = sf.reference(models[2], x)
     _close(c.predict(x), ref)
     _close(c.detect(x), ref_det)
-    assert c.status()[0]["state"] == "AVAILABLE"
+    assert c.status() == [{"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                          for v in ("2", "1")]
     assert set(c.metadata()["metadata"]["signature_def"]["signature_def"]) == {"serving_default", "detect"}
     c.close()
     assert Client(url, "digits", protocol=protocol, version=1).predict(x)["class_ids"].tolist() == \
@@ -215,3 +216,17 @@ def test_fuzz_no_5xx(served, body):
     r = requests.post(server.rest_url + "/v1/models/digits:predict", data=body, timeout=30)
     assert r.status_code in (200, 400, 413), (r.status_code, r.text, body[:200])
     assert r.status_code == 200 or "error" in r.json()
+
+
+def test_serves_kam_export_output(tmp_path):
+    """A SavedModel written by kam.export (the project's exporter) serves unchanged."""
+    import keras_advmi as kam
+
+    model = sf.small_model(3)
+    kam.export(model, tmp_path / "exp" / "1")
+    x = sf.images(4, seed=8)
+    with ModelServer([ModelEntry("exp", tmp_path / "exp")], rest_port=0, grpc_port=0, poll_seconds=0) as server:
+        for protocol, url in (("rest", server.rest_url), ("grpc", f"127.0.0.1:{server.grpc_port}")):
+            _close(Client(url, "exp", protocol=protocol).predict(x), sf.reference(model, x)[0])
+        r = _post(server, "/v1/models/exp:predict", {"signature_name": "detect", "instances": x.tolist()})
+        assert r.status_code == 400 and 'Serving signature name: "detect" not found' in r.json()["error"]

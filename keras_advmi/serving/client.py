@@ -124,7 +124,6 @@ class Client:
         """TF Serving's model_version_status list (dicts with version, state, status)."""
         if self.protocol == "rest":
             return self._rest("GET", self._path())["model_version_status"]
-        from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_status_pb2
 
         req = get_model_status_pb2.GetModelStatusRequest()
@@ -132,7 +131,13 @@ class Client:
         if self.version is not None:
             req.model_spec.version.value = int(self.version)
         resp = self._grpc(self._model_stub.GetModelStatus, req)
-        return json_format.MessageToDict(resp, preserving_proto_field_name=True)["model_version_status"]
+        states = get_model_status_pb2.ModelVersionStatus.State
+        import grpc
+
+        codes = {c.value[0]: c.name for c in grpc.StatusCode}
+        return [{"version": str(s.version), "state": states.Name(s.state),
+                 "status": {"error_code": codes.get(s.status.error_code, str(s.status.error_code)),
+                            "error_message": s.status.error_message}} for s in resp.model_version_status]
 
     def metadata(self):
         """{"model_spec": ..., "metadata": {"signature_def": {"signature_def": {...}}}} as JSON."""

@@ -1,0 +1,147 @@
+"""Serving load benchmark: 64 concurrent clients against the embedded server with batching, the same
+server without batching, and a naive one-request-one-predict Flask server (baseline, here only).
+
+    nice -n 10 python benchmarks/serving_load.py --requests 1280 --clients 64
+
+Each server runs in its own process on 127.0.0.1 (free port); the clients are threads with
+keep-alive sessions, one image per request. Prints throughput, p50/p99 latency, failures and the
+ratios; the run is bounded by --requests per mode and --max-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+NAIVE = r'''
+import sys, numpy as np, tensorflow as tf
+from flask import Flask, request, jsonify
+obj = tf.saved_model.load(sys.argv[1]); sigs = obj.signatures
+app = Flask(__name__)
+@app.post("/v1/models/m:predict")
+def predict():
+    body = request.get_json()
+    out = sigs[body.get("signature_name", "serving_default")](inputs=tf.constant(np.asarray(body["instances"], np.float32)))
+    out = {k: v.numpy().tolist() for k, v in out.items()}
+    n = len(body["instances"])
+    return jsonify({"predictions": [{k: v[i] for k, v in out.items()} for i in range(n)]})
+print("ready", flush=True)
+app.run("127.0.0.1", int(sys.argv[2]), threaded=True)
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(mode, base, batching_file):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    if mode == "naive":
+        cmd = [sys.executable, "-c", NAIVE, os.path.join(base, "m", "1"), str(port)]
+    else:
+        cmd = [sys.executable, "-m", "keras_advmi.cli", "serve", "--model_name", "m", "--model_base_path",
+               os.path.join(base, "m"), "--rest_api_port", str(port), "--port", "0",
+               "--file_system_poll_wait_seconds", "0"]
+        if mode == "batching":
+            cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc.stdout.readline()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc, f"http://127.0.0.1:{port}/v1/models/m:predict"
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{mode} server did not start")
+
+
+def load(url, body, n, clients, max_seconds):
+    sessions = [requests.Session() for _ in range(clients)]
+    lat, fails = [], 0
+    t_end = time.perf_counter() + max_seconds
+
+    def one(i):
+        t0 = time.perf_counter()
+        if t0 > t_end:
+            return None
+        try:
+            r = sessions[i % clients].post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            ok = r.status_code == 200 and "predictions" in r.json()
+        except requests.RequestException:
+            ok = False
+        return ok, time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        res = [r for r in pool.map(one, range(n)) if r is not None]
+    wall = time.perf_counter() - t0
+    for ok, t in res:
+        fails += not ok
+        lat.append(t)
+    lat = np.asarray(lat) * 1e3
+    return {"requests": len(res), "failed": fails, "rps": len(res) / wall,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=1280, help="requests per mode and signature")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap per measurement")
+    ap.add_argument("--modes", default="batching,nobatch,naive")
+    ap.add_argument("--model", choices=("tiny", "mnist_cnn"), default="mnist_cnn",
+                    help="tiny: 8x8 conv(4)+dense; mnist_cnn: 28x28 conv32-conv64-dense128")
+    args = ap.parse_args(argv)
+    from tests import serving_fixtures as sf
+
+    base = tempfile.mkdtemp(prefix="serving-bench-")
+    model = sf.mnist_cnn(0) if args.model == "mnist_cnn" else sf.small_model(0)
+    sf.export_version(model, os.path.join(base, "m", "1"))
+    batching_file = os.path.join(ROOT, "serving", "batching.config")
+    x = sf.images(1, seed=0, shape=model.input_shape[1:]).tolist()
+    bodies = {"predict": json.dumps({"instances": x}),
+              "detect": json.dumps({"signature_name": "detect", "instances": x})}
+    results = {}
+    for mode in args.modes.split(","):
+        proc, url = start(mode, base, batching_file)
+        try:
+            load(url, bodies["predict"], args.clients * 2, args.clients, 10)          # warm-up
+            for sig, body in bodies.items():
+                results[(mode, sig)] = r = load(url, body, args.requests, args.clients, args.max_seconds)
+                print(f"{mode:9s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
+                      f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if ("batching", "predict") in results:
+        b = results[("batching", "predict")]["rps"]
+        for other in ("nobatch", "naive"):
+            if (other, "predict") in results:
+                print(f"throughput batching / {other}: {b / results[(other, 'predict')]['rps']:.2f}x")
+        for mode in ("batching", "nobatch", "naive"):
+            if (mode, "detect") in results:
+                print(f"{mode}: detect/predict p50 latency ratio "
+                      f"{results[(mode, 'detect')]['p50_ms'] / results[(mode, 'predict')]['p50_ms']:.2f}")
+    print("total failed:", sum(r["failed"] for r in results.values()))
+
+
+if __name__ == "__main__":
+    main()
