@@ -43,12 +43,12 @@ def madry_cnn(seed=0):
     ], name="madry_mnist")
 
 
-def make_defense(name, steps):
+def make_defense(name, steps, warmup_steps):
     if name == "pgd":
         return kam.defenses.PGD(epsilon=EPSILON, steps=steps, step_size=2.5 * EPSILON / steps,
-                                epsilon_warmup_steps=2 * 469, eval_steps=20, seed=0)
+                                epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
     if name == "fast_at":
-        return kam.defenses.FastAT(epsilon=EPSILON, epsilon_warmup_steps=2 * 469, eval_steps=20, seed=0)
+        return kam.defenses.FastAT(epsilon=EPSILON, epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
     raise SystemExit(f"unknown defense {name!r}")
 
 
@@ -71,7 +71,8 @@ def train(args):
     out.mkdir(parents=True, exist_ok=True)
     (x, y), (xt, yt) = kam.data.load("mnist")
     steps_per_epoch = int(np.ceil(len(x) / args.batch_size))
-    robust = kam.AdversarialModel(madry_cnn(args.seed), make_defense(args.defense, args.steps))
+    robust = kam.AdversarialModel(madry_cnn(args.seed),
+                                  make_defense(args.defense, args.steps, int(args.warmup_epochs * steps_per_epoch)))
     robust.compile(optimizer=keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr)),
                    metrics=["accuracy"])
     log_path = out / "train_log.json"
@@ -125,6 +126,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear epsilon ramp length")
     p.add_argument("--n", type=int, default=1000, help="test images for evaluation")
     p.add_argument("--restarts", type=int, default=3)
     p.add_argument("--extra", nargs="*", default=["autoattack"], help="more attacks, e.g. autoattack")
