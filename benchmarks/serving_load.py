@@ -51,15 +51,15 @@ def free_port():
 
 
 def start(mode, base, batching_file):
-    port = free_port()
+    port, gport = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     if mode == "naive":
         cmd = [sys.executable, "-c", NAIVE, os.path.join(base, "m", "1"), str(port)]
     else:
         cmd = [sys.executable, "-m", "keras_advmi.cli", "serve", "--model_name", "m", "--model_base_path",
-               os.path.join(base, "m"), "--rest_api_port", str(port), "--port", "0",
+               os.path.join(base, "m"), "--rest_api_port", str(port), "--port", str(gport),
                "--file_system_poll_wait_seconds", "0"]
-        if mode == "batching":
+        if mode.startswith("batching"):
             cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     proc.stdout.readline()
@@ -67,14 +67,33 @@ def start(mode, base, batching_file):
     while time.time() < deadline:
         try:
             requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            if mode.endswith("grpc"):
+                return proc, f"127.0.0.1:{gport}"
             return proc, f"http://127.0.0.1:{port}/v1/models/m:predict"
         except requests.ConnectionError:
             time.sleep(0.2)
     raise RuntimeError(f"{mode} server did not start")
 
 
+def grpc_caller(target, x, signature):
+    """A callable doing one Predict with the official stub (one channel shared by the threads)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.model_spec.signature_name = signature
+    req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(np.asarray(x, np.float32)))
+
+    def call():
+        return "class_ids" in stub.Predict(req, timeout=60).outputs
+    return call
+
+
 def load(url, body, n, clients, max_seconds):
-    sessions = [requests.Session() for _ in range(clients)]
+    sessions = [requests.Session() for _ in range(clients)] if not callable(body) else None
     lat, fails = [], 0
     t_end = time.perf_counter() + max_seconds
 
@@ -82,6 +101,12 @@ def load(url, body, n, clients, max_seconds):
         t0 = time.perf_counter()
         if t0 > t_end:
             return None
+        if sessions is None:
+            try:
+                ok = body()
+            except Exception:
+                ok = False
+            return ok, time.perf_counter() - t0
         try:
             r = sessions[i % clients].post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
             ok = r.status_code == 200 and "predictions" in r.json()
@@ -106,7 +131,8 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=1280, help="requests per mode and signature")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap per measurement")
-    ap.add_argument("--modes", default="batching,nobatch,naive")
+    ap.add_argument("--modes", default="batching,nobatch,naive,batching-grpc",
+                    help="batching, nobatch, naive (Flask), batching-grpc (official stub)")
     ap.add_argument("--model", choices=("tiny", "mnist_cnn"), default="mnist_cnn",
                     help="tiny: 8x8 conv(4)+dense; mnist_cnn: 28x28 conv32-conv64-dense128")
     args = ap.parse_args(argv)
@@ -123,20 +149,22 @@ def main(argv=None):
     for mode in args.modes.split(","):
         proc, url = start(mode, base, batching_file)
         try:
-            load(url, bodies["predict"], args.clients * 2, args.clients, 10)          # warm-up
-            for sig, body in bodies.items():
+            mode_bodies = bodies if not mode.endswith("grpc") else {
+                sig: grpc_caller(url, x, "serving_default" if sig == "predict" else sig) for sig in bodies}
+            load(url, mode_bodies["predict"], args.clients * 2, args.clients, 10)          # warm-up
+            for sig, body in mode_bodies.items():
                 results[(mode, sig)] = r = load(url, body, args.requests, args.clients, args.max_seconds)
-                print(f"{mode:9s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
+                print(f"{mode:13s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
                       f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     if ("batching", "predict") in results:
         b = results[("batching", "predict")]["rps"]
-        for other in ("nobatch", "naive"):
+        for other in ("nobatch", "naive", "batching-grpc"):
             if (other, "predict") in results:
                 print(f"throughput batching / {other}: {b / results[(other, 'predict')]['rps']:.2f}x")
-        for mode in ("batching", "nobatch", "naive"):
+        for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "
                       f"{results[(mode, 'detect')]['p50_ms'] / results[(mode, 'predict')]['p50_ms']:.2f}")
