@@ -92,3 +92,41 @@ def test_hot_swap_under_load_zero_failures(tmp_path):
     finally:
         stop.set()
         server.stop()
+
+
+def test_client_retries_503_with_backoff(tmp_path):
+    from keras_advmi.serving import Client
+
+    sf.export_version(sf.small_model(0), tmp_path / "m" / "1")
+    server = ModelServer([ModelEntry("m", tmp_path / "m")], Batching(1, 0, 1, 1), rest_port=0, grpc_port=0,
+                         poll_seconds=0).start()
+    try:
+        servable = server.registry.resolve("m")
+        run = servable.run
+
+        def slow(*a, **k):
+            time.sleep(0.1)
+            return run(*a, **k)
+        servable.run = slow
+        x = sf.images(1)
+        for protocol, url in (("rest", server.rest_url), ("grpc", f"127.0.0.1:{server.grpc_port}")):
+            clients = [Client(url, "m", protocol=protocol, retries=8, backoff=0.05) for _ in range(6)]
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                outs = list(pool.map(lambda c: c.predict(x)["class_ids"].tolist(), clients))
+            assert outs == [outs[0]] * 6            # all six answered despite a 1-request queue
+            no_retry = [Client(url, "m", protocol=protocol, retries=0) for _ in range(6)]
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                errs = list(pool.map(lambda c: _status_or_ok(c, x), no_retry))
+            assert {503, "UNAVAILABLE"} & set(errs), errs    # without retries some are refused
+    finally:
+        server.stop()
+
+
+def _status_or_ok(client, x):
+    from keras_advmi.serving import ServingClientError
+
+    try:
+        client.predict(x)
+        return "ok"
+    except ServingClientError as exc:
+        return exc.status
