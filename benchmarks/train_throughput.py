@@ -42,17 +42,25 @@ def loss_fn():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def dataset(x, y, batch):
+    """In-memory tf.data pipeline: every contender reads the same tensors (NumPy arrays passed straight to
+    fit were measured up to 1.8x slower here, from Keras' array adapter, which would blur the comparison)."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
 def standard(x, y, batch):
     model = madry_cnn()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss_fn())
-    return lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    data_ = dataset(x, y, batch)
+    return lambda: model.fit(data_, epochs=1, verbose=0)
 
 
 def ours(x, y, batch, defense=None):
     defense = defense or kam.defenses.PGD(epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0)
     robust = kam.AdversarialModel(madry_cnn(), defense)
     robust.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return lambda: robust.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    data_ = dataset(x, y, batch)
+    return lambda: robust.fit(data_, epochs=1, verbose=0)
 
 
 def cleverhans_loop(x, y, batch, compiled):
