@@ -24,23 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_advmi as kam  # noqa: E402
+from keras_advmi import architectures  # noqa: E402
 
 EPSILON = 0.3
 
 
 def madry_cnn(seed=0):
-    """conv32-5x5, pool, conv64-5x5, pool, fc1024, logits (Madry et al. 2018's MNIST model)."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2, name="pool2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(1024, activation="relu", name="fc1"),
-        keras.layers.Dense(10, name="logits"),
-    ], name="madry_mnist")
+    return architectures.madry_cnn((28, 28, 1), 10)
 
 
 def make_defense(name, steps, warmup_steps):
