@@ -6,7 +6,7 @@ Errors answer ``{"error": msg}`` with TF Serving's status for the canonical code
 503...). JSON decoding, the model call and JSON encoding run off the event loop (executor/batcher).
 
 Why aiohttp: already a dependency of the project (no new package), one process, and the batching
-queue needs no ASGI layer; see docs/bench_serving.md for the measured throughput.
+queue needs no ASGI layer; see docs/benchmarks.md ("Serving load") for the measured throughput.
 """
 
 from __future__ import annotations
