@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from keras_advmi import architectures  # noqa: E402
 from keras_advmi import data  # noqa: E402
 from keras_advmi.attacks.universal import fooling_rates, universal_perturbations  # noqa: E402
 from keras_advmi.defenses.pgd_at import PGD  # noqa: E402
@@ -35,18 +36,9 @@ EPSILON = 0.3
 
 
 def bench_cnn(seed=0):
-    """A small MNIST CNN (about 7 MFLOP per forward+backward): conv16-pool-conv32-pool-dense64-logits."""
+    """``keras_advmi.architectures.bench_cnn`` with the global seed set first."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2, name="pool2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(64, activation="relu", name="dense1"),
-        keras.layers.Dense(10, name="logits"),
-    ], name="bench_cnn")
+    return architectures.bench_cnn()
 
 
 def train_nt(x, y, epochs, seed, path):

@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from keras_advmi import architectures  # noqa: E402
 from keras_advmi import data  # noqa: E402
 from keras_advmi.defenses.pgd_at import PGD  # noqa: E402
 from keras_advmi.defenses.sns import SNS  # noqa: E402
@@ -34,18 +35,9 @@ LAYERS = ["conv1", "conv2", "dense1"]
 
 
 def bench_cnn(seed=0):
-    """conv16-pool-conv32-pool-dense64-logits (same as benchmarks/region_at.py)."""
+    """``keras_advmi.architectures.bench_cnn`` with the global seed set first."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2, name="pool2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(64, activation="relu", name="dense1"),
-        keras.layers.Dense(10, name="logits"),
-    ], name="bench_cnn")
+    return architectures.bench_cnn()
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -34,6 +34,21 @@ def madry_cnn(input_shape=(28, 28, 1), classes=10):
     ], name="madry_cnn")
 
 
+def bench_cnn(input_shape=(28, 28, 1), classes=10):
+    """conv16-pool-conv32-pool-dense64-logits (about 7 MFLOP per forward+backward on MNIST): the
+    small model of the RAT, SNS and neuron-sensitivity benchmarks."""
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(64, activation="relu", name="dense1"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="bench_cnn")
+
+
 def mlp(input_shape, classes=10):
     """Flatten, two dense 256 ReLU layers, logits."""
     return keras.Sequential([
@@ -45,7 +60,7 @@ def mlp(input_shape, classes=10):
     ], name="mlp")
 
 
-PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "mlp": mlp}
+PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "bench_cnn": bench_cnn, "mlp": mlp}
 
 
 def build(name, input_shape, classes=10):

@@ -16,7 +16,7 @@ def add_parser(subparsers):
                               description="Train with a defense through model.fit; resumes an interrupted run "
                                           "from OUT/backup; writes OUT/model.keras and OUT/robustness.json.")
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
-    p.add_argument("--arch", default="small_cnn", choices=["madry_cnn", "mlp", "small_cnn"],
+    p.add_argument("--arch", default="small_cnn", choices=["bench_cnn", "madry_cnn", "mlp", "small_cnn"],
                    help="architecture preset")
     p.add_argument("--model", help="start from this .keras model instead of a preset")
     p.add_argument("--defense", default="pgd", type=str.lower, choices=DEFENSE_NAMES,
