@@ -1,0 +1,15 @@
+"""Mutual-information estimators (nats by default; ``unit='bits'`` converts).
+
+Nonparametric, on a layer's activations: ``kde_upper``, ``kde_lower`` (I(X;T)), ``kde_label_mi``
+(I(T;Y)), ``binning_mi`` (both). Neural bounds on a critic's score matrix: ``infonce``, ``dv``,
+``nwj``, ``js``; ``estimate`` trains a critic (``keras_advmi.layers``) and returns a bound.
+Formulas and references: each module's docstring and METHODS.md ("MI estimators").
+"""
+
+from .binning import binning_mi
+from .bounds import BOUNDS, dv, dv_per_sample, infonce, js, nwj
+from .estimate import MIEstimate, correlated_gaussians, estimate, gaussian_mi
+from .kde import kde_label_mi, kde_lower, kde_mi, kde_upper, log_n
+
+__all__ = ["BOUNDS", "MIEstimate", "binning_mi", "correlated_gaussians", "dv", "dv_per_sample", "estimate",
+           "gaussian_mi", "infonce", "js", "kde_label_mi", "kde_lower", "kde_mi", "kde_upper", "log_n", "nwj"]

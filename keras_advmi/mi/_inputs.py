@@ -1,0 +1,61 @@
+"""Input checks and unit conversion shared by the MI estimators."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .._checks import invalid
+
+UNITS = ("nats", "bits")
+
+
+def check_unit(unit) -> str:
+    if unit not in UNITS:
+        raise invalid("unit", "'nats' or 'bits'", unit)
+    return unit
+
+
+def in_unit(value_nats, unit: str):
+    """Convert a value in nats to ``unit`` ('nats' or 'bits')."""
+    return value_nats / math.log(2.0) if check_unit(unit) == "bits" else value_nats
+
+
+def check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+        raise invalid(name, "a positive finite number", value)
+    return float(value)
+
+
+def activations_2d(h, name: str = "h") -> np.ndarray:
+    """Flatten activations (N, ...) to float64 (N, d); require N >= 2 and finite values."""
+    arr = np.asarray(h.numpy() if hasattr(h, "numpy") else h)
+    if arr.ndim < 1 or not np.issubdtype(arr.dtype, np.number):
+        raise invalid(name, "numeric activations of shape (N, ...)", f"array of shape {arr.shape} and dtype {arr.dtype}")
+    if arr.shape[0] < 2:
+        raise invalid(name, "at least 2 samples (N >= 2)", f"array of shape {arr.shape}")
+    arr = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise invalid(name, "finite activations (no NaN or Inf)",
+                      f"array with {int(np.sum(~np.isfinite(arr)))} non-finite values")
+    return arr
+
+
+def labels_1d(y, n: int, name: str = "y") -> np.ndarray:
+    """Integer labels (N,) matching N activations (one-hot (N, C) is converted)."""
+    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+    if arr.ndim == 2 and arr.shape[1] > 1:
+        arr = arr.argmax(axis=1)
+    arr = arr.reshape(-1) if arr.ndim == 2 else arr
+    if arr.ndim != 1:
+        raise invalid(name, "class labels of shape (N,)", f"array of shape {np.asarray(y).shape}")
+    if len(arr) != n:
+        raise invalid(name, f"{n} labels, one per activation row", f"{len(arr)} labels")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise invalid(name, "integer class labels", f"array of dtype {arr.dtype}")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise invalid(name, "integer class labels", f"array of dtype {arr.dtype}")
+    return arr.astype(np.int64)

@@ -1,0 +1,128 @@
+"""Variational lower bounds on MI from a critic's score matrix.
+
+``scores[i, j] = critic(x_i, y_j)``, shape (N, N): the diagonal holds the joint pairs (x_i, y_i),
+the off-diagonal entries pairs from the product of marginals. All values in nats unless ``unit='bits'``.
+
+    InfoNCE = mean_i [ S_ii - log mean_j exp(S_ij) ]              (<= log N; van den Oord et al. 2018)
+    DV      = mean_i S_ii - log mean_{i != j} exp(S_ij)           (Donsker-Varadhan; MINE, Belghazi et al. 2018)
+    NWJ     = mean_i S_ii - e^-1 mean_{i != j} exp(S_ij)          (Nguyen, Wainwright & Jordan 2010)
+    JS      = mean_i [-softplus(-S_ii)] - mean_{i != j} softplus(S_ij)
+              (f-GAN Jensen-Shannon score used by DIM, Hjelm et al. 2019: a training signal, not nats)
+
+InfoNCE, NWJ and JS call ``tfp.vi.mutual_information`` (TFP's functions are the reference); DV is not
+in TFP, so it is written here. Poole et al. 2019, "On variational bounds of mutual information",
+compares them. All functions are differentiable and graph-safe (used as training losses).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from .._checks import invalid
+from ._inputs import check_unit
+
+__all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "BOUNDS"]
+
+_tfp_mi = tfp.vi.mutual_information
+
+
+def _scores(scores, name="scores"):
+    s = tf.convert_to_tensor(scores)
+    if not s.dtype.is_floating:
+        s = tf.cast(s, tf.float32)
+    shape = s.shape
+    if shape.rank is not None and (shape.rank != 2 or (shape[0] is not None and shape[1] is not None
+                                                      and shape[0] != shape[1])):
+        raise invalid(name, "a square score matrix (N, N) with joint pairs on the diagonal", f"shape {tuple(shape)}")
+    if shape.rank == 2 and shape[0] is not None and shape[0] < 2:
+        raise invalid(name, "a score matrix with N >= 2 (the bounds need off-diagonal pairs)", f"shape {tuple(shape)}")
+    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(s))):
+        raise invalid(name, "finite scores (no NaN or Inf)", "a matrix with non-finite entries")
+    return s
+
+
+def _unit(value, unit):
+    return value / math.log(2.0) if check_unit(unit) == "bits" else value
+
+
+def _off_diagonal_mask(s):
+    n = tf.shape(s)[0]
+    return tf.logical_not(tf.eye(n, dtype=tf.bool))
+
+
+def infonce(scores, unit: str = "nats"):
+    """InfoNCE bound, mean_i [S_ii - log mean_j exp(S_ij)] = ``tfp.vi.mutual_information.lower_bound_info_nce``.
+
+    Fixtures: [[2,0],[0,2]] -> 0.566219; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 0.674228.
+    """
+    s = _scores(scores)
+    return _unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
+
+
+def nwj(scores, unit: str = "nats"):
+    """NWJ bound, mean_i S_ii - e^-1 mean_{i!=j} exp(S_ij) = ``tfp.vi.mutual_information.lower_bound_nguyen_wainwright_jordan``.
+
+    Fixtures: [[2,0],[0,2]] -> 1.632121; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.420396.
+    """
+    s = _scores(scores)
+    return _unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
+
+
+def js(scores, unit: str = "nats"):
+    """Jensen-Shannon (f-GAN/DIM) score = ``tfp.vi.mutual_information.lower_bound_jensen_shannon``.
+
+    Fixtures: [[2,0],[0,2]] -> -0.820075; [[3,1,0],[0.5,2,-1],[0,1,1]] -> -1.046285.
+    Not an MI value in nats; ``unit`` only rescales it for symmetry with the other bounds.
+    """
+    s = _scores(scores)
+    return _unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
+
+
+def dv(scores, unit: str = "nats"):
+    """Donsker-Varadhan bound, mean_i S_ii - log mean_{i != j} exp(S_ij) (not in TFP).
+
+    Fixtures: [[2,0],[0,2]] -> 2.000000; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.545410.
+    """
+    s = _scores(scores)
+    n = tf.cast(tf.shape(s)[0], s.dtype)
+    joint = tf.reduce_mean(tf.linalg.diag_part(s))
+    marginal = tf.boolean_mask(s, _off_diagonal_mask(s))
+    log_mean_exp = tf.reduce_logsumexp(marginal) - tf.math.log(n * (n - 1.0))
+    return _unit(joint - log_mean_exp, unit)
+
+
+def dv_per_sample(scores, diagonal: str = "exclude"):
+    """Per-sample DV terms of a score tensor, the MIAT estimator's output (METHODS.md, MIAT card).
+
+    Args:
+      scores: (N, N) or (N, N, L): ``scores[i, j, l]`` = critic(output_i, pattern_j at location l),
+        joint pairs on i == j.
+      diagonal: 'exclude' (correct DV: negatives are the N - 1 other samples) or 'zero' (parity with the
+        official MIAT code, which zeroes the diagonal inside the log-sum-exp, i.e. adds an exp(0) term).
+    Returns:
+      (N,): score_i = mean_l ( S_iil - log( (1/(N-1)) sum_{j != i} exp(S_ijl) ) ); higher = more MI.
+    """
+    if diagonal not in ("exclude", "zero"):
+        raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
+    s = tf.convert_to_tensor(scores)
+    if s.shape.rank == 2:
+        s = s[:, :, None]
+    if s.shape.rank != 3:
+        raise invalid("scores", "a tensor of shape (N, N) or (N, N, L)", f"shape {tuple(s.shape)}")
+    n = tf.shape(s)[0]
+    eye = tf.eye(n, dtype=s.dtype)[:, :, None]
+    joint = tf.reduce_sum(s * eye, axis=1)                           # (N, L): S_iil
+    if diagonal == "exclude":
+        is_joint = tf.broadcast_to(tf.cast(eye, tf.bool), tf.shape(s))
+        negatives = tf.where(is_joint, tf.constant(-np.inf, s.dtype), s)
+    else:
+        negatives = s * (1.0 - eye)
+    log_mean = tf.reduce_logsumexp(negatives, axis=1) - tf.math.log(tf.cast(n - 1, s.dtype))
+    return tf.reduce_mean(joint - log_mean, axis=-1)
+
+
+BOUNDS = {"infonce": infonce, "dv": dv, "nwj": nwj, "js": js}
