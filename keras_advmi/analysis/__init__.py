@@ -1,0 +1,25 @@
+"""Why adversarial examples work and what adversarial training changes (P1, P3, P4, P5 of METHODS.md).
+
+* ``information_plane``: (I(X;T), I(T;Y)) per layer for clean and adversarial inputs (P1).
+* ``texture_shape_probe``, ``saturate``, ``patch_shuffle``: accuracy under texture- and
+  shape-removing transforms (P1).
+* ``promotion_suppression``: logit- and neuron-level promotion/suppression, perturbation type (P4).
+* ``grad_cam``: class activation maps (Selvaraju et al. 2017), for x and x' (P4's CAM link).
+* ``universal_fragility``: fooling rate of a targeted universal perturbation per class (P3).
+* ``neuron_sensitivity``: per-channel sensitivity to adversarial perturbations (P5).
+* ``analyze`` / ``write_report``: all of the above on several models, as an HTML report
+  (``keras-advmi analyze``); ``plots`` draws the figures.
+"""
+
+from ..layers.transforms import PatchShuffle, Saturation, patch_shuffle, saturate
+from .grad_cam import grad_cam, last_conv_layer
+from .information_plane import information_plane
+from .neuron_sensitivity import neuron_sensitivity, sensitivity_summary, top_k_channels
+from .promotion_suppression import promotion_suppression, pse_ratio, pse_type
+from .report import analyze, write_report
+from .texture_shape import texture_shape_probe
+from .universal_fragility import universal_fragility
+
+__all__ = ["PatchShuffle", "Saturation", "analyze", "grad_cam", "information_plane", "last_conv_layer",
+           "neuron_sensitivity", "patch_shuffle", "promotion_suppression", "pse_ratio", "pse_type", "saturate",
+           "sensitivity_summary", "texture_shape_probe", "top_k_channels", "universal_fragility", "write_report"]

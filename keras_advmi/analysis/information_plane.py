@@ -1,0 +1,141 @@
+"""Information plane of clean and adversarial inputs (P1: "Exploring adversarial examples and
+adversarial robustness of convolutional neural networks by mutual information", arXiv 2207.05756).
+
+For each layer T and each training epoch, the point (I(X;T), I(T;Y)) in nats, once for clean inputs
+and once for their adversarial counterparts (P1: PGD), estimated by the KDE upper bound
+(Kolchinsky & Tracey 2017; Saxe et al. 2018) on the layer's activations seen through Gaussian noise
+of variance s2 (P1: 0.1), D_ij = ||h_i - h_j||^2:
+
+    I(X;T) = -(1/N) sum_i log( (1/N) sum_j exp(-D_ij / (2 s2)) )
+    I(T;Y) = I(X;T) - sum_c p(c) I(X;T | Y = c)
+
+Every estimate lies in [0, log N] and saturates there; the result carries log N for the plots.
+Input: either the per-epoch history a ``MutualInformationLogger`` recorded, or models (one
+checkpoint per epoch, or one final model) plus probe data, estimated here with ``kam.mi``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._checks import check_labels, check_positive_int, invalid
+from ._common import check_layer, check_model, check_model_images, multi_output_model, predict_logits
+
+__all__ = ["information_plane", "weighted_layers"]
+
+
+def weighted_layers(model):
+    """Names of the layers that have weights (conv/dense), in order: the default layers T."""
+    return [layer.name for layer in getattr(model, "layers", []) if layer.weights]
+
+
+def _as_points(name, values):
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1 and arr.size == 2:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0 or not np.all(np.isfinite(arr)):
+        raise invalid("model_or_history", "per layer a list of (I_XT, I_TY) pairs per epoch (finite numbers)",
+                      f"{name}: array of shape {arr.shape}")
+    return arr
+
+
+def _from_history(history):
+    """Normalise {"clean": {layer: pts}, "adv": {layer: pts}} or {layer: pts} (clean only)."""
+    if hasattr(history, "history") and isinstance(history.history, dict):
+        history = history.history
+    if not history:
+        raise invalid("model_or_history", "a non-empty dict", history)
+    if set(history) & {"clean", "adv"}:
+        extra = set(history) - {"clean", "adv", "log_n", "unit", "n", "layers", "epochs"}
+        if extra:
+            raise invalid("model_or_history", "keys 'clean' and 'adv' (each {layer: [(I_XT, I_TY), ...]})",
+                          sorted(extra))
+        parts = {kind: history[kind] for kind in ("clean", "adv") if kind in history and history[kind] is not None}
+    else:
+        parts = {"clean": history}
+    out = {}
+    for kind, layers in parts.items():
+        if not isinstance(layers, dict) or not layers:
+            raise invalid("model_or_history", f"'{kind}' as a non-empty dict {{layer: [(I_XT, I_TY), ...]}}",
+                          type(layers).__name__)
+        out[kind] = {str(layer): _as_points(f"{kind}/{layer}", pts) for layer, pts in layers.items()}
+    result = {"clean": out.get("clean", {}), "adv": out.get("adv", {}), "unit": "nats"}
+    result["layers"] = list(result["clean"] or result["adv"])
+    if "n" in history:
+        result["n"] = int(history["n"])
+        result["log_n"] = float(np.log(result["n"]))
+    elif "log_n" in history:
+        result["log_n"] = float(history["log_n"])
+    return result
+
+
+def _activations(extractor, x, batch_size):
+    """Per layer, activations flattened per sample (N, d) as float64."""
+    chunks = None
+    for start in range(0, len(x), batch_size):
+        outs = extractor(x[start:start + batch_size], training=False)[:-1]
+        flat = [np.asarray(o, np.float64).reshape(len(o), -1) for o in outs]
+        chunks = [[f] for f in flat] if chunks is None else [c + [f] for c, f in zip(chunks, flat)]
+    return [np.concatenate(c, axis=0) for c in chunks]
+
+
+def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var=0.1, batch_size=256):
+    """(I(X;T), I(T;Y)) per layer and epoch, clean and adversarial, in nats.
+
+    Args:
+      model_or_history: one of
+        * a dict ``{"clean": {layer: [(I_XT, I_TY) per epoch]}, "adv": {...}}`` (or ``{layer: [...]}``,
+          taken as clean), e.g. what ``MutualInformationLogger`` recorded, or an object with such a
+          ``history`` dict: validated and returned as arrays;
+        * a Keras model (one point per layer) or a list of models (checkpoints, one per epoch): the
+          estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_upper`` and
+          ``kam.mi.kde_label_mi`` (noise variance ``noise_var``).
+      x: probe images (N, ...) in [0, 1] (needed with models; P1 probes with >= 1,000 samples).
+      y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
+      layers: layer names (default: every layer with weights).
+      noise_var: s2 > 0 of the KDE. batch_size: rows per forward pass.
+    Returns:
+      {"clean": {layer: np.ndarray (E, 2)}, "adv": {layer: (E, 2)} (empty without x_adv),
+       "layers": [...], "unit": "nats", "n": N, "log_n": log N (the saturation ceiling)}; column 0 is
+      I(X;T), column 1 I(T;Y), row e is epoch/checkpoint e.
+    """
+    if isinstance(model_or_history, dict) or (hasattr(model_or_history, "history") and
+                                              isinstance(getattr(model_or_history, "history"), dict)):
+        return _from_history(model_or_history)
+    models = list(model_or_history) if isinstance(model_or_history, (list, tuple)) else [model_or_history]
+    if not models:
+        raise invalid("model_or_history", "a model, a non-empty list of models, or a history dict", model_or_history)
+    if x is None or y is None:
+        raise invalid("x", "probe images and labels (x, y) when model_or_history is a model", None)
+    if isinstance(noise_var, bool) or not isinstance(noise_var, numbers.Real) or not noise_var > 0:
+        raise invalid("noise_var", "a number > 0", noise_var)
+    batch_size = check_positive_int("batch_size", batch_size)
+    from .. import mi  # lazy: the estimators pull in TF Probability
+
+    models = [check_model(m) for m in models]
+    x = check_model_images(models[0], x)
+    num_classes = predict_logits(models[0], x[:1], 1).shape[-1]
+    y = check_labels("y", y, n=len(x), num_classes=num_classes)
+    if x_adv is not None:
+        x_adv = check_model_images(models[0], x_adv, name="x_adv")
+        if x_adv.shape != x.shape:
+            raise invalid("x_adv", f"an array of the same shape as x {x.shape}", f"array of shape {x_adv.shape}")
+    layers = weighted_layers(models[0]) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
+    if not layers:
+        raise invalid("layers", "a non-empty list of layer names", layers)
+    result = {"clean": {name: [] for name in layers}, "adv": {name: [] for name in layers} if x_adv is not None
+              else {}, "layers": layers, "unit": "nats", "n": int(len(x)), "log_n": float(np.log(len(x)))}
+    for model in models:
+        for name in layers:
+            check_layer(model, name, "layers")
+        extractor = multi_output_model(model, layers)
+        for kind, data in (("clean", x), ("adv", x_adv)):
+            if data is None:
+                continue
+            for name, h in zip(layers, _activations(extractor, data, batch_size)):
+                result[kind][name].append((mi.kde_upper(h, noise_var), mi.kde_label_mi(h, y, noise_var)))
+    for kind in ("clean", "adv"):
+        result[kind] = {name: np.asarray(pts, np.float64).reshape(-1, 2) for name, pts in result[kind].items()}
+    return result

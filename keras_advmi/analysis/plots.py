@@ -1,0 +1,187 @@
+"""Figures of the analyses as PNG bytes (matplotlib's object API, no pyplot state, no display needed).
+
+Each ``plot_*`` function takes results keyed by a model label (e.g. {"NT": ..., "PGD-AT": ...}) so
+that models are compared side by side, returns the PNG as ``bytes`` and, given ``path``, also
+writes it there.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .promotion_suppression import TYPES
+
+__all__ = ["plot_information_plane", "plot_texture_shape", "plot_pse_scatter", "plot_grad_cam",
+           "plot_robust_accuracy", "plot_fooling_rates", "to_png"]
+
+TYPE_COLORS = {"suppression": "tab:blue", "balanced": "tab:gray", "promotion": "tab:red", "none": "black"}
+
+
+def to_png(fig, path=None, dpi=90):
+    """Render a Figure to PNG bytes (and to ``path`` if given)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    data = buf.getvalue()
+    if path is not None:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def _figure(ncols, nrows=1, width=4.2, height=3.4):
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    return fig, axes
+
+
+def plot_information_plane(planes, path=None):
+    """One panel per model: per layer, I(T;Y) against I(X;T) (nats); clean solid/circles, adversarial
+    dashed/crosses; epochs connected in order (one checkpoint: the layers connected in depth order);
+    dotted lines at log N."""
+    labels = list(planes)
+    fig, axes = _figure(len(labels))
+    for ax, label in zip(axes[0], labels):
+        plane = planes[label]
+        layers = plane["layers"]
+        colors = [f"C{i % 10}" for i in range(len(layers))]
+        single = all(len(plane["clean"][name]) == 1 for name in layers if name in plane["clean"])
+        for kind, style, marker in (("clean", "-", "o"), ("adv", "--", "x")):
+            points = plane.get(kind) or {}
+            if not points:
+                continue
+            if single:
+                path_pts = np.array([points[name][0] for name in layers if name in points])
+                ax.plot(path_pts[:, 0], path_pts[:, 1], style, color="0.6", zorder=1)
+            for name, color in zip(layers, colors):
+                if name in points:
+                    pts = points[name]
+                    ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, color=color, zorder=2,
+                            label=f"{name} ({kind})")
+        if "log_n" in plane:
+            ax.axvline(plane["log_n"], ls=":", color="k", lw=0.8)
+            ax.axhline(plane["log_n"], ls=":", color="k", lw=0.8)
+        ax.ticklabel_format(useOffset=False)
+        ax.set_xlabel("I(X;T) [nats]")
+        ax.set_ylabel("I(T;Y) [nats]")
+        ax.set_title(f"{label}: information plane")
+        ax.legend(fontsize=6, ncol=2)
+    return to_png(fig, path)
+
+
+def plot_texture_shape(probes, path=None):
+    """Accuracy vs saturation level p (log axis) and vs patch-shuffle grid k, one line per model."""
+    fig, axes = _figure(2)
+    for label, probe in probes.items():
+        ps = [float(p) for p in probe["saturation"]]
+        axes[0, 0].plot(ps, [probe["saturation"][p] for p in probe["saturation"]], "-o", label=label)
+        ks = [int(k) for k in probe["patch_shuffle"]]
+        axes[0, 1].plot(ks, [probe["patch_shuffle"][k] for k in probe["patch_shuffle"]], "-o", label=label)
+    axes[0, 0].set_xscale("log", base=2)
+    axes[0, 0].set_xlabel("saturation p (texture removed)")
+    axes[0, 1].set_xlabel("patch shuffle k x k (shape removed)")
+    for ax in axes[0]:
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return to_png(fig, path)
+
+
+def plot_pse_scatter(results, path=None, max_points=500):
+    """Rows: models; columns: attacks. Promotion P against suppression S of each successful sample,
+    coloured by type; the lines P = S/2 (r = 1/3) and P = 2S (r = 2/3) separate the types."""
+    labels = list(results)
+    attacks = list(dict.fromkeys(a for label in labels for a in results[label]))
+    fig, axes = _figure(len(attacks), len(labels), width=3.6, height=3.2)
+    for row, label in enumerate(labels):
+        for col, attack in enumerate(attacks):
+            ax = axes[row, col]
+            res = results[label].get(attack)
+            if res is None:
+                ax.set_axis_off()
+                continue
+            mask = np.asarray(res["success"], bool)
+            s = np.maximum(np.asarray(res["suppression"])[mask][:max_points], 0)
+            p = np.maximum(np.asarray(res["promotion"])[mask][:max_points], 0)
+            types = np.asarray(res["type"])[mask][:max_points]
+            for name in TYPES:
+                sel = types == name
+                if sel.any():
+                    ax.scatter(s[sel], p[sel], s=6, color=TYPE_COLORS[name], alpha=0.6,
+                               label=f"{name} {res['fractions'][name]:.0%}")
+            top = max(float(np.max(s, initial=0)), float(np.max(p, initial=0)), 1e-3) * 1.05
+            ax.plot([0, top], [0, top / 2], ":", color="k", lw=0.7)
+            ax.plot([0, top / 2], [0, top], ":", color="k", lw=0.7)
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.set_xlabel("suppression S = z_y(x) - z_y(x')")
+            ax.set_ylabel("promotion P = z_t(x') - z_t(x)")
+            ax.set_title(f"{label}, {attack} (success {res['n_success']}/{res['n']})", fontsize=9)
+            ax.legend(fontsize=7, markerscale=2)
+    return to_png(fig, path)
+
+
+def plot_grad_cam(samples, path=None):
+    """Grad-CAM overlays. ``samples`` = {label: {"x": (n,H,W,C), "x_adv", "y": (n,), "t": (n,),
+    "cam_x_y", "cam_x_t", "cam_adv_y", "cam_adv_t": (n, H, W)}}; one row per (model, image): x, x',
+    and the maps of the true class y and the adversarial class t on x and on x'."""
+    rows = [(label, i) for label, s in samples.items() for i in range(len(s["x"]))]
+    fig, axes = _figure(6, len(rows), width=1.6, height=1.7)
+    titles = ["x", "x'", "CAM y on x", "CAM t on x", "CAM y on x'", "CAM t on x'"]
+    for r, (label, i) in enumerate(rows):
+        s = samples[label]
+        img, adv = s["x"][i], s["x_adv"][i]
+        gray = img.shape[-1] == 1
+        panels = [(img, None), (adv, None), (img, s["cam_x_y"][i]), (img, s["cam_x_t"][i]),
+                  (adv, s["cam_adv_y"][i]), (adv, s["cam_adv_t"][i])]
+        for c, (base, cam) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(base[..., 0] if gray else base, cmap="gray" if gray else None, vmin=0, vmax=1)
+            if cam is not None:
+                ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = titles[c] if r == 0 else ""
+            if c == 0:
+                title = f"{label}: y={int(s['y'][i])}, t={int(s['t'][i])}" + (f"\n{title}" if title else "")
+            ax.set_title(title, fontsize=7)
+    return to_png(fig, path)
+
+
+def plot_robust_accuracy(curves, path=None):
+    """Robust accuracy against epsilon, one line per (model, attack): curves = {label: {attack: {eps: acc}}}."""
+    fig, axes = _figure(1, width=5.0)
+    ax = axes[0, 0]
+    for label, by_attack in curves.items():
+        for attack, points in by_attack.items():
+            eps = sorted(float(e) for e in points)
+            ax.plot(eps, [points[e] if e in points else points[str(e)] for e in eps], "-o", label=f"{label} {attack}")
+    ax.set_xlabel("epsilon (L-inf, pixel scale)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_png(fig, path)
+
+
+def plot_fooling_rates(fragility, path=None):
+    """Fooling rate of the targeted universal perturbation of each target class, bars per model."""
+    fig, axes = _figure(1, width=5.5)
+    ax = axes[0, 0]
+    labels = list(fragility)
+    width = 0.8 / max(len(labels), 1)
+    for j, label in enumerate(labels):
+        res = fragility[label]
+        targets = np.asarray(res["targets"])
+        ax.bar(targets + (j - (len(labels) - 1) / 2) * width, res["fooling_rate"], width,
+               label=f"{label} (mean {res['mean']:.2f})")
+    ax.set_xlabel("target class t")
+    ax.set_ylabel(f"fooling rate (eps {fragility[labels[0]]['epsilon']:g})" if labels else "fooling rate")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return to_png(fig, path)

@@ -1,0 +1,82 @@
+"""``keras-advmi analyze``: the analysis report of a saved model, or of two side by side (NT vs AT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import UsageError
+from ._common import epsilon_arg, load_dataset, load_model, positive_int
+
+
+def add_parser(subparsers):
+    from ..analysis.report import ANALYSES
+
+    p = subparsers.add_parser(
+        "analyze", help="HTML report: texture/shape, promotion/suppression, Grad-CAM, fragility, information plane",
+        description="Write OUT/index.html (self-contained, figures embedded) and OUT/results.json (every number "
+                    "in the figures) for MODEL, side by side with --compare MODEL2.")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("--compare", metavar="MODEL2", help="a second .keras file shown side by side")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="names of the models in the report (default: file names)")
+    p.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10 or a .npz file")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--n", type=positive_int, default=1000, help="test images (default 1000)")
+    p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget (default: the dataset's)")
+    p.add_argument("--pgd-steps", type=positive_int, default=20)
+    p.add_argument("--universal-steps", type=positive_int, default=40)
+    p.add_argument("--layer", help="layer of the neuron-level promotion/suppression (default: penultimate)")
+    p.add_argument("--cam-layer", help="Grad-CAM layer (default: the last conv layer)")
+    p.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES), metavar="NAME",
+                   help=f"subset of: {' '.join(ANALYSES)}")
+    p.add_argument("--history", nargs="+", metavar="JSON",
+                   help="MutualInformationLogger histories ({'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}), "
+                        "one per model, for per-epoch information planes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+    return p
+
+
+def _check_layers(label, model, names):
+    from ..analysis._common import logits_model
+
+    available = [layer.name for layer in getattr(logits_model(model), "layers", [])]
+    for option, name in names:
+        if name is not None and name not in available:
+            raise UsageError(f"{option} {name!r} is not a layer of {label} (available: {', '.join(available)})")
+
+
+def run(args):
+    from .. import data
+    from ..analysis.report import analyze, write_report
+
+    paths = [args.model] + ([args.compare] if args.compare else [])
+    labels = args.labels or [Path(p).stem for p in paths]
+    if len(labels) != len(paths):
+        raise UsageError(f"--labels needs {len(paths)} names (one per model), got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"--labels must be distinct, got {labels}")
+    if args.history and len(args.history) != len(paths):
+        raise UsageError(f"--history needs {len(paths)} files (one per model), got {len(args.history)}")
+    models = {}
+    for label, path in zip(labels, paths):
+        models[label] = load_model(path)
+        _check_layers(label, models[label], [("--layer", args.layer), ("--cam-layer", args.cam_layer)])
+    histories = {}
+    for label, path in zip(labels, args.history or []):
+        try:
+            histories[label] = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--history {path!r}: {exc}") from None
+    _, (xt, yt) = load_dataset(args.dataset)
+    xt, yt = xt[: args.n], yt[: args.n]
+    epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
+    if epsilon <= 0:
+        raise UsageError("--epsilon must be > 0 for an analysis of adversarial examples")
+    results, figures = analyze(models, xt, yt, epsilon, analyses=args.analyses, pgd_steps=args.pgd_steps,
+                               universal_steps=args.universal_steps, layer=args.layer, cam_layer=args.cam_layer,
+                               histories=histories, seed=args.seed, progress=True)
+    results["config"].update({"dataset": args.dataset, "models": dict(zip(labels, paths))})
+    index = write_report(args.out, results, figures, title=f"keras-advmi analysis: {' vs '.join(labels)}")
+    print(f"report: {index}")
+    return 0
