@@ -25,7 +25,7 @@ import tensorflow as tf
 from .._checks import check_positive_int, invalid
 from ._inputs import activations_2d, check_positive, in_unit, labels_1d
 
-__all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi"]
+__all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "log_n"]
 
 _BOUND_SCALE = {"upper": 2.0, "lower": 8.0}   # D_ij / (scale * s2)
 
@@ -106,6 +106,15 @@ def kde_label_mi(h, y, noise_var: float = 0.1, bound: str = "upper", *, unit: st
       float in [0, log N] (in ``unit``); clamped at 0 (the difference of two bounds can dip below).
     Fixture: h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1], s2 = 0.1 -> upper 0.686432, lower 0.441218.
     """
+    return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk)[1]
+
+
+def kde_information_plane(h, y, noise_var: float = 0.1, bound: str = "upper", *, unit: str = "nats",
+                          chunk: int = 512):
+    """(I(X;T), I(T;Y)) by one KDE ``bound`` in one pass: I(X;T) is the first term of I(T;Y).
+
+    Costs ~(1 + 1/C) times one ``kde_mi`` for C balanced classes, instead of 2x for two calls.
+    """
     h64 = activations_2d(h)
     labels = labels_1d(y, h64.shape[0])
     noise_var = check_positive("noise_var", noise_var)
@@ -117,7 +126,7 @@ def kde_label_mi(h, y, noise_var: float = 0.1, bound: str = "upper", *, unit: st
     for c in np.unique(labels):
         members = h64[labels == c]
         within += len(members) / n * _kde_nats(members, noise_var, bound, chunk)
-    return in_unit(max(total - within, 0.0), unit)
+    return in_unit(total, unit), in_unit(max(total - within, 0.0), unit)
 
 
 def log_n(n: int, unit: str = "nats") -> float:
