@@ -109,5 +109,17 @@ def multi_output_model(model, layers):
         inputs = None
     if not inputs:
         raise invalid("model", "a functional or Sequential model with defined inputs", type(model).__name__)
-    outputs = [check_layer(model, name).output for name in layers] + [model.outputs[0]]
+    for name in layers:
+        check_layer(model, name)
+    if isinstance(model, keras.Sequential):
+        # A fresh graph through the same layers (shared weights). A loaded Sequential's ``layer.output``
+        # can belong to another call node than ``model.outputs``, which would make the logits
+        # independent of the returned activations (gradients None).
+        h = inp = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype)
+        taps = {}
+        for layer in model.layers:
+            h = layer(h)
+            taps[layer.name] = h
+        return keras.Model(inp, [taps[name] for name in layers] + [h])
+    outputs = [model.get_layer(name).output for name in layers] + [model.outputs[0]]
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)

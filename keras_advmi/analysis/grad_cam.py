@@ -60,8 +60,7 @@ def grad_cam(model, x, class_index, layer=None, upsample=True, normalize=True, b
     classes = check_class_index("class_index", class_index, len(x), num_classes)
     extractor = multi_output_model(model, [layer])
 
-    @tf.function(reduce_retracing=True)
-    def maps(xb, cb):
+    def maps(xb, cb):  # eager: a new extractor per call would retrace a tf.function every time
         with tf.GradientTape() as tape:
             feats, logits = extractor(xb, training=False)
             score = tf.reduce_sum(tf.gather(logits, cb, batch_dims=1))

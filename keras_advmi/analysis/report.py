@@ -48,8 +48,15 @@ def to_jsonable(obj, decimals=6):
     return obj
 
 
-def _penultimate(model):
-    """The last hidden layer with weights and a 2-D output (input of the logits layer), or None."""
+def _neuron_layer(model):
+    """Default layer of the neuron-level PSE: the Grad-CAM layer (the last 4-D feature map, P4's link
+    between units and CAMs), else the last hidden layer with weights whose output is 2-D."""
+    from .grad_cam import last_conv_layer
+
+    try:
+        return last_conv_layer(model)
+    except ValueError:
+        pass
     layers = [l for l in getattr(model, "layers", []) if l.weights]
     for layer in reversed(layers[:-1]):
         try:
@@ -67,7 +74,7 @@ def _random_targets(y, num_classes, seed):
 
 
 def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_steps=40, cam_samples=4,
-            info_plane_n=1000, layer=None, cam_layer=None, histories=None, seed=0, batch_size=256, progress=False):
+            info_plane_n=1000, noise_var=0.1, layer=None, cam_layer=None, histories=None, seed=0, batch_size=256, progress=False):
     """Run the analyses on each model; returns ``(results, figures)``.
 
     Args:
@@ -77,8 +84,9 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
       pgd_steps: PGD iterations (step 2.5 * eps / steps, random start). universal_steps: iterations of
         each targeted universal perturbation (fitted on the first half of x, rates on the second).
       cam_samples: images shown with Grad-CAM per model. info_plane_n: probe size of the information plane.
-      layer: layer of the neuron-level PSE (default: the penultimate layer). cam_layer: Grad-CAM layer
-        (default: the last 4-D layer).
+      layer: layer of the neuron-level PSE (default: the last 4-D layer, else the penultimate one).
+        cam_layer: Grad-CAM layer (default: the last 4-D layer).
+      noise_var: KDE noise variance of the information plane (P1: 0.1).
       histories: optional {label: MutualInformationLogger history} for per-epoch information planes.
       seed: attack and shuffle seed. progress: show a tqdm bar.
     Returns:
@@ -118,7 +126,7 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
         bar = tqdm(total=len(jobs), desc="analyze", unit="step")
     results = {"config": {"n": int(len(x)), "epsilon": epsilon, "pgd_steps": pgd_steps,
                           "pgd_step_size": 2.5 * epsilon / pgd_steps, "universal_steps": universal_steps,
-                          "seed": seed, "analyses": list(analyses), "classes": int(num_classes)},
+                          "seed": seed, "analyses": list(analyses), "noise_var": noise_var, "classes": int(num_classes)},
                "models": {}, "timings": {}}
     targets = _random_targets(y, num_classes, seed)
     state = {}
@@ -144,7 +152,7 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
         elif step == "texture_shape":
             out["texture_shape"] = texture_shape_probe(model, x, y, seed=seed, batch_size=batch_size)
         elif step == "pse":
-            neuron_layer = layer if layer is not None else _penultimate(model)
+            neuron_layer = layer if layer is not None else _neuron_layer(model)
             out["pse"] = {name: promotion_suppression(model, x, state[label][name], y,
                                                       target=targets if name == "targeted PGD" else None,
                                                       layer=neuron_layer, batch_size=batch_size)
@@ -192,7 +200,7 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
             else:
                 m = min(len(x), info_plane_n)
                 out["information_plane"] = information_plane(model, x[:m], y[:m], x_adv=state[label]["PGD"][:m],
-                                                             batch_size=batch_size)
+                                                             noise_var=noise_var, batch_size=batch_size)
         results["timings"][f"{label}/{step}"] = round(time.perf_counter() - start, 3)
         logger.info("%s %s: %.1f s", label, step, results["timings"][f"{label}/{step}"])
         if bar is not None:
@@ -267,7 +275,9 @@ def _summary_tables(results):
         rows = []
         for attack in per[labels[0]]["pse"]:
             for level in ("logit", "neuron"):
-                row = [f"{attack} ({level})"]
+                neuron = per[labels[0]]["pse"][attack].get("neuron")
+                row = [f"{attack} (logits)" if level == "logit" else
+                       f"{attack} (units of {neuron['layer'] if neuron else 'n/a'})"]
                 for m in labels:
                     res = per[m]["pse"][attack] if level == "logit" else per[m]["pse"][attack].get("neuron")
                     if res is None:

@@ -25,16 +25,31 @@ def add_parser(subparsers):
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget (default: the dataset's)")
     p.add_argument("--pgd-steps", type=positive_int, default=20)
     p.add_argument("--universal-steps", type=positive_int, default=40)
-    p.add_argument("--layer", help="layer of the neuron-level promotion/suppression (default: penultimate)")
+    p.add_argument("--layer", help="layer of the neuron-level promotion/suppression (default: last conv layer)")
     p.add_argument("--cam-layer", help="Grad-CAM layer (default: the last conv layer)")
     p.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES), metavar="NAME",
                    help=f"subset of: {' '.join(ANALYSES)}")
     p.add_argument("--history", nargs="+", metavar="JSON",
                    help="MutualInformationLogger histories ({'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}), "
                         "one per model, for per-epoch information planes")
+    p.add_argument("--noise-var", type=_positive_float, default=0.1,
+                   help="KDE noise variance of the information plane (P1: 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
     return p
+
+
+def _positive_float(value):
+    import argparse
+    import math
+
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not math.isfinite(out) or out <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {out}")
+    return out
 
 
 def _check_layers(label, model, names):
@@ -75,7 +90,8 @@ def run(args):
         raise UsageError("--epsilon must be > 0 for an analysis of adversarial examples")
     results, figures = analyze(models, xt, yt, epsilon, analyses=args.analyses, pgd_steps=args.pgd_steps,
                                universal_steps=args.universal_steps, layer=args.layer, cam_layer=args.cam_layer,
-                               histories=histories, seed=args.seed, progress=True)
+                               histories=histories, noise_var=args.noise_var, seed=args.seed,
+                               progress=True)
     results["config"].update({"dataset": args.dataset, "models": dict(zip(labels, paths))})
     index = write_report(args.out, results, figures, title=f"keras-advmi analysis: {' vs '.join(labels)}")
     print(f"report: {index}")
