@@ -152,6 +152,7 @@ class AdversarialModel(keras.Model):
                 check_labels(name_y, y, n=len(arr), num_classes=self.num_classes)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self.defense.check_ready(self.model)
         self._check_arrays(x, y)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
             self._check_arrays(validation_data[0], validation_data[1], "validation_data[0]", "validation_data[1]")

@@ -48,6 +48,8 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["evaluate", "/nonexistent/model.keras"], "does not exist"),
     (["evaluate", __file__], "expected a .keras file"),
     (["nosuchcommand"], "invalid choice"),
+    (["train", "--defense", "miat"], "--pretrain-epochs"),
+    (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha", "-1"], "--alpha must be >= 0"),
 ])
 def test_bad_arguments_one_line_exit_2(args, needle):
     proc = cli(*args)
@@ -55,3 +57,14 @@ def test_bad_arguments_one_line_exit_2(args, needle):
     err = [l for l in proc.stderr.strip().splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("keras-advmi: error:") and needle in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_miat_runs_p2_procedure(tmp_path):
+    """--base-epochs (step 1), --pretrain-epochs (step 2), then MIAT fit (step 3), MI logs in the progress bar."""
+    proc = cli("train", "--dataset", "digits", "--defense", "miat", "--base", "trades", "--steps", "2",
+               "--base-epochs", "1", "--pretrain-epochs", "1", "--epochs", "1", "--eval-attacks", "clean",
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MIAT step 1" in proc.stdout and "MIAT step 2" in proc.stdout
+    assert "mi_natural" in proc.stdout and "robust_kl" in proc.stdout
+    assert (tmp_path / "model.keras").exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 
@@ -38,6 +39,8 @@ from ..mi import binning_mi, kde_information_plane
 from ..mi._inputs import check_positive, check_unit, in_unit
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]
+
+log = logging.getLogger(__name__)
 
 #: estimator name -> tag suffix
 ESTIMATORS = {"kde_upper": "", "kde_lower": "_lower", "binning": "_binning"}
@@ -237,7 +240,10 @@ class MutualInformationLogger(keras.callbacks.Callback):
             for tag, v in values.items():
                 tf.summary.scalar(tag, v)
             if self.plane_image:
-                tf.summary.image("mi/information_plane", self._plane_png(), max_outputs=1)
+                try:
+                    tf.summary.image("mi/information_plane", self._plane_png(), max_outputs=1)
+                except (RuntimeError, ValueError) as exc:   # a figure must never stop training
+                    log.warning("information-plane image of epoch %d not written: %s", epoch, exc)
         self._writer.flush()
         with open(os.path.join(self.log_dir, "mi", "mi_history.json"), "w") as f:
             json.dump({"unit": self.unit, "layers": self.layers, "estimators": list(self.estimators),
@@ -274,7 +280,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
                     ax.plot(pts[-1, 0], pts[-1, 1], color=colour, marker=style["marker"], ms=9)
         ceiling = in_unit(math.log(len(self.x_probe)), self.unit)
         ax.axvline(ceiling, color="grey", lw=0.8, ls=":")
-        ax.text(ceiling, 0, " log N", color="grey", fontsize=8, rotation=90, va="bottom")
+        ax.text(ceiling, 0.02, " log N", color="grey", fontsize=8, rotation=90, va="bottom",
+                transform=ax.get_xaxis_transform())   # x in data units, y in axes units
         ax.set_xlabel(f"I(X;T) [{self.unit}]")
         ax.set_ylabel(f"I(T;Y) [{self.unit}]")
         ax.set_title(f"Information plane, epoch {self.history['epoch'][-1]} (solid clean, dashed adversarial)",

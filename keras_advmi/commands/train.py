@@ -24,7 +24,13 @@ def add_parser(subparsers):
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
     p.add_argument("--steps", type=positive_int, default=10, help="attack steps in training")
     p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
-    p.add_argument("--pretrain-epochs", type=int, default=0, help="MIAT: epochs of estimator pretraining")
+    p.add_argument("--pretrain-epochs", type=int, default=0,
+                   help="MIAT: epochs of MI-estimator pretraining on the frozen model (required for miat)")
+    p.add_argument("--base", default="pgd", choices=["pgd", "trades", "mart"], help="MIAT: base defense")
+    p.add_argument("--alpha", type=float, default=5.0, help="MIAT: weight of the MI term")
+    p.add_argument("--base-epochs", type=int, default=0,
+                   help="MIAT: epochs of the base defense before estimator pretraining (P2 step 1; 0 when --model "
+                        "is already adversarially trained)")
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -39,7 +45,7 @@ def add_parser(subparsers):
 DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
 
 
-def make_defense(name, model, epsilon, steps, step_size, seed):
+def make_defense(name, model, epsilon, steps, step_size, seed, **extra):
     """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
     import inspect
 
@@ -61,6 +67,7 @@ def make_defense(name, model, epsilon, steps, step_size, seed):
         kwargs["steps"] = steps
     if "layers" in params:
         kwargs["layers"] = [l.name for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    kwargs.update({k: v for k, v in extra.items() if k in params})
     return cls(**kwargs)
 
 
@@ -76,6 +83,13 @@ def run(args):
 
     if args.lr <= 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if args.pretrain_epochs < 0 or args.base_epochs < 0:
+        raise UsageError("--pretrain-epochs and --base-epochs must be >= 0")
+    if args.defense == "miat" and args.pretrain_epochs == 0:
+        raise UsageError("--defense miat needs --pretrain-epochs N (>= 1): P2 pretrains the MI estimators on an "
+                         "adversarially trained model (give one with --model, or add --base-epochs M)")
+    if args.alpha < 0:
+        raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
     (x, y), (xt, yt) = load_dataset(args.dataset)
     epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
     keras.utils.set_random_seed(args.seed)
@@ -85,7 +99,8 @@ def run(args):
         model = getattr(model, "model", model) if not isinstance(model, keras.Sequential) else model
     else:
         model = build(args.arch, x.shape[1:], classes)
-    defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed)
+    defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
+                           base=args.base, alpha=args.alpha)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.Adam(args.lr)
@@ -97,7 +112,18 @@ def run(args):
         trainer = AdversarialModel(model, defense)
         trainer.compile(optimizer=optimizer, metrics=["accuracy"])
         if args.pretrain_epochs and hasattr(defense, "pretrain_estimators"):
-            defense.pretrain_estimators(model, x, y, epochs=args.pretrain_epochs, batch_size=args.batch_size)
+            resumed = (out / "backup").exists()
+            if args.base_epochs and not resumed:
+                print(f"MIAT step 1: {args.base_epochs} epochs of {args.base} adversarial training")
+                warm = AdversarialModel(model, defense.base)
+                warm.compile(optimizer=keras.optimizers.Adam(args.lr), metrics=["accuracy"])
+                warm.fit(x, y, epochs=args.base_epochs, batch_size=args.batch_size, verbose=1)
+            if not resumed:   # a resumed run restores the pretrained estimators from its backup
+                print(f"MIAT step 2: {args.pretrain_epochs} epochs of MI-estimator pretraining")
+                defense.pretrain_estimators(model, x, y, epochs=args.pretrain_epochs, batch_size=max(args.batch_size, 128))
+            else:
+                defense.natural.pretrained.assign(1.0)
+                defense.adversarial.pretrained.assign(1.0)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))

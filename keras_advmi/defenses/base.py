@@ -79,6 +79,9 @@ class Defense:
         """Keras layers the defense owns (saved and loaded with the AdversarialModel)."""
         return []
 
+    def check_ready(self, model):
+        """Raise a ``ValueError`` if ``fit`` cannot start yet (e.g. MIAT before its estimators are pretrained)."""
+
     def current_epsilon(self, step=None):
         """Epsilon at optimizer step ``step`` under the linear warm-up (a float32 tensor)."""
         eps = tf.constant(self.epsilon, tf.float32)

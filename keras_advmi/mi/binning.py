@@ -25,7 +25,7 @@ def _entropy_of_rows(codes: np.ndarray) -> float:
     rows = np.ascontiguousarray(codes).view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1])))
     _, counts = np.unique(rows, return_counts=True)
     p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0   # + 0.0 turns -0.0 into 0.0
 
 
 def binning_mi(h, y, bin_width: float = 0.5, unit: str = "nats"):

@@ -25,7 +25,7 @@ import tensorflow_probability as tfp
 from .._checks import invalid
 from ._inputs import check_unit
 
-__all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "BOUNDS"]
+__all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "per_sample_bound", "BOUNDS", "PER_SAMPLE_BOUNDS"]
 
 _tfp_mi = tfp.vi.mutual_information
 
@@ -125,4 +125,31 @@ def dv_per_sample(scores, diagonal: str = "exclude"):
     return tf.reduce_mean(joint - log_mean, axis=-1)
 
 
+def per_sample_bound(scores, bound: str = "dv", diagonal: str = "exclude"):
+    """Per-sample terms of a bound on a score tensor (N, N) or (N, N, L), averaged over locations L.
+
+    bound: 'dv' (:func:`dv_per_sample`), 'jsd' (-softplus(-S_iil) - mean_{j != i} softplus(S_ijl)) or
+    'infonce' (S_iil - log mean_j exp(S_ijl)). Returns (N,): higher = more MI for sample i.
+    The MIAT estimators' per-sample output (Hjelm et al. 2019, DIM; METHODS.md MIAT card).
+    """
+    if bound == "dv":
+        return dv_per_sample(scores, diagonal)
+    if bound not in PER_SAMPLE_BOUNDS:
+        raise invalid("bound", f"one of {PER_SAMPLE_BOUNDS}", bound)
+    s = tf.convert_to_tensor(scores)
+    s = s[:, :, None] if s.shape.rank == 2 else s
+    if s.shape.rank != 3:
+        raise invalid("scores", "a tensor of shape (N, N) or (N, N, L)", f"shape {tuple(s.shape)}")
+    n = tf.shape(s)[0]
+    eye = tf.eye(n, dtype=s.dtype)[:, :, None]
+    joint = tf.reduce_sum(s * eye, axis=1)                                   # (N, L)
+    if bound == "infonce":
+        terms = joint - (tf.reduce_logsumexp(s, axis=1) - tf.math.log(tf.cast(n, s.dtype)))
+    else:  # jsd
+        neg = tf.reduce_sum(tf.nn.softplus(s) * (1.0 - eye), axis=1) / tf.cast(n - 1, s.dtype)
+        terms = -tf.nn.softplus(-joint) - neg
+    return tf.reduce_mean(terms, axis=-1)
+
+
 BOUNDS = {"infonce": infonce, "dv": dv, "nwj": nwj, "js": js}
+PER_SAMPLE_BOUNDS = ("dv", "jsd", "infonce")

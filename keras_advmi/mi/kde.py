@@ -53,7 +53,7 @@ def _kde_nats(h64: np.ndarray, noise_var: float, bound: str, chunk: int) -> floa
     inv_scale = 1.0 / (_BOUND_SCALE[bound] * noise_var)
     value = -float(_mean_row_logmeanexp(tf.constant(centred), tf.constant(inv_scale, tf.float64),
                                         tf.constant(chunk, tf.int32)))
-    return max(value, 0.0)  # exact arithmetic gives >= 0; clamp rounding of order 1e-16
+    return max(value, 0.0) + 0.0  # exact arithmetic gives >= 0; clamp rounding of order 1e-16 (and -0.0)
 
 
 def _check_bound(bound):
@@ -126,7 +126,7 @@ def kde_information_plane(h, y, noise_var: float = 0.1, bound: str = "upper", *,
     for c in np.unique(labels):
         members = h64[labels == c]
         within += len(members) / n * _kde_nats(members, noise_var, bound, chunk)
-    return in_unit(total, unit), in_unit(max(total - within, 0.0), unit)
+    return in_unit(total, unit), in_unit(max(total - within, 0.0) + 0.0, unit)
 
 
 def log_n(n: int, unit: str = "nats") -> float:

@@ -1,0 +1,156 @@
+"""MIAT / NAMID on digits: P2's MI ordering after pretraining, accuracy vs PGD-AT on the same budget,
+MI logs in history, .keras round-trip, distribution-free checks of the loss, bad arguments."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import keras_advmi as kam
+from keras_advmi.defenses.miat import _masked_cos
+
+EPS = 0.2
+WARM_EPOCHS, MORE_EPOCHS = 10, 10
+
+
+def _compile(model):
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
+    return model
+
+
+def _accuracies(net, xt, yt):
+    x_adv = kam.attacks.pgd(net, xt, yt, EPS, 2.5 * EPS / 20, 20, seed=11)
+    clean = float((np.argmax(net.predict(xt, verbose=0), 1) == yt).mean())
+    robust = float((np.argmax(net.predict(x_adv, verbose=0), 1) == yt).mean())
+    return clean, robust
+
+
+@pytest.fixture(scope="module")
+def warm(digits, cnn_factory):
+    """PGD-AT for WARM_EPOCHS epochs (P2, step 1): the shared starting point."""
+    (x, y), _ = digits
+    model = _compile(kam.AdversarialModel(cnn_factory(seed=0), kam.defenses.PGD(epsilon=EPS, steps=5, seed=0)))
+    model.fit(x, y, epochs=WARM_EPOCHS, batch_size=64, verbose=0)
+    return model.model.get_weights()
+
+
+def _net_from(weights, cnn_factory):
+    net = cnn_factory(seed=0)
+    net.set_weights(weights)
+    return net
+
+
+@pytest.fixture(scope="module")
+def pretrained(digits, cnn_factory, warm):
+    (x, y), _ = digits
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, hsize=64)
+    model = kam.AdversarialModel(_net_from(warm, cnn_factory), defense)
+    history = defense.pretrain_estimators(model, x, y, epochs=10, batch_size=128, verbose=0)
+    return model, defense, history
+
+
+def test_mi_ordering_on_held_out_data(digits, pretrained):
+    """P2's finding: on successful attacks, natural MI is higher for (x, h(x)) than for (x, h(x~)), and
+    adversarial MI higher for (n, h(x~)) than for (n, h(x)). Held-out pairs, the pretraining attack (L2)."""
+    model, defense, history = pretrained
+    _, (xt, yt) = digits
+    assert len(history["natural_loss"]) == 10 and defense.pretrained
+    eps2 = defense.pretrain_attack_epsilon(xt.shape[1:])
+    assert eps2 == pytest.approx(0.3 * EPS * 8.0)
+    x_adv = kam.attacks.pgd(model.model, xt, yt, eps2, 2.5 * eps2 / 20, 20, norm=2, seed=5)
+    scores = defense.mi_scores(model, xt, x_adv)
+    assert set(scores) == {"mi_natural/clean", "mi_natural/adv", "mi_adversarial/clean", "mi_adversarial/adv"}
+    pred_clean = model.model.predict(xt, verbose=0).argmax(1)
+    pred_adv = model.model.predict(x_adv, verbose=0).argmax(1)
+    fooled = (pred_clean == yt) & (pred_adv != yt)
+    assert fooled.sum() >= 30
+    mean = {k: float(v[fooled].mean()) for k, v in scores.items()}
+    assert mean["mi_natural/clean"] > mean["mi_natural/adv"] + 0.1, mean
+    assert mean["mi_adversarial/adv"] > mean["mi_adversarial/clean"] + 0.1, mean
+
+
+def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, warm, pretrained):
+    (x, y), (xt, yt) = digits
+    model, defense, _ = pretrained
+    _compile(model)
+    history = model.fit(x, y, epochs=MORE_EPOCHS, batch_size=64, verbose=0)
+    for name in ("mi_natural", "mi_adversarial", "mi_loss", "selected_fraction", "adv_accuracy"):
+        assert len(history.history[name]) == MORE_EPOCHS and np.all(np.isfinite(history.history[name])), name
+    assert 0.0 < history.history["selected_fraction"][-1] < 1.0
+    assert history.history["mi_loss"][-1] >= 0.0
+    miat_clean, miat_robust = _accuracies(model.model, xt, yt)
+
+    reference = _compile(kam.AdversarialModel(_net_from(warm, cnn_factory), kam.defenses.PGD(epsilon=EPS, steps=5, seed=0)))
+    reference.fit(x, y, epochs=MORE_EPOCHS, batch_size=64, verbose=0)
+    pgd_clean, pgd_robust = _accuracies(reference.model, xt, yt)
+    print(f"PGD-AT clean {pgd_clean:.3f} PGD-20 {pgd_robust:.3f} | MIAT clean {miat_clean:.3f} PGD-20 {miat_robust:.3f}")
+    assert miat_clean >= pgd_clean - 0.03
+    assert miat_robust >= pgd_robust - 0.03
+    assert miat_robust > 0.4   # a real robust model, not two broken ones
+
+
+def test_keras_round_trip_keeps_predictions_and_estimators(digits, pretrained, tmp_path):
+    _, (xt, yt) = digits
+    model, defense, _ = pretrained
+    path = str(tmp_path / "miat.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.defense, kam.defenses.MIAT) and loaded.defense.pretrained
+    assert loaded.defense.get_config() == defense.get_config()
+    np.testing.assert_array_equal(loaded.predict(xt[:64], verbose=0), model.predict(xt[:64], verbose=0))
+    x_adv = np.clip(xt[:64] + 0.1 * np.sign(np.random.default_rng(0).normal(size=xt[:64].shape)), 0, 1).astype(np.float32)
+    before, after = defense.mi_scores(model, xt[:64], x_adv), loaded.defense.mi_scores(loaded, xt[:64], x_adv)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+
+
+def test_fit_before_pretraining_is_refused(digits, cnn_factory):
+    (x, y), _ = digits
+    model = _compile(kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, steps=2)))
+    with pytest.raises(ValueError, match="pretrain_estimators"):
+        model.fit(x[:64], y[:64], epochs=1, verbose=0)
+    # Opting out trains (MI term from untrained estimators), with the logs present.
+    model = _compile(kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, steps=2, base="trades",
+                                                                            require_pretrained=False, hsize=16)))
+    history = model.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0)
+    assert {"natural_loss", "robust_kl", "mi_natural", "mi_loss"} <= set(history.history)
+
+
+def test_mi_term_follows_the_card():
+    """alpha * (|1 - cos(v_nn, v_na)| + |1 - cos(v_aa, v_an)|) over the selected samples (hand-computed)."""
+    a, b, m = tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]), tf.constant([1.0, 1.0, 0.0])
+    assert float(_masked_cos(a, b, m)) == pytest.approx(4.0 / (np.sqrt(5.0) * np.sqrt(5.0)), abs=1e-6)
+
+    class Fixed(kam.defenses.MIAT):
+        def _scores(self, x, x_adv, logits_clean, logits_adv, training=False):
+            return (tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]),
+                    tf.constant([1.0, 0.0, 2.0]), tf.constant([1.0, 1.0, 1.0]))
+
+    net = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3, use_bias=False)])
+    net.set_weights([np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32)])
+    x = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1)
+    y = np.array([0, 1, 2])
+    x_adv = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1)  # fools 0 and 1
+    defense = Fixed(epsilon=0.5, steps=1, alpha=5.0)
+    out = defense.loss(net, tf.constant(x), tf.constant(y), tf.constant(x_adv), training=False)
+    # selected = [1, 1, 0]: natural cos = (2 + 2) / (sqrt(5) sqrt(5)) = 0.8; adversarial: v_aa = [1, 1], v_an = [1, 0]
+    expected_mi = abs(1 - 0.8) + abs(1 - 1 / np.sqrt(2))
+    np.testing.assert_allclose(out.logs["mi_loss"].numpy(), expected_mi, rtol=1e-5)
+    np.testing.assert_allclose(out.logs["selected_fraction"].numpy(), [1, 1, 0])
+    base = keras.losses.sparse_categorical_crossentropy(y, net(x_adv), from_logits=True).numpy()
+    np.testing.assert_allclose(out.per_sample.numpy(), base + 5.0 * expected_mi, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(alpha=-1.0), "alpha"),
+    (dict(base="fgsm"), "base"),
+    (dict(estimator="mine"), "estimator"),
+    (dict(selection="wrong"), "selection"),
+    (dict(variant="adversarial"), "variant"),
+    (dict(diagonal="keep"), "diagonal"),
+    (dict(hsize=0), "hsize"),
+    (dict(base_options=[1]), "base_options"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kam.defenses.MIAT(epsilon=0.3, **kwargs)
