@@ -26,7 +26,9 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 from keras_advmi import architectures, data  # noqa: E402
-from keras_advmi.analysis import analyze, write_report  # noqa: E402
+from keras_advmi.analysis import analyze, information_plane, texture_shape_probe, write_report  # noqa: E402
+from keras_advmi.analysis.report import to_jsonable  # noqa: E402
+from keras_advmi.attacks import pgd  # noqa: E402
 from keras_advmi.defenses import PGD  # noqa: E402
 from keras_advmi.models import AdversarialModel  # noqa: E402
 
@@ -53,6 +55,25 @@ def train(kind, dataset, x, y, args):
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model, f"{path} (trained here, {wall:.0f} s)", wall
+
+
+def extras(models, x, y, eps, args):
+    """Texture/shape over several shuffle seeds; information plane at larger noise variances."""
+    out = {}
+    for label, model in models.items():
+        probes = [texture_shape_probe(model, x, y, seed=s) for s in args.shuffle_seeds]
+        shuffle = {k: [p["patch_shuffle"][k] for p in probes] for k in probes[0]["patch_shuffle"]}
+        x_adv = pgd(model, x, y, eps, 2.5 * eps / 20, 20, seed=args.seed)
+        planes = {}
+        for s2 in args.noise_vars:
+            start = time.perf_counter()
+            plane = information_plane(model, x, y, x_adv=x_adv, noise_var=s2)
+            planes[s2] = {"clean": plane["clean"], "adv": plane["adv"], "seconds": time.perf_counter() - start}
+        out[label] = {"patch_shuffle_seeds": args.shuffle_seeds,
+                      "patch_shuffle_mean": {k: float(np.mean(v)) for k, v in shuffle.items()},
+                      "patch_shuffle_std": {k: float(np.std(v)) for k, v in shuffle.items()},
+                      "information_plane_by_noise_var": planes}
+    return to_jsonable(out)
 
 
 def summarize(dataset, results):
@@ -83,6 +104,14 @@ def summarize(dataset, results):
                 f"{layer}: ({ip['clean'][layer][0][0]:.3f}, {ip['clean'][layer][0][1]:.3f}) | "
                 f"({ip['adv'][layer][0][0]:.3f}, {ip['adv'][layer][0][1]:.3f})" for layer in ip["layers"])
                 + f"; log N = {ip['log_n']:.3f}")
+    for label, extra in results.get("extra", {}).items():
+        lines.append(f"{label}: patch shuffle over seeds {extra['patch_shuffle_seeds']}: " + ", ".join(
+            f"k={k} {extra['patch_shuffle_mean'][k]:.3f}+-{extra['patch_shuffle_std'][k]:.3f}"
+            for k in extra["patch_shuffle_mean"]))
+        for s2, plane in extra["information_plane_by_noise_var"].items():
+            lines.append(f"  info plane s2={s2} (clean | adv): " + ", ".join(
+                f"{layer}: ({plane['clean'][layer][0][0]:.3f}, {plane['clean'][layer][0][1]:.3f}) | "
+                f"({plane['adv'][layer][0][0]:.3f}, {plane['adv'][layer][0][1]:.3f})" for layer in plane["clean"]))
     lines.append("timings (s): " + json.dumps(results["timings"]))
     return "\n".join(lines)
 
@@ -92,11 +121,15 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     parser.add_argument("--out", default="benchmarks/out/analysis")
     parser.add_argument("--n-train", type=int, default=20000)
-    parser.add_argument("--nt-epochs", type=int, default=3)
+    parser.add_argument("--nt-epochs", type=int, default=5)
     parser.add_argument("--at-epochs", type=int, default=5)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit", type=float, default=120.0)
+    parser.add_argument("--shuffle-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="texture/shape probe repeated over these patch-permutation seeds (mean, std)")
+    parser.add_argument("--noise-vars", type=float, nargs="+", default=[1.0, 10.0, 100.0],
+                        help="extra KDE noise variances for the information plane (0.1 saturates at log N)")
     args = parser.parse_args(argv)
     failures = []
     for dataset in args.datasets:
@@ -111,6 +144,7 @@ def main(argv=None):
         results, figures = analyze(models, xt[:args.n], yt[:args.n], eps, seed=args.seed, progress=True)
         results["config"].update({"dataset": dataset, "models": provenance,
                                   "wall_total_s": round(time.perf_counter() - start, 1)})
+        results["extra"] = extras(models, xt[:args.n], yt[:args.n], eps, args)
         report = write_report(Path(args.out) / f"{dataset}_report", results, figures,
                               title=f"{dataset}: NT vs PGD-AT")
         print(summarize(dataset, results), flush=True)
