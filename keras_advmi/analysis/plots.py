@@ -34,7 +34,7 @@ def to_png(fig, path=None, dpi=90):
 
 
 def _figure(ncols, nrows=1, width=4.2, height=3.4):
-    fig = Figure(figsize=(width * ncols, height * nrows))
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
     return fig, axes
 
