@@ -357,3 +357,28 @@ def test_saved_and_loaded_model_gives_the_same_maps(trained_digits_model, digits
     a = promotion_suppression(loaded, x, x_adv, y, layer="conv2")["neuron"]["promotion"]
     b = promotion_suppression(trained_digits_model, x, x_adv, y, layer="conv2")["neuron"]["promotion"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_information_plane_from_a_mutual_information_logger(digits, tmp_path):
+    import json
+
+    from keras_advmi.callbacks import MutualInformationLogger
+    from conftest import small_cnn
+
+    (x, y), (xt, yt) = digits
+    model = small_cnn()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logger = MutualInformationLogger(xt[:60], yt[:60], str(tmp_path), layers=["conv2", "dense1"], epsilon=0.2,
+                                     steps=3, plane_image=False)
+    model.fit(x[:300], y[:300], epochs=2, batch_size=100, verbose=0, callbacks=[logger])
+    plane = information_plane(logger)
+    assert plane["layers"] == ["conv2", "dense1"] and plane["n"] == 60
+    assert plane["clean"]["dense1"].shape == (2, 2) and plane["adv"]["conv2"].shape == (2, 2)
+    np.testing.assert_allclose(plane["clean"]["dense1"][:, 0], logger.history["mi/dense1/I_XT/clean"])
+    np.testing.assert_allclose(plane["adv"]["conv2"][:, 1], logger.history["mi/conv2/I_TY/adv"])
+    saved = json.loads((tmp_path / "mi" / "mi_history.json").read_text())   # the file the logger writes
+    from_file = information_plane(saved)
+    np.testing.assert_allclose(from_file["clean"]["dense1"], plane["clean"]["dense1"])
+    assert from_file["log_n"] == pytest.approx(np.log(60))
+    with pytest.raises(ValueError, match="kde_lower tags"):
+        information_plane(saved, estimator="kde_lower")

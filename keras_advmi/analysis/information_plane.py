@@ -17,6 +17,7 @@ checkpoint per epoch, or one final model) plus probe data, estimated here with `
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 
@@ -41,10 +42,44 @@ def _as_points(name, values):
     return arr
 
 
-def _from_history(history):
-    """Normalise {"clean": {layer: pts}, "adv": {layer: pts}} or {layer: pts} (clean only)."""
-    if hasattr(history, "history") and isinstance(history.history, dict):
+_TAG = re.compile(r"^mi/(?P<layer>.+)/I_(?P<q>XT|TY)(?P<suffix>_lower|_binning)?/(?P<kind>clean|adv)$")
+_SUFFIX = {"kde_upper": None, "kde_lower": "_lower", "binning": "_binning"}
+
+
+def _from_tags(tags, estimator):
+    """{'clean'|'adv': {layer: [(I_XT, I_TY)...]}} from MutualInformationLogger tags 'mi/<layer>/I_XT/clean'."""
+    if estimator not in _SUFFIX:
+        raise invalid("estimator", f"one of {sorted(_SUFFIX)}", estimator)
+    series = {}
+    for tag, values in tags.items():
+        match = _TAG.match(str(tag))
+        if match and match.group("suffix") == _SUFFIX[estimator]:
+            series.setdefault(match.group("kind"), {}).setdefault(match.group("layer"), {})[match.group("q")] = values
+    plane = {}
+    for kind, layers in series.items():
+        plane[kind] = {layer: list(zip(q.get("XT", []), q.get("TY", []))) for layer, q in layers.items()}
+    if not plane:
+        raise invalid("model_or_history", f"a MutualInformationLogger history with {estimator} tags "
+                                          "('mi/<layer>/I_XT/clean', ...)", sorted(tags)[:5])
+    return plane
+
+
+def _from_history(history, estimator="kde_upper"):
+    """Normalise a MutualInformationLogger (or its mi_history.json dict), {"clean": {layer: pts}, "adv": ...}
+    or {layer: pts} (clean only)."""
+    meta = {}
+    if callable(getattr(history, "information_plane", None)) and isinstance(getattr(history, "history", None), dict):
+        meta = {"n": len(history.x_probe), "unit": getattr(history, "unit", "nats")}
+        history = _from_tags(history.history, estimator)
+    elif isinstance(history, dict) and isinstance(history.get("history"), dict):   # mi_history.json
+        meta = {"unit": history.get("unit", "nats")}
+        if "n_probe" in history:
+            meta["n"] = history["n_probe"]
+        history = _from_tags(history["history"], estimator)
+    elif hasattr(history, "history") and isinstance(history.history, dict):
         history = history.history
+    if isinstance(history, dict):
+        history = {**history, **meta}
     if not history:
         raise invalid("model_or_history", "a non-empty dict", history)
     if set(history) & {"clean", "adv"}:
@@ -61,11 +96,14 @@ def _from_history(history):
             raise invalid("model_or_history", f"'{kind}' as a non-empty dict {{layer: [(I_XT, I_TY), ...]}}",
                           type(layers).__name__)
         out[kind] = {str(layer): _as_points(f"{kind}/{layer}", pts) for layer, pts in layers.items()}
-    result = {"clean": out.get("clean", {}), "adv": out.get("adv", {}), "unit": "nats"}
+    unit = history.get("unit", "nats")
+    if unit not in ("nats", "bits"):
+        raise invalid("model_or_history", "unit 'nats' or 'bits'", unit)
+    result = {"clean": out.get("clean", {}), "adv": out.get("adv", {}), "unit": unit}
     result["layers"] = list(result["clean"] or result["adv"])
     if "n" in history:
         result["n"] = int(history["n"])
-        result["log_n"] = float(np.log(result["n"]))
+        result["log_n"] = float(np.log(result["n"]) / (np.log(2.0) if unit == "bits" else 1.0))
     elif "log_n" in history:
         result["log_n"] = float(history["log_n"])
     return result
@@ -81,14 +119,16 @@ def _activations(extractor, x, batch_size):
     return [np.concatenate(c, axis=0) for c in chunks]
 
 
-def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var=0.1, batch_size=256):
+def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var=0.1, batch_size=256,
+                      estimator="kde_upper"):
     """(I(X;T), I(T;Y)) per layer and epoch, clean and adversarial, in nats.
 
     Args:
       model_or_history: one of
-        * a dict ``{"clean": {layer: [(I_XT, I_TY) per epoch]}, "adv": {...}}`` (or ``{layer: [...]}``,
-          taken as clean), e.g. what ``MutualInformationLogger`` recorded, or an object with such a
-          ``history`` dict: validated and returned as arrays;
+        * a ``kam.callbacks.MutualInformationLogger`` after ``fit`` (its per-epoch history), the
+          ``mi_history.json`` it writes (loaded as a dict), or a dict ``{"clean": {layer: [(I_XT, I_TY)
+          per epoch]}, "adv": {...}}`` (or ``{layer: [...]}``, taken as clean): validated and returned
+          as arrays (in the logger's unit);
         * a Keras model (one point per layer) or a list of models (checkpoints, one per epoch): the
           estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_upper`` and
           ``kam.mi.kde_label_mi`` (noise variance ``noise_var``).
@@ -96,6 +136,7 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
       y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
       layers: layer names (default: every layer with weights).
       noise_var: s2 > 0 of the KDE. batch_size: rows per forward pass.
+      estimator: which logged estimator to read from a logger history: 'kde_upper', 'kde_lower', 'binning'.
     Returns:
       {"clean": {layer: np.ndarray (E, 2)}, "adv": {layer: (E, 2)} (empty without x_adv),
        "layers": [...], "unit": "nats", "n": N, "log_n": log N (the saturation ceiling)}; column 0 is
@@ -103,7 +144,7 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
     """
     if isinstance(model_or_history, dict) or (hasattr(model_or_history, "history") and
                                               isinstance(getattr(model_or_history, "history"), dict)):
-        return _from_history(model_or_history)
+        return _from_history(model_or_history, estimator)
     models = list(model_or_history) if isinstance(model_or_history, (list, tuple)) else [model_or_history]
     if not models:
         raise invalid("model_or_history", "a model, a non-empty list of models, or a history dict", model_or_history)

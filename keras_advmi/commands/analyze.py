@@ -30,8 +30,8 @@ def add_parser(subparsers):
     p.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES), metavar="NAME",
                    help=f"subset of: {' '.join(ANALYSES)}")
     p.add_argument("--history", nargs="+", metavar="JSON",
-                   help="MutualInformationLogger histories ({'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}), "
-                        "one per model, for per-epoch information planes")
+                   help="per-epoch information planes, one file per model: the mi_history.json a "
+                        "MutualInformationLogger writes, or {'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}")
     p.add_argument("--noise-var", type=_positive_float, default=0.1,
                    help="KDE noise variance of the information plane (P1: 0.1)")
     p.add_argument("--seed", type=int, default=0)
