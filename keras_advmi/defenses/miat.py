@@ -125,6 +125,9 @@ class MIAT(Defense):
                                        name="mi_adversarial_estimator")
         for estimator in (self.natural, self.adversarial):
             estimator.build(pattern_shape, outputs_shape)
+            # Frozen outside ``pretrain_estimators``: fit's optimizer never sees them, BatchNorm stays in
+            # inference mode, and a saved optimizer state matches the model's variables on load.
+            estimator.trainable = False
 
     def sublayers(self):
         return [self.natural, self.adversarial] if self.natural is not None else []
@@ -289,6 +292,7 @@ class MIAT(Defense):
         attack_step = 2.5 * attack_epsilon / attack_steps
         self.build(net)
         opt_n, opt_a = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
+        self.natural.trainable = self.adversarial.trainable = True
         vars_n, vars_a = self.natural.trainable_weights, self.adversarial.trainable_weights
         base_seed = int(seed)
 
@@ -330,6 +334,7 @@ class MIAT(Defense):
                     progress.add(1, [(k, float(logs[k])) for k in ("natural_loss", "adversarial_loss")])
             for k, v in sums.items():
                 history.setdefault(k, []).append(v / n_batches)
+        self.natural.trainable = self.adversarial.trainable = False
         self.natural.pretrained.assign(1.0)
         self.adversarial.pretrained.assign(1.0)
         return history

@@ -1,0 +1,194 @@
+"""MIAT vs its base defense on MNIST (eps 0.3) and Fashion-MNIST (eps 0.1), several seeds; and step cost.
+
+    KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py compare --datasets mnist fashion_mnist \
+        --seeds 0 1 --train 20000 --warm-epochs 2 --epochs 2 --out benchmarks/out/miat
+    KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py step-cost
+
+compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on bench_cnn —
+  base for --warm-epochs (epsilon ramped over the first epoch), then from that same model either
+  (a) the base for --epochs more (the same-budget baseline) or (b) estimator pretraining
+  (--pretrain-epochs) and MIAT(base) for --epochs. Both evaluated on --test images (>= 1,000) with clean,
+  PGD-40 x 3 restarts, AutoAttack (ART: APGD-CE, APGD-DLR, Square) and a PGD-20 epsilon sweep with the
+  monotonicity check. Results append to OUT/results.jsonl (a rerun skips finished rows); a table with
+  mean +- half-range over seeds is printed and written to OUT/table.md.
+step-cost: median time of a compiled train step, MIAT(base) / base, for each base, measured
+  interleaved in one process (the ratio is what counts on a noisy machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import keras
+
+import keras_advmi as kam
+from keras_advmi.architectures import bench_cnn
+
+EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
+BASES = ("pgd", "trades", "mart")
+BASE_CLASSES = {"pgd": kam.defenses.PGD, "trades": kam.defenses.TRADES, "mart": kam.defenses.MART}
+BATCH = 128
+
+
+def _compile(model, lr=1e-3):
+    model.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
+    return model
+
+
+def _evaluate(net, xt, yt, eps, seed, autoattack=True):
+    attacks = ["clean", "pgd-40"] + (["autoattack"] if autoattack else [])
+    report = kam.evaluate_robustness(net, xt, yt, attacks=attacks, epsilons=[eps], restarts=3, seed=seed)
+    row = {r["attack"]: r["accuracy"] for r in report.rows}
+    sweep_eps = [eps * f for f in (0.25, 0.5, 0.75, 1.0, 1.25)]
+    sweep = kam.evaluate_robustness(net, xt, yt, attacks=["pgd-20"], epsilons=sweep_eps, seed=seed)
+    row["sweep"] = [r["accuracy"] for r in sweep.rows]
+    row["monotone"] = bool(np.all(np.diff(row["sweep"]) <= 1e-9)) and not sweep.warnings and not report.warnings
+    return row
+
+
+def compare(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    done = set()
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["dataset"], r["seed"], r["base"]))
+    for dataset in args.datasets:
+        (x, y), (xt, yt) = kam.data.load(dataset)
+        eps = EPSILON[dataset]
+        rng = np.random.default_rng(1234)
+        train_idx = rng.permutation(len(x))[:args.train]
+        x, y = x[train_idx], y[train_idx]
+        xt, yt = xt[:args.test], yt[:args.test]
+        steps_per_epoch = -(-len(x) // BATCH)
+        for seed in args.seeds:
+            for base in args.bases:
+                if (dataset, seed, base) in done:
+                    continue
+                t0 = time.time()
+                keras.utils.set_random_seed(seed)
+                net = bench_cnn(x.shape[1:])
+                base_kwargs = dict(epsilon=eps, steps=10, seed=seed)
+                warm = _compile(kam.AdversarialModel(net, BASE_CLASSES[base](epsilon_warmup_steps=steps_per_epoch,
+                                                                            **base_kwargs)))
+                warm.fit(x, y, epochs=args.warm_epochs, batch_size=BATCH, verbose=0)
+                weights = net.get_weights()
+
+                def copy():
+                    clone = bench_cnn(x.shape[1:])
+                    clone.set_weights(weights)
+                    return clone
+
+                baseline = _compile(kam.AdversarialModel(copy(), BASE_CLASSES[base](**base_kwargs)))
+                baseline.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+                t_base = time.time()
+                miat_def = kam.defenses.MIAT(base=base, **base_kwargs)
+                miat = _compile(kam.AdversarialModel(copy(), miat_def))
+                pre = miat_def.pretrain_estimators(miat, x, y, epochs=args.pretrain_epochs, batch_size=256, verbose=0)
+                hist = miat.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+                t_miat = time.time()
+                row = {"dataset": dataset, "seed": seed, "base": base, "epsilon": eps, "train": len(x),
+                       "test": len(xt), "warm_epochs": args.warm_epochs, "epochs": args.epochs,
+                       "pretrain_epochs": args.pretrain_epochs,
+                       "base_result": _evaluate(baseline.model, xt, yt, eps, seed, args.autoattack),
+                       "miat_result": _evaluate(miat.model, xt, yt, eps, seed, args.autoattack),
+                       "pretrain_last": {k: v[-1] for k, v in pre.items()},
+                       "miat_history_last": {k: float(v[-1]) for k, v in hist.history.items()},
+                       "seconds": {"warm+baseline": t_base - t0, "pretrain+miat": t_miat - t_base,
+                                   "total": time.time() - t0}}
+                with open(results_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{dataset} seed {seed} {base}: base {row['base_result']} | MIAT {row['miat_result']} "
+                      f"({row['seconds']['total']:.0f} s)", flush=True)
+    table(results_path, out / "table.md")
+
+
+def table(results_path, table_path):
+    rows = [json.loads(l) for l in Path(results_path).read_text().splitlines()]
+    lines = ["| dataset | defense | seeds | clean | PGD-40x3 | AutoAttack | sweep monotone |",
+             "|---|---|---|---|---|---|---|"]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for base in BASES:
+            sel = [r for r in rows if r["dataset"] == dataset and r["base"] == base]
+            if not sel:
+                continue
+            for key, label in (("base_result", BASE_CLASSES[base].__name__ if base != "pgd" else "PGD-AT"),
+                               ("miat_result", f"MIAT({base})")):
+                def cell(metric):
+                    vals = [100 * r[key][metric] for r in sel if metric in r[key]]
+                    if not vals:
+                        return "n/a"
+                    return f"{np.mean(vals):.1f} ± {(max(vals) - min(vals)) / 2:.1f}"
+                mono = all(r[key]["monotone"] for r in sel)
+                lines.append(f"| {dataset} | {label} | {len(sel)} | {cell('clean')} | {cell('pgd-40')} | "
+                             f"{cell('autoattack')} | {'yes' if mono else 'NO'} |")
+    text = "\n".join(lines)
+    Path(table_path).write_text(text + "\n")
+    print(text)
+
+
+def step_cost(args):
+    """Median step time of MIAT(base) vs base, interleaved, on MNIST-shaped batches of 128."""
+    import tensorflow as tf
+
+    (x, y), _ = kam.data.load("mnist")
+    xb, yb = tf.constant(x[:BATCH]), tf.constant(y[:BATCH])
+    print(f"{'base':8s} {'base step ms':>13s} {'MIAT step ms':>13s} {'ratio':>6s}")
+    ratios = {}
+    for base in args.bases:
+        models = {}
+        for kind in ("base", "miat"):
+            keras.utils.set_random_seed(0)
+            net = bench_cnn()
+            defense = BASE_CLASSES[base](epsilon=0.3, steps=10, seed=0) if kind == "base" else \
+                kam.defenses.MIAT(epsilon=0.3, steps=10, seed=0, base=base, require_pretrained=False)
+            model = _compile(kam.AdversarialModel(net, defense))
+            model.make_train_function()
+            models[kind] = model
+        for m in models.values():            # warm up (trace + first run)
+            for _ in range(3):
+                m.train_function(iter([(xb, yb)]))
+        times = {k: [] for k in models}
+        for _ in range(args.repeats):
+            for kind, m in models.items():
+                t = time.perf_counter()
+                out = m.train_function(iter([(xb, yb)]))
+                float(out["loss"])
+                times[kind].append(time.perf_counter() - t)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        ratios[base] = med["miat"] / med["base"]
+        print(f"{base:8s} {1e3 * med['base']:13.1f} {1e3 * med['miat']:13.1f} {ratios[base]:6.2f}", flush=True)
+    return ratios
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    c.add_argument("--bases", nargs="+", default=list(BASES))
+    c.add_argument("--train", type=int, default=20000)
+    c.add_argument("--test", type=int, default=1000)
+    c.add_argument("--warm-epochs", type=int, default=2)
+    c.add_argument("--epochs", type=int, default=2)
+    c.add_argument("--pretrain-epochs", type=int, default=3)
+    c.add_argument("--no-autoattack", dest="autoattack", action="store_false")
+    c.add_argument("--out", default="benchmarks/out/miat")
+    s = sub.add_parser("step-cost")
+    s.add_argument("--bases", nargs="+", default=list(BASES))
+    s.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    compare(args) if args.cmd == "compare" else step_cost(args)
+
+
+if __name__ == "__main__":
+    main()
