@@ -25,7 +25,7 @@ def train(kind, data, args):
     eps = args.epsilon
     log_dir = os.path.join(args.logdir, kind)
     logger = kam.callbacks.MutualInformationLogger(
-        xt[:args.probe], yt[:args.probe], log_dir=log_dir, epsilon=eps, steps=10,
+        xt[:args.probe], yt[:args.probe], log_dir=log_dir, epsilon=eps, steps=10, noise_var=args.noise_var,
         estimators=("kde_upper", "binning"))
     callbacks = [logger, keras.callbacks.TensorBoard(log_dir, update_freq="epoch")]
     if kind == "nt":
@@ -52,6 +52,9 @@ def main():
     parser.add_argument("--epsilon", type=float, default=None, help="default: the dataset's (MNIST 0.3)")
     parser.add_argument("--probe", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise-var", type=float, default=0.1,
+                        help="KDE noise variance (P1: 0.1; on MNIST every layer then saturates at log N, "
+                             "try 100 to separate the models)")
     args = parser.parse_args()
     args.epsilon = args.epsilon or kam.data.default_epsilon(args.dataset)
     data = kam.data.load(args.dataset)

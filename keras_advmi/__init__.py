@@ -13,12 +13,12 @@ from ._quiet import import_tensorflow_quietly as _import_tf  # noqa: E402
 
 _import_tf()
 
-from . import attacks, callbacks, data, defenses, detection, layers, mi  # noqa: E402
+from . import analysis, attacks, callbacks, data, defenses, detection, layers, mi  # noqa: E402
 from .evaluation import evaluate_robustness  # noqa: E402
 from .export import export  # noqa: E402
 from .models import AdversarialModel  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["AdversarialModel", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
+__all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
            "export", "layers", "mi", "__version__"]
