@@ -6,6 +6,11 @@ oldest request, then merge following requests with the same key until ``max_batc
 rows and split the outputs back. The queue holds at most ``max_enqueued_batches * max_batch_size``
 rows: a request that does not fit is refused at once with UNAVAILABLE (HTTP 503), never parked.
 Without batching, ``Direct`` runs each request on a thread pool with the same bound.
+
+``submit(..., loop=None)`` returns a ``concurrent.futures.Future``; with ``loop=`` (an asyncio event
+loop, e.g. the REST front end's) it returns an ``asyncio.Future`` of that loop, and a batch wakes
+the loop once for all of its requests instead of once per request (one ``call_soon_threadsafe``
+per batch, measured in docs/serving_rest.md).
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from .errors import ServingError
 
 
 class _Task:
-    __slots__ = ("servable", "signature", "inputs", "rows", "future", "t0")
+    __slots__ = ("servable", "signature", "inputs", "rows", "future", "t0", "loop")
 
-    def __init__(self, servable, signature, inputs, rows):
+    def __init__(self, servable, signature, inputs, rows, loop=None):
         self.servable, self.signature, self.inputs, self.rows = servable, signature, inputs, rows
-        self.future = concurrent.futures.Future()
+        self.loop = loop
+        self.future = concurrent.futures.Future() if loop is None else loop.create_future()
         self.t0 = time.monotonic()
 
     @property
@@ -54,8 +60,8 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def submit(self, servable, signature, inputs):
-        task = _Task(servable, signature, inputs, _rows(inputs))
+    def submit(self, servable, signature, inputs, loop=None):
+        task = _Task(servable, signature, inputs, _rows(inputs), loop)
         with self._cv:
             if self._stop or self._rows + task.rows > self.capacity and self._queue:
                 raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was "
@@ -104,36 +110,70 @@ class Batcher:
             t.join(timeout=5)
 
 
+def _settle(fut, ok, value):
+    if fut.done():          # asyncio future cancelled (client went away)
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _deliver_on_loop(items):
+    for fut, ok, value in items:
+        _settle(fut, ok, value)
+
+
+def _deliver(tasks, outcomes):
+    """Set each task's future: concurrent futures here, asyncio futures with one loop wake-up per
+    loop for the whole batch."""
+    by_loop = {}
+    for t, (ok, value) in zip(tasks, outcomes):
+        if t.loop is None:
+            _settle(t.future, ok, value)
+        else:
+            by_loop.setdefault(t.loop, []).append((t.future, ok, value))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver_on_loop, items)
+        except RuntimeError:  # pragma: no cover - loop closed during shutdown
+            pass
+
+
+def _outcome(task):
+    try:
+        return True, task.servable.run(task.signature, task.inputs)
+    except ServingError as exc:
+        return False, exc
+    except Exception as exc:  # pragma: no cover - unexpected model failure
+        return False, ServingError("INTERNAL", str(exc)[:300])
+
+
 def run_batch(batch):
     head = batch[0]
+    if len(batch) == 1:
+        _deliver(batch, [_outcome(head)])
+        return
     try:
-        if len(batch) == 1:
-            head.future.set_result(head.servable.run(head.signature, head.inputs))
-            return
         merged = {k: np.concatenate([np.asarray(t.inputs[k]) for t in batch]) for k in head.inputs}
         out = head.servable.run(head.signature, merged)
     except ServingError:
         # one bad request must not fail its batch-mates: rerun each alone
-        for t in batch:
-            _run_alone(t)
+        _deliver(batch, [_outcome(t) for t in batch])
         return
     except Exception as exc:  # pragma: no cover - unexpected model failure
-        for t in batch:
-            t.future.set_exception(ServingError("INTERNAL", str(exc)[:300]))
+        err = ServingError("INTERNAL", str(exc)[:300])
+        _deliver(batch, [(False, err)] * len(batch))
         return
-    start = 0
+    outcomes, start = [], 0
     for t in batch:
-        t.future.set_result({k: v[start:start + t.rows] if np.ndim(v) else v for k, v in out.items()})
+        outcomes.append((True, {k: v[start:start + t.rows] if np.ndim(v) else v for k, v in out.items()}))
         start += t.rows
+    _deliver(batch, outcomes)
 
 
 def _run_alone(task):
-    try:
-        task.future.set_result(task.servable.run(task.signature, task.inputs))
-    except ServingError as exc:
-        task.future.set_exception(exc)
-    except Exception as exc:  # pragma: no cover
-        task.future.set_exception(ServingError("INTERNAL", str(exc)[:300]))
+    _deliver([task], [_outcome(task)])
 
 
 class Direct:
@@ -146,12 +186,12 @@ class Direct:
         self._lock = threading.Lock()
         self.batches = 0
 
-    def submit(self, servable, signature, inputs):
+    def submit(self, servable, signature, inputs, loop=None):
         with self._lock:
             if self._pending >= self._max:
                 raise ServingError("UNAVAILABLE", "too many pending requests")
             self._pending += 1
-        task = _Task(servable, signature, inputs, 0)
+        task = _Task(servable, signature, inputs, 0, loop)
 
         def go():
             try:

@@ -3,7 +3,11 @@
 Routes: ``POST /v1/models/NAME[/versions/N|/labels/L]:predict``, ``GET /v1/models/NAME[/versions/N]``
 (model_version_status), ``GET .../metadata`` (signature_def), ``GET <monitoring path>`` (Prometheus).
 Errors answer ``{"error": msg}`` with TF Serving's status for the canonical code (400, 404, 413,
-503...). JSON decoding, the model call and JSON encoding run off the event loop (executor/batcher).
+503...). The model call runs off the event loop (batcher threads / Direct pool) and wakes the loop
+once per batch. JSON decoding and encoding (orjson, tens of microseconds for an MNIST image) run
+on the loop for bodies up to ``INLINE_BODY_BYTES``: a thread hop costs more than the work and buys
+no parallelism under the GIL. Larger bodies are decoded and encoded on the ``io_pool`` so one huge
+request does not stall the others. Measurements: docs/serving_rest.md.
 
 Why aiohttp: already a dependency of the project (no new package), one process, and the batching
 queue needs no ASGI layer; see docs/benchmarks.md ("Serving load") for the measured throughput.
@@ -22,6 +26,7 @@ from google.protobuf import json_format
 from . import codec
 from .errors import ServingError
 
+INLINE_BODY_BYTES = 256 * 1024
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
                     r"(?P<rest>/metadata|:[A-Za-z]+)?$")
 
@@ -75,11 +80,18 @@ def make_app(server):
                                f"{server.max_body_bytes} bytes") from None
         servable = server.registry.resolve(name, version, label)
         loop = asyncio.get_running_loop()
-        sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, body,
-                                                      servable.input_specs_for)
-        outputs = await asyncio.wrap_future(server.executor.submit(servable, sig, inputs))
-        text = await loop.run_in_executor(server.io_pool, codec.encode_predict, outputs, row)
-        return web.Response(text=text, content_type="application/json")
+        inline = len(body) <= INLINE_BODY_BYTES
+        if inline:
+            sig, inputs, row = codec.parse_predict(body, servable.input_specs_for)
+        else:
+            sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, body,
+                                                          servable.input_specs_for)
+        outputs = await server.executor.submit(servable, sig, inputs, loop=loop)
+        if inline:
+            data = codec.encode_predict(outputs, row)
+        else:
+            data = await loop.run_in_executor(server.io_pool, codec.encode_predict, outputs, row)
+        return web.Response(body=data, content_type="application/json", charset="utf-8")
 
     def _metadata(name, version, label):
         s = server.registry.resolve(name, version, label)
