@@ -176,7 +176,11 @@ class MIAT(Defense):
         logits_adv = base.logits_adv
         mask = tf.stop_gradient(self._select(y, logits_clean, logits_adv))
         mask = tf.cast(mask, tf.float32)
-        v_nn, v_na, v_an, v_aa = self._scores(x, x_adv, logits_clean, logits_adv)
+        # The DV scores need >= 2 samples (negatives); a per-replica batch can hold 0 or 1 at an epoch's end.
+        batch = tf.shape(logits_adv)[0]
+        v_nn, v_na, v_an, v_aa = tf.cond(
+            batch >= 2, lambda: self._scores(x, x_adv, logits_clean, logits_adv),
+            lambda: tuple(tf.zeros([batch], tf.float32) for _ in range(4)))
         natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na, mask))
         if self.variant == "both":
             mi_term = natural_term + tf.abs(1.0 - _masked_cos(v_aa, v_an, mask))
@@ -296,8 +300,12 @@ class MIAT(Defense):
         vars_n, vars_a = self.natural.trainable_weights, self.adversarial.trainable_weights
         base_seed = int(seed)
 
-        @tf.function(reduce_retracing=True)
-        def step(xb, yb, counter):
+        if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("MIAT.pretrain_estimators runs on one device: pretrain outside the multi-replica "
+                             "strategy (same model and defense built without it), save, then load inside "
+                             "`strategy.scope()` for the distributed MIAT fit.")
+
+        def replica_step(xb, yb, counter):
             x_adv = pgd_graph(net, xb, yb, attack_epsilon, attack_step, attack_steps, attack_norm, False, True, 1,
                               tf.stack([tf.constant(base_seed, tf.int64), counter]))
             logits_clean = net(xb, training=False)
@@ -315,6 +323,8 @@ class MIAT(Defense):
                     "mi_natural_clean": tf.reduce_mean(v_nn), "mi_natural_adv": tf.reduce_mean(v_na),
                     "mi_adversarial_clean": tf.reduce_mean(v_an), "mi_adversarial_adv": tf.reduce_mean(v_aa),
                     "selected_fraction": tf.reduce_mean(clean_ok * (1.0 - adv_ok))}
+
+        step = tf.function(replica_step, reduce_retracing=True)
 
         rng = np.random.default_rng(seed)
         history = {}
