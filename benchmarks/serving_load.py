@@ -44,6 +44,16 @@ app.run("127.0.0.1", int(sys.argv[2]), threaded=True)
 '''
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process (all threads), from /proc (Linux); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,6 +216,8 @@ def main(argv=None):
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap per measurement")
     ap.add_argument("--modes", default="batching,nobatch,naive,batching-grpc",
                     help="batching, nobatch, naive (Flask), batching-grpc (official stub)")
+    ap.add_argument("--batching-config", default=os.path.join(ROOT, "serving", "batching.config"),
+                    help="BatchingParameters text proto for the batching modes")
     ap.add_argument("--client", choices=("raw", "requests"), default="raw",
                     help="REST load generator: raw = asyncio sockets with the request pre-encoded (cheap); "
                          "requests = 64 threads with requests.Session (the client burns most of the CPU)")
@@ -217,7 +229,7 @@ def main(argv=None):
     base = tempfile.mkdtemp(prefix="serving-bench-")
     model = sf.mnist_cnn(0) if args.model == "mnist_cnn" else sf.small_model(0)
     sf.export_version(model, os.path.join(base, "m", "1"))
-    batching_file = os.path.join(ROOT, "serving", "batching.config")
+    batching_file = args.batching_config
     x = sf.images(1, seed=0, shape=model.input_shape[1:]).tolist()
     bodies = {"predict": json.dumps({"instances": x}),
               "detect": json.dumps({"signature_name": "detect", "instances": x})}
@@ -231,9 +243,14 @@ def main(argv=None):
             for body in mode_bodies.values():                                              # warm-up
                 run(url, body, args.clients * 2, args.clients, 10)
             for sig, body in mode_bodies.items():
+                s0, c0 = cpu_seconds(proc.pid), time.process_time()
                 results[(mode, sig)] = r = run(url, body, args.requests, args.clients, args.max_seconds)
+                s1, c1 = cpu_seconds(proc.pid), time.process_time()
+                r["server_cpu_ms"] = (s1 - s0) * 1e3 / r["requests"] if s0 is not None and s1 is not None else float("nan")
+                r["client_cpu_ms"] = (c1 - c0) * 1e3 / r["requests"]
                 print(f"{mode:13s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
-                      f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}", flush=True)
+                      f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}  cpu/req server {r['server_cpu_ms']:.2f} ms"
+                      f" client {r['client_cpu_ms']:.2f} ms", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -241,7 +258,10 @@ def main(argv=None):
         b = results[("batching", "predict")]["rps"]
         for other in ("nobatch", "naive", "batching-grpc"):
             if (other, "predict") in results:
-                print(f"throughput batching / {other}: {b / results[(other, 'predict')]['rps']:.2f}x")
+                o = results[(other, "predict")]
+                print(f"throughput batching / {other}: {b / o['rps']:.2f}x   "
+                      f"server CPU per request {other} / batching: "
+                      f"{o['server_cpu_ms'] / results[('batching', 'predict')]['server_cpu_ms']:.2f}x")
         for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "
