@@ -3,9 +3,14 @@ server without batching, and a naive one-request-one-predict Flask server (basel
 
     nice -n 10 python benchmarks/serving_load.py --requests 1280 --clients 64
 
-Each server runs in its own process on 127.0.0.1 (free port); the clients are threads with
-keep-alive sessions, one image per request. Prints throughput, p50/p99 latency, failures and the
-ratios; the run is bounded by --requests per mode and --max-seconds.
+Each server runs in its own process on 127.0.0.1 (free port); one image per request, the same JSON
+body for every mode. The REST load generator (--client raw, default) is 64 asyncio connections in
+this process sending a pre-encoded HTTP/1.1 request (keep-alive, reconnecting when a server closes);
+it costs ~0.1 ms CPU per request, so on a 2-core machine the servers, not the client, set the pace.
+--client requests keeps the earlier generator (64 threads with requests.Session, ~5x the client
+CPU). gRPC uses the official stub from 64 threads. Prints throughput, p50/p99 latency, failures,
+server and client CPU per request (from /proc) and the ratios; the run is bounded by --requests
+per mode and --max-seconds.
 """
 
 from __future__ import annotations
