@@ -33,10 +33,11 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._checks import check_fraction, check_positive_int, invalid
 from ..analysis.neuron_sensitivity import feature_model, resolve_layers
 from ..mi import binning_mi, kde_information_plane
 from ..mi._inputs import check_positive, check_unit, in_unit
+from ._probe import check_layer_names, check_log_dir, check_probe
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]
 
@@ -98,20 +99,9 @@ class MutualInformationLogger(keras.callbacks.Callback):
                  every_n_epochs=1, noise_var=0.1, bin_width=0.5, unit="nats", epsilon=None, steps=10,
                  step_size=None, seed=0, batch_size=500, plane_image=True):
         super().__init__()
-        check_images("x_probe", x_probe)
-        self.x_probe = np.asarray(x_probe, np.float32)
-        if len(self.x_probe) < 2:
-            raise invalid("x_probe", "at least 2 probe images (MI estimates need N >= 2)", f"{len(self.x_probe)} images")
-        self.y_probe = check_labels("y_probe", y_probe, n=len(self.x_probe))
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise invalid("log_dir", "a directory path", log_dir)
-        self.log_dir = str(log_dir)
-        if isinstance(layers, str):
-            layers = [layers]
-        if layers is not None and (not isinstance(layers, (list, tuple)) or not layers
-                                   or not all(isinstance(name, str) for name in layers)):
-            raise invalid("layers", "None or a non-empty list of layer names", layers)
-        self.layers = None if layers is None else list(layers)
+        self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=2)
+        self.log_dir = check_log_dir(log_dir)
+        self.layers = check_layer_names(layers, allow_none=True)
         if not (attack is None or attack == "pgd" or callable(attack)):
             raise invalid("attack", "'pgd', None or a callable attack(model, x, y) -> x_adv", attack)
         self.attack = attack

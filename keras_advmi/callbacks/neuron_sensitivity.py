@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._checks import check_fraction, check_positive_int, invalid
+from ._probe import check_layer_names, check_log_dir, check_probe
 from ..analysis.neuron_sensitivity import neuron_sensitivity, resolve_layers
 
 
@@ -35,19 +36,9 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
     def __init__(self, x_probe, y_probe, log_dir, layers, epsilon=None, steps=10, step_size=None, every=1, top_k=None,
                  seed=0):
         super().__init__()
-        check_images("x_probe", x_probe)
-        self.x_probe = np.asarray(x_probe, np.float32)
-        if len(self.x_probe) == 0:
-            raise invalid("x_probe", "at least one probe image", "an empty array")
-        self.y_probe = check_labels("y_probe", y_probe, n=len(self.x_probe))
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise invalid("log_dir", "a directory path", log_dir)
-        self.log_dir = str(log_dir)
-        if isinstance(layers, str):
-            layers = [layers]
-        if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers):
-            raise invalid("layers", "a non-empty list of layer names", layers)
-        self.layers = list(layers)
+        self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=1)
+        self.log_dir = check_log_dir(log_dir)
+        self.layers = check_layer_names(layers)
         self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon, low_open=True)
         self.steps = check_positive_int("steps", steps)
         self.step_size = None if step_size is None else check_fraction("step_size", step_size, 0.0, float("inf"),

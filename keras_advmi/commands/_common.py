@@ -42,6 +42,19 @@ def epsilon_arg(value):
     return eps
 
 
+def positive_float(value):
+    import argparse
+    import math
+
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not math.isfinite(out) or out <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {out}")
+    return out
+
+
 def positive_int(value):
     import argparse
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import UsageError
-from ._common import epsilon_arg, load_dataset, load_model, positive_int
+from ._common import epsilon_arg, load_dataset, load_model, positive_float, positive_int
 
 
 def add_parser(subparsers):
@@ -32,24 +32,11 @@ def add_parser(subparsers):
     p.add_argument("--history", nargs="+", metavar="JSON",
                    help="per-epoch information planes, one file per model: the mi_history.json a "
                         "MutualInformationLogger writes, or {'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}")
-    p.add_argument("--noise-var", type=_positive_float, default=0.1,
+    p.add_argument("--noise-var", type=positive_float, default=0.1,
                    help="KDE noise variance of the information plane (P1: 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
     return p
-
-
-def _positive_float(value):
-    import argparse
-    import math
-
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not math.isfinite(out) or out <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {out}")
-    return out
 
 
 def _check_layers(label, model, names):

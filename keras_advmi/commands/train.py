@@ -73,7 +73,6 @@ def make_defense(name, model, epsilon, steps, step_size, seed, **extra):
 
 def run(args):
     import keras
-    import numpy as np
 
     from .. import data
     from ..architectures import build
