@@ -16,6 +16,7 @@ per mode and --max-seconds.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -76,7 +77,7 @@ def start(mode, base, batching_file):
                "--file_system_poll_wait_seconds", "0"]
         if mode.startswith("batching"):
             cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     proc.stdout.readline()
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -221,6 +222,9 @@ def main(argv=None):
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap per measurement")
     ap.add_argument("--modes", default="batching,nobatch,naive,batching-grpc",
                     help="batching, nobatch, naive (Flask), batching-grpc (official stub)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="> 1: start every mode's server, then let the modes take turns this many times "
+                         "(medians and per-round ratios; fairer on a machine shared with other jobs)")
     ap.add_argument("--batching-config", default=os.path.join(ROOT, "serving", "batching.config"),
                     help="BatchingParameters text proto for the batching modes")
     ap.add_argument("--client", choices=("raw", "requests"), default="raw",
@@ -238,40 +242,75 @@ def main(argv=None):
     x = sf.images(1, seed=0, shape=model.input_shape[1:]).tolist()
     bodies = {"predict": json.dumps({"instances": x}),
               "detect": json.dumps({"signature_name": "detect", "instances": x})}
-    results = {}
-    for mode in args.modes.split(","):
+    results = collections.defaultdict(list)          # (mode, signature) -> one dict per round
+
+    def prepare(mode):
         proc, url = start(mode, base, batching_file)
-        try:
-            mode_bodies = bodies if not mode.endswith("grpc") else {
-                sig: grpc_caller(url, x, "serving_default" if sig == "predict" else sig) for sig in bodies}
-            run = raw_load if args.client == "raw" and not mode.endswith("grpc") else load
-            for body in mode_bodies.values():                                              # warm-up
-                run(url, body, args.clients * 2, args.clients, 10)
-            for sig, body in mode_bodies.items():
-                s0, c0 = cpu_seconds(proc.pid), time.process_time()
-                results[(mode, sig)] = r = run(url, body, args.requests, args.clients, args.max_seconds)
-                s1, c1 = cpu_seconds(proc.pid), time.process_time()
-                r["server_cpu_ms"] = (s1 - s0) * 1e3 / r["requests"] if s0 is not None and s1 is not None else float("nan")
-                r["client_cpu_ms"] = (c1 - c0) * 1e3 / r["requests"]
-                print(f"{mode:13s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
-                      f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}  cpu/req server {r['server_cpu_ms']:.2f} ms"
-                      f" client {r['client_cpu_ms']:.2f} ms", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        mode_bodies = bodies if not mode.endswith("grpc") else {
+            sig: grpc_caller(url, x, "serving_default" if sig == "predict" else sig) for sig in bodies}
+        run = raw_load if args.client == "raw" and not mode.endswith("grpc") else load
+        for body in mode_bodies.values():                                                  # warm-up
+            run(url, body, args.clients * 2, args.clients, 10)
+        return proc, url, mode_bodies, run
+
+    def one_round(mode, ctx, rnd):
+        proc, url, mode_bodies, run = ctx
+        for sig, body in mode_bodies.items():
+            s0, c0 = cpu_seconds(proc.pid), time.process_time()
+            r = run(url, body, args.requests, args.clients, args.max_seconds)
+            s1, c1 = cpu_seconds(proc.pid), time.process_time()
+            r["server_cpu_ms"] = (s1 - s0) * 1e3 / r["requests"] if s0 is not None and s1 is not None else float("nan")
+            r["client_cpu_ms"] = (c1 - c0) * 1e3 / r["requests"]
+            results[(mode, sig)].append(r)
+            tag = f"r{rnd} " if args.rounds > 1 else ""
+            print(f"{tag}{mode:13s} {sig:8s} {r['requests']:5d} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
+                  f"  p99 {r['p99_ms']:7.1f} ms  failed {r['failed']}  cpu/req server {r['server_cpu_ms']:.2f} ms"
+                  f" client {r['client_cpu_ms']:.2f} ms", flush=True)
+
+    def stop(ctx):
+        ctx[0].terminate()
+        ctx[0].wait(timeout=30)
+
+    modes = args.modes.split(",")
+    live = {}
+    try:
+        if args.rounds == 1:       # one server at a time
+            for mode in modes:
+                live[mode] = prepare(mode)
+                one_round(mode, live[mode], 0)
+                stop(live.pop(mode))
+        else:                      # all servers up; modes take turns, so load from other jobs hits all alike
+            for mode in modes:
+                live[mode] = prepare(mode)
+            for rnd in range(args.rounds):
+                for mode in modes:
+                    one_round(mode, live[mode], rnd)
+    finally:
+        for ctx in live.values():
+            stop(ctx)
+
+    def med(mode, sig, field):
+        return float(np.median([r[field] for r in results[(mode, sig)]]))
+
+    if args.rounds > 1:
+        for (mode, sig), rs in results.items():
+            print(f"median {mode:13s} {sig:8s} {med(mode, sig, 'rps'):8.1f} req/s  p50 {med(mode, sig, 'p50_ms'):7.1f} ms"
+                  f"  p99 {med(mode, sig, 'p99_ms'):7.1f} ms  cpu/req server {med(mode, sig, 'server_cpu_ms'):.2f} ms"
+                  f"  failed {sum(r['failed'] for r in rs)}")
     if ("batching", "predict") in results:
-        b = results[("batching", "predict")]["rps"]
+        b = results[("batching", "predict")]
         for other in ("nobatch", "naive", "batching-grpc"):
             if (other, "predict") in results:
                 o = results[(other, "predict")]
-                print(f"throughput batching / {other}: {b / o['rps']:.2f}x   "
-                      f"server CPU per request {other} / batching: "
-                      f"{o['server_cpu_ms'] / results[('batching', 'predict')]['server_cpu_ms']:.2f}x")
+                ratios = [x["rps"] / y["rps"] for x, y in zip(b, o)]
+                spread = f" (rounds: {', '.join(f'{q:.2f}' for q in ratios)})" if len(ratios) > 1 else ""
+                print(f"throughput batching / {other}: {np.median(ratios):.2f}x{spread}   server CPU per request "
+                      f"{other} / batching: {med(other, 'predict', 'server_cpu_ms') / med('batching', 'predict', 'server_cpu_ms'):.2f}x")
         for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "
-                      f"{results[(mode, 'detect')]['p50_ms'] / results[(mode, 'predict')]['p50_ms']:.2f}")
-    print("total failed:", sum(r["failed"] for r in results.values()))
+                      f"{med(mode, 'detect', 'p50_ms') / med(mode, 'predict', 'p50_ms'):.2f}")
+    print("total failed:", sum(r["failed"] for rs in results.values() for r in rs))
 
 
 if __name__ == "__main__":
