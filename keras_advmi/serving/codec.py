@@ -6,12 +6,15 @@ Error texts follow ``tensorflow_serving/util/json_tensor.cc`` (e.g. "Missing 'in
 
 Speed (docs/serving_rest.md): bodies are parsed with orjson (strict RFC 8259, ~5x faster than
 ``json``); a body orjson refuses (``NaN``/``Infinity`` literals, which TF Serving accepts, integers
-beyond 64 bits, non-UTF-8) is parsed again by ``json`` so that every accept/reject decision and
-every error text stays the one ``json`` gives. Responses of numeric, finite outputs are written by
-orjson straight from the NumPy arrays; float32 values are written in their shortest round-trip
-form (``0.1``, not the float64 expansion ``0.10000000149011612``), which, like TF Serving's own
-``WriteDecimal``, reads back to the same float32. Other outputs (NaN/Inf, strings, bytes) take
-the ``json`` path with the same float32 digits and ``NaN``/``Infinity`` literals.
+beyond 64 bits, non-UTF-8, nesting deeper than 1024, where orjson >= 3.9.15 stops instead of
+overflowing the C stack) is parsed again by ``json``, so every accept/reject decision and error
+text stays the one ``json`` gives (``json`` accepts whatever orjson accepts as long as the
+recursion limit is above ~1030; it is 3000 once TensorFlow is imported). Responses of numeric,
+finite outputs are written by orjson straight from the NumPy arrays; float32 values are written
+in their shortest round-trip form (``0.1``, not the float64 expansion ``0.10000000149011612``),
+which, like TF Serving's own ``WriteDecimal``, reads back to the same float32. Other outputs
+(NaN/Inf, strings, bytes) take the ``json`` path with the same float32 digits and
+``NaN``/``Infinity`` literals.
 """
 
 from __future__ import annotations
