@@ -77,7 +77,8 @@ def start(mode, base, batching_file):
                "--file_system_poll_wait_seconds", "0"]
         if mode.startswith("batching"):
             cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
     proc.stdout.readline()
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -259,7 +260,8 @@ def main(argv=None):
             s0, c0 = cpu_seconds(proc.pid), time.process_time()
             r = run(url, body, args.requests, args.clients, args.max_seconds)
             s1, c1 = cpu_seconds(proc.pid), time.process_time()
-            r["server_cpu_ms"] = (s1 - s0) * 1e3 / r["requests"] if s0 is not None and s1 is not None else float("nan")
+            known = s0 is not None and s1 is not None
+            r["server_cpu_ms"] = (s1 - s0) * 1e3 / r["requests"] if known else float("nan")
             r["client_cpu_ms"] = (c1 - c0) * 1e3 / r["requests"]
             results[(mode, sig)].append(r)
             tag = f"r{rnd} " if args.rounds > 1 else ""
@@ -294,8 +296,9 @@ def main(argv=None):
 
     if args.rounds > 1:
         for (mode, sig), rs in results.items():
-            print(f"median {mode:13s} {sig:8s} {med(mode, sig, 'rps'):8.1f} req/s  p50 {med(mode, sig, 'p50_ms'):7.1f} ms"
-                  f"  p99 {med(mode, sig, 'p99_ms'):7.1f} ms  cpu/req server {med(mode, sig, 'server_cpu_ms'):.2f} ms"
+            print(f"median {mode:13s} {sig:8s} {med(mode, sig, 'rps'):8.1f} req/s"
+                  f"  p50 {med(mode, sig, 'p50_ms'):7.1f} ms  p99 {med(mode, sig, 'p99_ms'):7.1f} ms"
+                  f"  cpu/req server {med(mode, sig, 'server_cpu_ms'):.2f} ms"
                   f"  failed {sum(r['failed'] for r in rs)}")
     if ("batching", "predict") in results:
         b = results[("batching", "predict")]
@@ -304,8 +307,9 @@ def main(argv=None):
                 o = results[(other, "predict")]
                 ratios = [x["rps"] / y["rps"] for x, y in zip(b, o)]
                 spread = f" (rounds: {', '.join(f'{q:.2f}' for q in ratios)})" if len(ratios) > 1 else ""
-                print(f"throughput batching / {other}: {np.median(ratios):.2f}x{spread}   server CPU per request "
-                      f"{other} / batching: {med(other, 'predict', 'server_cpu_ms') / med('batching', 'predict', 'server_cpu_ms'):.2f}x")
+                cpu = med(other, "predict", "server_cpu_ms") / med("batching", "predict", "server_cpu_ms")
+                print(f"throughput batching / {other}: {np.median(ratios):.2f}x{spread}   "
+                      f"server CPU per request {other} / batching: {cpu:.2f}x")
         for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "
