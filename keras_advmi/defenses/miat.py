@@ -51,9 +51,15 @@ _EPS = 1e-8
 
 
 def _masked_cos(a, b, mask):
-    """cos(a * mask, b * mask) over the batch axis (as torch.cosine_similarity(dim=0) of masked vectors)."""
+    """cos(a * mask, b * mask) over the batch axis (as torch.cosine_similarity(dim=0) of masked vectors).
+
+    The norms are sqrt(sum + 1e-12): with nothing selected the value is 0 and the gradient stays finite
+    (tf.norm's gradient at 0 is NaN, and tf.where would pass that NaN on).
+    """
     a, b = a * mask, b * mask
-    return tf.reduce_sum(a * b) / (tf.norm(a) * tf.norm(b) + _EPS)
+    norm_a = tf.sqrt(tf.reduce_sum(a * a) + 1e-12)
+    norm_b = tf.sqrt(tf.reduce_sum(b * b) + 1e-12)
+    return tf.reduce_sum(a * b) / (norm_a * norm_b + _EPS)
 
 
 def _masked_mean(v, mask):
