@@ -168,3 +168,15 @@ def test_mi_detector_uses_miat_estimators_when_given(trained_digits_model, digit
     det = kd.MIScoreDetector(estimators=_FakeMIAT()).fit(trained_digits_model, xt[:100])
     assert not hasattr(det, "local_encoder")  # no own critics trained
     np.testing.assert_allclose(det.score(xt[:50]), -xt[:50].mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_mi_detector_with_a_real_miat_defense(trained_digits_model, digits):
+    """estimators=MIAT: the score is -v_n(x -> h(x)) of MIAT's natural estimator (same batch)."""
+    import keras_advmi as kam
+
+    (x, y), (xt, _) = digits
+    defense = kam.defenses.MIAT(epsilon=0.2, steps=2, hsize=16)
+    defense.pretrain_estimators(trained_digits_model, x[:256], y[:256], epochs=1, verbose=0)
+    det = kd.MIScoreDetector(estimators=defense).fit(trained_digits_model, xt[:100])
+    expected = -defense.mi_scores(trained_digits_model, xt[:64], xt[:64], batch_size=64)["mi_natural/clean"]
+    np.testing.assert_allclose(det.score(xt[:64]), expected, rtol=1e-4, atol=1e-4)

@@ -19,8 +19,9 @@ joint pair looks like a negative pair and v drops. The adversarial-MI estimator 
 pattern n = x~ - x, which is unknown at test time, so it is not part of the score.
 
 When the model was trained with ``kam.defenses.MIAT``, pass ``estimators=defense``: the score is
-then ``-defense.mi_scores(model, x, x)["mi_natural"]`` (P2's own natural estimator; note that its DV
-term takes negatives from the batch, so scores then depend on batch composition).
+then -v_n(x -> h(x)) from P2's own (pretrained) natural estimator, i.e.
+``-defense.mi_scores(model, x, x)["mi_natural/clean"]`` computed in the graph; its DV term takes
+negatives from the batch, so scores then depend on batch composition and need batches of >= 2.
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ class MIScoreDetector(Detector):
         """Per-sample natural-MI estimate v(x) (nats) and logits, graph-safe."""
         logits = logits_model_call(self.model, x)
         if self.estimators is not None:
+            natural = getattr(self.estimators, "natural", None)
+            if natural is not None:   # a kam.defenses.MIAT: its natural estimator v_n(x -> h(x)), graph-safe
+                v = natural(tf.cast(x, tf.float32), tf.cast(logits, tf.float32), training=False)
+                return tf.cast(v, tf.float32), logits
             return tf.cast(self.estimators.mi_scores(self.model, x, x)["mi_natural"], tf.float32), logits
         g = self.global_encoder(self._encode_output(logits))
         return dv_scores_reference(g, self._local(x), self.reference_bank), logits
