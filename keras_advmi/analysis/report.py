@@ -208,20 +208,12 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
     if bar is not None:
         bar.close()
 
-    figures = {}
     per = results["models"]
-    if "information_plane" in analyses:
-        figures["information_plane"] = plots.plot_information_plane({k: v["information_plane"] for k, v in per.items()})
-    if "texture_shape" in analyses:
-        figures["texture_shape"] = plots.plot_texture_shape({k: v["texture_shape"] for k, v in per.items()})
-    if "pse" in analyses:
-        figures["pse"] = plots.plot_pse_scatter({k: v["pse"] for k, v in per.items()})
-    if "grad_cam" in analyses:
-        figures["grad_cam"] = plots.plot_grad_cam({k: v["grad_cam"] for k, v in per.items()})
-    if "robustness" in analyses:
-        figures["robustness"] = plots.plot_robust_accuracy({k: v["robustness"] for k, v in per.items()})
-    if "universal" in analyses:
-        figures["universal"] = plots.plot_fooling_rates({k: v["universal"] for k, v in per.items()})
+    plotters = {"information_plane": plots.plot_information_plane, "texture_shape": plots.plot_texture_shape,
+                "pse": plots.plot_pse_scatter, "grad_cam": plots.plot_grad_cam,
+                "robustness": plots.plot_robust_accuracy, "universal": plots.plot_fooling_rates}
+    figures = {name: plot({k: v[name] for k, v in per.items()})
+               for name, plot in plotters.items() if name in analyses}
     for label, out in per.items():  # per-sample image arrays are in the figures, not in the JSON
         if "grad_cam" in out:
             out["grad_cam"] = {k: v for k, v in out["grad_cam"].items() if k not in ("x", "x_adv")}
