@@ -9,12 +9,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_images, check_positive_int, invalid
-
-
-def logits_model(model):
-    """The wrapped logits model of a ``kam.AdversarialModel`` (it has a ``defense``), else ``model``."""
-    inner = getattr(model, "model", None)
-    return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
+from ..attacks._common import logits_model
 
 
 def check_model(model):

@@ -20,6 +20,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_images, check_positive_int, invalid
+from ..attacks._common import logits_model
 
 __all__ = ["neuron_sensitivity", "channel_sensitivity", "feature_model", "resolve_layers",
            "sensitivity_summary", "top_k_channels"]
@@ -79,12 +80,6 @@ def feature_model(model, layers, include_logits=False):
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=f"{model.name}_features")
 
 
-def _logits_model(model):
-    """The wrapped logits model of a ``kam.AdversarialModel`` (it has a ``defense``), else ``model``."""
-    inner = getattr(model, "model", None)
-    return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
-
-
 def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
     """Per-channel neuron sensitivity of ``layers``, averaged over the samples of (x, x_adv).
 
@@ -96,7 +91,7 @@ def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
     Returns:
       {layer_name: np.ndarray float64 of shape (channels,)}, sigma(F_l^m, x, x') averaged over the N samples.
     """
-    model = _logits_model(model)
+    model = logits_model(model)
     check_images("x", x)
     check_images("x_adv", x_adv)
     x = np.asarray(x, dtype=np.float32)

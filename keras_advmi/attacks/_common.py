@@ -15,6 +15,12 @@ from .._checks import check_images, check_labels, invalid
 AVOID_ZERO_DIV = 1e-12
 
 
+def logits_model(model):
+    """The wrapped logits model of a ``kam.AdversarialModel`` (it has a ``defense``), else ``model``."""
+    inner = getattr(model, "model", None)
+    return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
+
+
 def logits_of(model, x, training=False):
     """Logits (float32) of a Keras model (called with ``training``) or of any callable."""
     if isinstance(model, keras.layers.Layer):

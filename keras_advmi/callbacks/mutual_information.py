@@ -26,8 +26,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -35,8 +35,9 @@ import keras
 
 from .._checks import check_fraction, check_positive_int, invalid
 from ..analysis.neuron_sensitivity import feature_model, resolve_layers
-from ..mi import binning_mi, kde_information_plane
-from ..mi._inputs import check_positive, check_unit, in_unit
+from ..attacks._common import logits_model
+from ..mi import binning_mi, kde_information_plane, log_n
+from ..mi._inputs import check_positive, check_unit
 from ._probe import check_layer_names, check_log_dir, check_probe
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]
@@ -59,7 +60,7 @@ def mi_layout(layers, estimators=("kde_upper",), miat=False):
             suffix = ESTIMATORS[est]
             charts = [layout_pb2.Chart(
                 title=f"{title} {layer}{' (' + est + ')' if suffix else ''}: clean vs adv",
-                multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/{_escape(layer)}/{quantity}{suffix}/(clean|adv)$"]))
+                multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/{re.escape(layer)}/{quantity}{suffix}/(clean|adv)$"]))
                 for layer in layers]
             categories.append(layout_pb2.Category(title=f"MI {title}{' ' + est if suffix else ''} per layer",
                                                   chart=charts))
@@ -69,12 +70,6 @@ def mi_layout(layers, estimators=("kde_upper",), miat=False):
                   for name in ("mi_natural", "mi_adversarial")]
         categories.append(layout_pb2.Category(title="MIAT natural / adversarial MI", chart=charts))
     return layout_pb2.Layout(category=categories)
-
-
-def _escape(name):
-    import re
-
-    return re.escape(name)
 
 
 class MutualInformationLogger(keras.callbacks.Callback):
@@ -127,7 +122,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
 
     # -- model plumbing -------------------------------------------------------------------------
     def _net(self):
-        return self.model.model if getattr(self.model, "defense", None) is not None else self.model
+        return logits_model(self.model)
 
     def _defense(self):
         return getattr(self.model, "defense", None)
@@ -205,7 +200,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
         x_adv = self.adversarial_probe()
         if x_adv is not None:
             probes["adv"] = x_adv
-        values = {"mi/log_N": in_unit(math.log(len(self.x_probe)), self.unit)}
+        values = {"mi/log_N": log_n(len(self.x_probe), self.unit)}
         for kind, x in probes.items():
             for layer, h in zip(self.layers, self._activations(x)):
                 for quantity, v in self._layer_values(h).items():
@@ -268,7 +263,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
                 if len(pts):
                     ax.plot(pts[:, 0], pts[:, 1], color=colour, ms=4, label=f"{layer} ({kind})", **style)
                     ax.plot(pts[-1, 0], pts[-1, 1], color=colour, marker=style["marker"], ms=9)
-        ceiling = in_unit(math.log(len(self.x_probe)), self.unit)
+        ceiling = log_n(len(self.x_probe), self.unit)
         ax.axvline(ceiling, color="grey", lw=0.8, ls=":")
         ax.text(ceiling, 0.02, " log N", color="grey", fontsize=8, rotation=90, va="bottom",
                 transform=ax.get_xaxis_transform())   # x in data units, y in axes units

@@ -33,7 +33,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from ..attacks._common import logits_of
+from ..attacks._common import logits_model, logits_of
 from .base import Defense, DefenseLoss, serializable
 from .mart import MART
 from .pgd_at import PGD
@@ -210,7 +210,7 @@ class MIAT(Defense):
         numpy. Negatives come from the same batch of ``batch_size`` (>= 2; the last batch is merged
         into the previous one when smaller than 2).
         """
-        net = getattr(model, "model", model) if getattr(model, "defense", None) is not None else model
+        net = logits_model(model)
         self.build(net)
         check_images("x", x)
         check_images("x_adv", x_adv)
@@ -283,7 +283,7 @@ class MIAT(Defense):
           {'natural_loss', 'adversarial_loss', 'mi_natural_clean', 'mi_natural_adv', 'mi_adversarial_clean',
           'mi_adversarial_adv', 'selected_fraction'}: per-epoch means. Marks the estimators pretrained.
         """
-        net = getattr(model, "model", model) if getattr(model, "defense", None) is not None else model
+        net = logits_model(model)
         if not isinstance(net, keras.Model):
             raise invalid("model", "a keras.Model or kam.AdversarialModel", type(model).__name__)
         check_images("x", x)
