@@ -1,4 +1,4 @@
-"""Madry's MNIST CNN trained with PGD-AT or FastAT on real MNIST; clean/FGSM/PGD-40/AutoAttack table.
+"""Madry's MNIST CNN trained with PGD-AT or FastAT (FGSM-RS or N-FGSM) on real MNIST; clean/FGSM/PGD-40/AutoAttack table.
 
 Resumable: an interrupted run restarts from the last epoch (keras.callbacks.BackupAndRestore); wall
 time is accumulated across resumptions in ``<out>/train_log.json``.
@@ -40,6 +40,9 @@ def make_defense(name, steps, warmup_steps):
                                 epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
     if name == "fast_at":
         return kam.defenses.FastAT(epsilon=EPSILON, epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
+    if name == "n_fgsm":  # de Jorge et al. 2022: noise 2 eps, step eps, no projection
+        return kam.defenses.FastAT(epsilon=EPSILON, step_size=EPSILON, noise=2.0, project=False,
+                                   epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
     raise SystemExit(f"unknown defense {name!r}")
 
 
@@ -82,7 +85,7 @@ def train(args):
             robust.model.save(out / "model.keras")
 
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
-    if args.defense == "fast_at":  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
+    if args.defense in ("fast_at", "n_fgsm"):  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
         callbacks.append(kam.callbacks.CatastrophicOverfittingMonitor(drop=0.2))
     robust.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
                validation_data=(xt[:1000], yt[:1000]), verbose=2, callbacks=[*callbacks, EpochLog()])
@@ -111,7 +114,7 @@ def evaluate(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("action", choices=["train", "evaluate"])
-    p.add_argument("--defense", default="pgd", choices=["pgd", "fast_at"])
+    p.add_argument("--defense", default="pgd", choices=["pgd", "fast_at", "n_fgsm"])
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--steps", type=int, default=10, help="PGD steps in training (pgd only)")
     p.add_argument("--batch-size", type=int, default=128)

@@ -51,6 +51,23 @@ def test_fast_at_examples_in_ball(trained_digits_model, digits):
     assert d.step_size == pytest.approx(0.125)
 
 
+def test_n_fgsm_examples_leave_the_ball_up_to_three_eps(trained_digits_model, digits):
+    """N-FGSM: noise U(-2 eps, 2 eps) plus one eps step, not projected: |delta| <= 3 eps, often > eps."""
+    (x, y), _ = digits
+    x, y = tf.constant(x[:64]), tf.constant(y[:64])
+    seed = tf.constant([1, 2], tf.int64)
+    d = kam.defenses.FastAT(epsilon=0.1, step_size=0.1, noise=2.0, project=False)
+    delta = d.adversarial_examples(trained_digits_model, x, y, seed=seed).numpy() - x.numpy()
+    assert np.abs(delta).max() <= 0.3 + 1e-6 and np.mean(np.abs(delta) > 0.1 + 1e-6) > 0.2
+    assert 0 <= (x.numpy() + delta).min() and (x.numpy() + delta).max() <= 1 + 1e-6
+    # noise 0 and projection on: plain FGSM at eps (the step lands on the ball's faces or the [0, 1] box)
+    fgsm = kam.defenses.FastAT(epsilon=0.1, step_size=0.1, noise=0.0).adversarial_examples(
+        trained_digits_model, x, y, seed=seed).numpy()
+    np.testing.assert_allclose(fgsm, kam.attacks.fgsm(trained_digits_model, x, y, epsilon=0.1), atol=1e-6)
+    restored = kam.defenses.FastAT.from_config(d.get_config())
+    assert (restored.noise, restored.project) == (2.0, False)
+
+
 @pytest.mark.parametrize("name", sorted(DEFENSES))
 def test_defense_trains_saves_and_loads(name, digits, cnn_factory, tmp_path):
     (x, y), (xt, yt) = digits
@@ -122,6 +139,8 @@ def test_bad_training_data_is_rejected(cnn_factory, bad, match):
     (lambda: kam.defenses.PGD(epsilon=0.3, steps=-1), "`steps`"),
     (lambda: kam.defenses.TRADES(epsilon=0.3, beta=-1), "`beta`"),
     (lambda: kam.defenses.PGD(epsilon=0.3, seed="x"), "`seed`"),
+    (lambda: kam.defenses.FastAT(epsilon=0.3, noise=-1.0), "`noise`"),
+    (lambda: kam.defenses.FastAT(epsilon=0.3, project="no"), "`project`"),
 ])
 def test_bad_defense_arguments(factory, match):
     with pytest.raises(ValueError, match=match):

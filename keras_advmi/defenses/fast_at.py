@@ -1,5 +1,11 @@
-"""Fast adversarial training, FGSM with random start (Wong, Rice & Kolter, "Fast is better than free",
-ICLR 2020): delta ~ U(-eps, eps); delta <- Proj_eps(delta + a * sign(grad)); a = 1.25 * eps.
+"""Single-step adversarial training.
+
+FGSM-RS (Wong, Rice & Kolter, "Fast is better than free", ICLR 2020), the default:
+    eta ~ U(-eps, eps);  delta = Proj_eps(eta + a * sign(grad_x CE(f(x + eta), y)));  a = 1.25 * eps.
+N-FGSM (de Jorge et al., "Make Some Noise: Reliable and Efficient Single-Step Adversarial Training",
+NeurIPS 2022): ``FastAT(eps, step_size=eps, noise=2.0, project=False)``:
+    eta ~ U(-2 eps, 2 eps);  delta = eta + eps * sign(grad)   (no projection, ||delta||_inf <= 3 eps).
+Both cost one input gradient per batch; the image is clipped to [0, 1] in either case.
 
 Known failure: catastrophic overfitting (PGD accuracy collapses while FGSM accuracy rises). Validation
 reports ``adv_accuracy`` (PGD) beside ``fgsm_accuracy`` so the failure is visible in the logs; the
@@ -11,29 +17,44 @@ import tensorflow as tf
 
 from ..attacks._common import logits_of, loss_gradient, random_start as ball_sample, seed_pair, unless_empty
 from ..attacks.fgsm import fgsm_graph
+from .._checks import check_fraction, invalid
 from .base import Defense, DefenseLoss, adversarial_cross_entropy, serializable
 
 
 @serializable
 class FastAT(Defense):
-    """FGSM-RS training. ``step_size`` defaults to 1.25 * epsilon (Wong et al.)."""
+    """FGSM-RS training (default) or N-FGSM (``noise=2.0, project=False, step_size=epsilon``).
+
+    Args:
+      epsilon: L-inf radius the model is evaluated at (pixel units).
+      step_size: FGSM step; default 1.25 * epsilon (Wong et al.).
+      noise: half-width of the uniform start, in multiples of epsilon (>= 0; 1 = FGSM-RS, 2 = N-FGSM).
+      project: clip the perturbation to the epsilon ball after the step (FGSM-RS: True; N-FGSM: False).
+      eval_steps, epsilon_warmup_steps, seed: as for every ``Defense``.
+    """
 
     name = "fast_at"
     evaluation_log_names = ("fgsm_accuracy",)
 
-    def __init__(self, epsilon=0.3, step_size=None, eval_steps=10, **kwargs):
+    def __init__(self, epsilon=0.3, step_size=None, eval_steps=10, noise=1.0, project=True, **kwargs):
         kwargs.pop("steps", None)
         super().__init__(epsilon, step_size if step_size is not None else 1.25 * epsilon, 1,
                          eval_steps=eval_steps, **kwargs)
+        self.noise = check_fraction("noise", noise, 0.0, float("inf"))
+        if not isinstance(project, (bool, np.bool_)):
+            raise invalid("project", "True or False", project)
+        self.project = bool(project)
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
         eps = self.current_epsilon(step)
 
         def attack():
-            x_start = tf.clip_by_value(x + ball_sample(x, eps, np.inf, seed_pair(seed)), 0.0, 1.0)
+            x_start = tf.clip_by_value(x + ball_sample(x, self.noise * eps, np.inf, seed_pair(seed)), 0.0, 1.0)
             grad, _ = loss_gradient(model, x_start, y, False)
             step_size = self.step_size * eps / max(self.epsilon, 1e-12)
-            delta = tf.clip_by_value(x_start - x + step_size * tf.sign(grad), -eps, eps)
+            delta = x_start - x + step_size * tf.sign(grad)
+            if self.project:
+                delta = tf.clip_by_value(delta, -eps, eps)
             return tf.clip_by_value(x + delta, 0.0, 1.0)
 
         return tf.stop_gradient(unless_empty(x, attack))
@@ -48,6 +69,6 @@ class FastAT(Defense):
         return {"fgsm_accuracy": tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32)}
 
     def get_config(self):
-        config = super().get_config()
+        config = {**super().get_config(), "noise": self.noise, "project": self.project}
         config.pop("steps")
         return config
