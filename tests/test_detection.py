@@ -128,6 +128,28 @@ def test_adaptive_attack_evades_more_than_pgd(fitted, digits, trained_digits_mod
                                                             seed=3))
 
 
+def test_consensus_objective_targets_every_squeezed_view(fitted, digits, trained_digits_model):
+    """The "consensus" loss is sum over the detector's views of CE toward one wrong class (He et al. 2017)."""
+    from keras_advmi.detection.evaluation import _consensus_loss, _most_likely_wrong_class
+
+    _, (xt, yt) = digits
+    det = fitted["feature_squeezing"]
+    x = tf.constant(xt[225:257])
+    logits = trained_digits_model(x).numpy()
+    masked = logits.copy()
+    masked[np.arange(len(masked)), yt[225:257]] = -np.inf
+    target = _most_likely_wrong_class(tf.constant(logits), tf.constant(yt[225:257], tf.int64))
+    np.testing.assert_array_equal(target.numpy(), masked.argmax(-1))
+    views = [x.numpy(), reduce_bit_depth(x, 1).numpy()]
+    expected = sum(-tf.nn.log_softmax(trained_digits_model(v)).numpy()[np.arange(32), target.numpy()] for v in views)
+    np.testing.assert_allclose(_consensus_loss(det, x, target).numpy(), expected, rtol=1e-5)
+    assert len(fitted["mahalanobis"].attack_views(x)) == 1
+    x_adv = kd.adaptive_attack(det, xt[225:257], yt[225:257], epsilon=EPS, steps=10, objectives="consensus")
+    assert np.abs(x_adv - xt[225:257]).max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with pytest.raises(ValueError, match="objectives"):
+        kd.adaptive_attack(det, xt[:4], yt[:4], objectives=["concensus"])
+
+
 @pytest.mark.parametrize("fpr", [0, 1, 1.5, -0.1, float("nan"), "0.05"])
 def test_bad_fpr(fpr, fitted, digits):
     _, (xt, _) = digits

@@ -63,6 +63,14 @@ class Detector(keras.layers.Layer):
         """(score (N,) float32, logits (N, classes) float32) from one pass; graph-safe."""
         raise NotImplementedError
 
+    def attack_views(self, x):
+        """The inputs whose predictions the score compares (list of tensors shaped like x).
+
+        The adaptive attack's "consensus" objective pushes every view to the same wrong class.
+        Default: ``[x]``; feature squeezing adds its squeezed copies.
+        """
+        return [x]
+
     # -- Keras layer ---------------------------------------------------------------------------
     def call(self, x):
         self._require_fitted("call")

@@ -8,11 +8,15 @@ fraction of correctly classified inputs the attack turns into a misclassified *a
 
 The adaptive attack (Carlini & Wagner 2017, "Adversarial Examples Are Not Easily Detected"; Tramer
 et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses") attacks model and detector
-together with L-inf PGD on three objectives and keeps, per sample, the best result:
+together with L-inf PGD on four objectives and keeps, per sample, the best result:
 
     joint:     J(x') = CE(f(x'), y) - c * relu(score(x') - threshold)
     selective: J(x') = CE(f(x'), y) until misclassified, then -c * relu(score(x') - threshold)
     ce:        J(x') = CE(f(x'), y)  (plain PGD: the adaptive result is never weaker than it)
+    consensus: J(x') = -sum_v CE(f(v(x')), t) - c * relu(score(x') - threshold), over the views v the
+               detector compares (``Detector.attack_views``: x and, for feature squeezing, its squeezed
+               copies), toward t = the clean input's most likely wrong class; every view agreeing on
+               t with confidence is how He et al. (2017) bypass feature squeezing
 
 (the joint form keeps driving the loss up, which suits detectors that flag low-confidence inputs;
 the selective form, after Tramer et al., stops the loss term from fighting the detector term once
@@ -38,6 +42,7 @@ from .base import Detector, logits_model_call, unwrap_model
 
 logger = logging.getLogger(__name__)
 
+OBJECTIVES = ("selective", "joint", "ce", "consensus")
 _ATTACK_RE = re.compile(r"^(fgsm|pgd-(\d+)|adaptive(?:-(\d+))?)$")
 
 
@@ -70,8 +75,25 @@ class DetectionReport:
         return "\n".join(lines)
 
 
+def _most_likely_wrong_class(logits, y):
+    """argmax over classes != y of the logits, (N,) int64."""
+    masked = tf.where(tf.one_hot(y, tf.shape(logits)[-1], on_value=True, off_value=False),
+                      tf.fill(tf.shape(logits), -np.inf), logits)
+    return tf.argmax(masked, -1, output_type=tf.int64)
+
+
+def _consensus_loss(detector, xa, target):
+    """sum over the detector's views of CE(f(view), target), per sample (N,)."""
+    views = detector.attack_views(xa)
+    n = tf.shape(xa)[0]
+    logits = logits_model_call(detector.model, tf.concat(views, axis=0))
+    per_view = tf.reshape(cross_entropy(tf.tile(target, [len(views)]), logits), [len(views), n])
+    return tf.reduce_sum(per_view, axis=0)
+
+
 def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, mode):
     x_adv = tf.clip_by_value(x + random_start(x, epsilon, np.inf, seed), 0.0, 1.0)
+    target = _most_likely_wrong_class(logits_model_call(detector.model, x), y) if mode == "consensus" else None
 
     def evaluate_point(xa):
         with tf.GradientTape() as tape:
@@ -84,6 +106,8 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
                 objective = tf.reduce_sum(tf.where(wrong, -penalty, ce))
             elif mode == "joint":
                 objective = tf.reduce_sum(ce - penalty)
+            elif mode == "consensus":
+                objective = -tf.reduce_sum(_consensus_loss(detector, xa, target) + penalty)
             else:
                 objective = tf.reduce_sum(ce)
         grad = tape.gradient(objective, xa)
@@ -114,7 +138,7 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
 
 
 def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.0, seed=0, batch_size=256,
-                    objectives=("selective", "joint", "ce")):
+                    objectives=("selective", "joint", "ce", "consensus")):
     """L-inf PGD against model and detector together (see the module docstring).
 
     Args:
@@ -122,7 +146,8 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
       x: images (N, ...) in [0, 1]. y: true labels (N,).
       epsilon: L-inf radius (pixels). step_size: default 2.5 * epsilon / steps. steps: iterations.
       c: weight of the detector term relu(score - threshold). seed: random-start seed.
-      objectives: which of "selective", "joint" and "ce" to run; per sample the best result is kept.
+      objectives: which of "selective", "joint", "ce" and "consensus" to run; per sample the best
+        result is kept.
     Returns:
       x_adv (N, ...) float32 NumPy.
     """
@@ -138,8 +163,8 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
     y = check_labels("y", y, n=len(x))
     if isinstance(objectives, str):
         objectives = [objectives]
-    if not objectives or any(o not in ("selective", "joint", "ce") for o in objectives):
-        raise invalid("objectives", 'a non-empty list among "selective", "joint", "ce"', objectives)
+    if not objectives or any(o not in OBJECTIVES for o in objectives):
+        raise invalid("objectives", f"a non-empty list among {', '.join(map(repr, OBJECTIVES))}", objectives)
     threshold = tf.constant(float(detector.threshold.numpy()), tf.float32)
     run = tf.function(_adaptive_graph, reduce_retracing=True)
     out = []

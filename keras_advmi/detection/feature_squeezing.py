@@ -93,8 +93,11 @@ class FeatureSqueezingDetector(Detector):
             out.append(median_filter(x, self.median))
         return out
 
+    def attack_views(self, x):
+        return [x] + self.squeezed(x)
+
     def score_and_logits(self, x):
-        views = [x] + self.squeezed(x)
+        views = self.attack_views(x)
         n = tf.shape(x)[0]
         logits = logits_model_call(self.model, tf.concat(views, axis=0))   # one batched pass
         probs = tf.nn.softmax(logits)
