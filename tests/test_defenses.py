@@ -121,6 +121,24 @@ def test_catastrophic_overfitting_monitor_flags_collapse():
     assert flags == [0.0, 0.0, 1.0] and monitor.detected_epoch == 2 and model.stop_training
 
 
+def test_catastrophic_overfitting_monitor_flags_a_gap_before_any_robust_epoch():
+    """Our MNIST FastAT run: PGD 0.2-0.7% with FGSM 90-93% from the first epoch (no earlier best)."""
+    from keras_advmi.callbacks.overfitting import CatastrophicOverfittingMonitor
+
+    monitor = CatastrophicOverfittingMonitor(drop=0.2, gap=0.5, restore_best_weights=False)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    monitor.set_model(model)
+    logs = [{"val_adv_accuracy": 0.002, "val_fgsm_accuracy": 0.93}, {"val_adv_accuracy": 0.61, "val_fgsm_accuracy": 0.8},
+            {"val_adv_accuracy": 0.0, "val_fgsm_accuracy": 0.07}]   # the last: a non-robust model, no gap
+    flags = []
+    for epoch, log in enumerate(logs):
+        monitor.on_epoch_end(epoch, log)
+        flags.append(log["catastrophic_overfitting"])
+    assert flags == [1.0, 0.0, 0.0] and monitor.gap_epochs == [0] and not getattr(model, "stop_training", False)
+    with pytest.raises(ValueError, match="`gap`"):
+        CatastrophicOverfittingMonitor(gap=1.5)
+
+
 @pytest.mark.parametrize("bad,match", [
     (lambda m: m.fit(np.zeros((4, 9, 9, 1), np.float32), np.zeros(4), verbose=0), "shape"),
     (lambda m: m.fit(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 2, 12]), verbose=0), "labels in \\[0, 9\\]"),

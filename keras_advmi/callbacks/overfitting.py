@@ -5,6 +5,11 @@ each epoch end this callback measures PGD and FGSM accuracy on a fixed check set
 ``val_adv_accuracy``/``val_fgsm_accuracy`` when no check set is given), writes them to ``logs``
 (``co_pgd_accuracy``, ``co_fgsm_accuracy``, ``catastrophic_overfitting`` 0/1), and, like Wong et al.'s
 early stopping, can restore the weights of the most PGD-robust epoch and stop.
+
+Two signatures are flagged: a *drop* (PGD accuracy falls ``drop`` below its best while FGSM accuracy
+stays ``drop`` above it; restores and stops) and a *gap* (FGSM accuracy exceeds PGD accuracy by more
+than ``gap``, which also catches a run that overfits before it was ever robust; warns only, as there
+is no more robust epoch to go back to and such runs can recover).
 """
 
 from __future__ import annotations
@@ -26,20 +31,24 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
       x_check, y_check: a small fixed training subset (e.g. 512 images); ``None`` reads validation logs.
       epsilon: attack budget (default: the model's defense epsilon). pgd_steps: steps of the PGD check.
       drop: flag when PGD accuracy falls more than ``drop`` (absolute) below its best while FGSM
-        accuracy does not fall.
-      restore_best_weights, stop_training: Wong et al.'s early stopping.
+        accuracy stays at least ``drop`` above it; this restores/stops.
+      gap: flag (warning only) when FGSM accuracy exceeds PGD accuracy by more than ``gap`` (absolute;
+        a robust model's FGSM-PGD gap is a few points); ``None`` disables.
+      restore_best_weights, stop_training: Wong et al.'s early stopping (on a drop).
     """
 
-    def __init__(self, x_check=None, y_check=None, epsilon=None, pgd_steps=10, drop=0.2,
+    def __init__(self, x_check=None, y_check=None, epsilon=None, pgd_steps=10, drop=0.2, gap=0.5,
                  restore_best_weights=True, stop_training=True, seed=0):
         super().__init__()
         self.x_check, self.y_check = x_check, y_check
         self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon)
         self.pgd_steps = check_positive_int("pgd_steps", pgd_steps)
         self.drop = check_fraction("drop", drop)
+        self.gap = None if gap is None else check_fraction("gap", gap)
         self.restore_best_weights, self.stop_training = restore_best_weights, stop_training
         self.seed = seed
         self.best_pgd, self.best_weights, self.detected_epoch = -1.0, None, None
+        self.gap_epochs = []
 
     def _measure(self, logs):
         from ..attacks import fgsm, pgd
@@ -65,7 +74,13 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         if fgsm_acc is not None:
             logs["co_fgsm_accuracy"] = fgsm_acc
         collapsed = pgd_acc < self.best_pgd - self.drop and (fgsm_acc is None or fgsm_acc >= pgd_acc + self.drop)
-        logs["catastrophic_overfitting"] = float(collapsed)
+        gapped = self.gap is not None and fgsm_acc is not None and fgsm_acc - pgd_acc > self.gap
+        logs["catastrophic_overfitting"] = float(collapsed or gapped)
+        if gapped and not collapsed:
+            self.gap_epochs.append(epoch)
+            logger.warning("catastrophic-overfitting signature at epoch %d: FGSM accuracy %.3f vs PGD %.3f "
+                           "(gap > %.2f); no more robust epoch to restore, training goes on", epoch + 1, fgsm_acc,
+                           pgd_acc, self.gap)
         if collapsed and self.detected_epoch is None:
             self.detected_epoch = epoch
             logger.warning("catastrophic overfitting at epoch %d: PGD accuracy %.3f (best %.3f), FGSM %.3f",
