@@ -1,4 +1,4 @@
-"""Adversarial-training throughput, side by side in one run, on Madry's MNIST CNN and one batch size.
+"""Adversarial-training throughput, side by side in one run, on one model (default Madry's MNIST CNN) and batch size.
 
 Measures images/s of: standard training (Keras fit); our PGD-10 AT and FastAT (AdversarialModel.fit); a
 hand-written cleverhans-PGD + GradientTape loop, eager and wrapped in tf.function; ART's
@@ -6,6 +6,7 @@ AdversarialTrainerMadryPGD. Rounds alternate between contenders (the machine is 
 median per contender is reported, with ratios.
 
     KERAS_ADVMI_DATA=../shared/data python benchmarks/train_throughput.py --batches 20 --rounds 3
+    KERAS_ADVMI_DATA=../shared/data python benchmarks/train_throughput.py --arch bench_cnn --skip art_madry_pgd
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import keras_advmi as kam  # noqa: E402
-from keras_advmi.architectures import madry_cnn  # noqa: E402
+from keras_advmi import architectures  # noqa: E402
 
 EPS, STEPS = 0.3, 10
 STEP_SIZE = 2.5 * EPS / STEPS
+ARCH = "madry_cnn"  # --arch
+
+
+def make_model():
+    """A fresh model of the benchmark's architecture (every contender trains the same one)."""
+    return architectures.build(ARCH, (28, 28, 1), 10)
 
 
 def data(n):
@@ -49,7 +56,7 @@ def dataset(x, y, batch):
 
 
 def standard(x, y, batch):
-    model = madry_cnn()
+    model = make_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss_fn())
     data_ = dataset(x, y, batch)
     return lambda: model.fit(data_, epochs=1, verbose=0)
@@ -57,7 +64,7 @@ def standard(x, y, batch):
 
 def ours(x, y, batch, defense=None):
     defense = defense or kam.defenses.PGD(epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0)
-    robust = kam.AdversarialModel(madry_cnn(), defense)
+    robust = kam.AdversarialModel(make_model(), defense)
     robust.compile(optimizer=keras.optimizers.Adam(1e-3))
     data_ = dataset(x, y, batch)
     return lambda: robust.fit(data_, epochs=1, verbose=0)
@@ -66,7 +73,7 @@ def ours(x, y, batch, defense=None):
 def cleverhans_loop(x, y, batch, compiled):
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
-    model = madry_cnn()
+    model = make_model()
     opt = keras.optimizers.Adam(1e-3)
     ce = loss_fn()
 
@@ -92,7 +99,7 @@ def art_trainer(x, y, batch):
     from art.defences.trainer import AdversarialTrainerMadryPGD
     from art.estimators.classification import TensorFlowV2Classifier
 
-    model = madry_cnn()
+    model = make_model()
     opt = keras.optimizers.Adam(1e-3)
     ce = keras.losses.CategoricalCrossentropy(from_logits=True)
 
@@ -117,7 +124,11 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     p.add_argument("--json", help="write results here")
+    p.add_argument("--arch", default="madry_cnn", choices=["madry_cnn", "bench_cnn", "small_cnn"],
+                   help="model every contender trains (keras_advmi.architectures)")
     args = p.parse_args()
+    global ARCH
+    ARCH = args.arch
     n = args.batch_size * args.batches
     x, y = data(n)
     factories = {
@@ -138,10 +149,10 @@ def main():
             run()
             seconds[name].append(time.perf_counter() - t0)
     ips = {name: n / statistics.median(s) for name, s in seconds.items()}
-    print(f"images/s, batch {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median):")
+    print(f"images/s, {ARCH}, batch {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median):")
     for name, v in ips.items():
         print(f"  {name:<24} {v:9.1f}")
-    result = {"images_per_second": ips, "seconds": seconds, "batch_size": args.batch_size}
+    result = {"images_per_second": ips, "seconds": seconds, "batch_size": args.batch_size, "arch": ARCH}
     ours_ips = ips["keras_advmi_pgd10"]
     for other in ("cleverhans_eager", "cleverhans_tf_function", "art_madry_pgd"):
         if other in ips:
