@@ -34,12 +34,14 @@ def madry_cnn(seed=0):
     return architectures.madry_cnn((28, 28, 1), 10)
 
 
-def make_defense(name, steps, warmup_steps):
+def make_defense(name, steps, warmup_steps, fast_step=None):
     if name == "pgd":
         return kam.defenses.PGD(epsilon=EPSILON, steps=steps, step_size=2.5 * EPSILON / steps,
                                 epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
     if name == "fast_at":
-        return kam.defenses.FastAT(epsilon=EPSILON, epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
+        step = None if fast_step is None else fast_step * EPSILON
+        return kam.defenses.FastAT(epsilon=EPSILON, step_size=step, epsilon_warmup_steps=warmup_steps, eval_steps=20,
+                                   seed=0)
     if name == "n_fgsm":  # de Jorge et al. 2022: noise 2 eps, step eps, no projection
         return kam.defenses.FastAT(epsilon=EPSILON, step_size=EPSILON, noise=2.0, project=False,
                                    epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
@@ -66,7 +68,8 @@ def train(args):
     (x, y), (xt, yt) = kam.data.load("mnist")
     steps_per_epoch = int(np.ceil(len(x) / args.batch_size))
     robust = kam.AdversarialModel(madry_cnn(args.seed),
-                                  make_defense(args.defense, args.steps, int(args.warmup_epochs * steps_per_epoch)))
+                                  make_defense(args.defense, args.steps, int(args.warmup_epochs * steps_per_epoch),
+                                               args.fast_step))
     robust.compile(optimizer=keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr)),
                    metrics=["accuracy"])
     log_path = out / "train_log.json"
@@ -117,6 +120,8 @@ def main():
     p.add_argument("--defense", default="pgd", choices=["pgd", "fast_at", "n_fgsm"])
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--steps", type=int, default=10, help="PGD steps in training (pgd only)")
+    p.add_argument("--fast-step", type=float, default=None,
+                   help="FastAT's FGSM step in multiples of eps (default 1.25, Wong et al.)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle learning rate")
     p.add_argument("--seed", type=int, default=0)
