@@ -211,7 +211,7 @@ def evaluate(detector, model, x_clean, y=None, attacks=("fgsm", "pgd-40", "adapt
         used for fitting). model: the model the detector guards (a logits model or AdversarialModel).
       x_clean: clean test images (N, ...) in [0, 1]. y: labels (N,), None = the model's predictions.
       attacks: names; ``pgd-K`` is L-inf PGD, K steps of 2.5*eps/K with random start; ``adaptive-K``
-        (default K = 100) is the joint attack on model and detector.
+        (default K = 100) is the adaptive attack on model and detector (all four objectives).
       epsilon: L-inf radius (pixels). adaptive_c: detector-term weight of the adaptive attack.
       seed: attack seed. batch_size: rows per compiled call.
     Returns:
