@@ -142,8 +142,10 @@ def test_consensus_objective_targets_every_squeezed_view(fitted, digits, trained
     np.testing.assert_array_equal(target.numpy(), masked.argmax(-1))
     views = [x.numpy(), reduce_bit_depth(x, 1).numpy()]
     expected = sum(-tf.nn.log_softmax(trained_digits_model(v)).numpy()[np.arange(32), target.numpy()] for v in views)
-    np.testing.assert_allclose(_consensus_loss(det, x, target).numpy(), expected, rtol=1e-5)
-    assert len(fitted["mahalanobis"].attack_views(x)) == 1
+    score, view_logits = det.score_and_view_logits(x)
+    np.testing.assert_allclose(_consensus_loss(view_logits, target).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(score.numpy(), det.score(xt[225:257]), rtol=1e-6)
+    assert len(fitted["mahalanobis"].score_and_view_logits(x)[1]) == 1
     x_adv = kd.adaptive_attack(det, xt[225:257], yt[225:257], epsilon=EPS, steps=10, objectives="consensus")
     assert np.abs(x_adv - xt[225:257]).max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     with pytest.raises(ValueError, match="objectives"):

@@ -63,13 +63,15 @@ class Detector(keras.layers.Layer):
         """(score (N,) float32, logits (N, classes) float32) from one pass; graph-safe."""
         raise NotImplementedError
 
-    def attack_views(self, x):
-        """The inputs whose predictions the score compares (list of tensors shaped like x).
+    def score_and_view_logits(self, x):
+        """(score (N,), [logits (N, classes) of each view the score compares]), view 0 being x itself.
 
-        The adaptive attack's "consensus" objective pushes every view to the same wrong class.
-        Default: ``[x]``; feature squeezing adds its squeezed copies.
+        The adaptive attack's "consensus" objective pushes every view to the same wrong class. Default:
+        the one view x (from ``score_and_logits``); feature squeezing adds its squeezed copies, all
+        from the same batched pass that gives its score.
         """
-        return [x]
+        score, logits = self.score_and_logits(x)
+        return score, [logits]
 
     # -- Keras layer ---------------------------------------------------------------------------
     def call(self, x):

@@ -14,7 +14,7 @@ together with L-inf PGD on four objectives and keeps, per sample, the best resul
     selective: J(x') = CE(f(x'), y) until misclassified, then -c * relu(score(x') - threshold)
     ce:        J(x') = CE(f(x'), y)  (plain PGD: the adaptive result is never weaker than it)
     consensus: J(x') = -sum_v CE(f(v(x')), t) - c * relu(score(x') - threshold), over the views v the
-               detector compares (``Detector.attack_views``: x and, for feature squeezing, its squeezed
+               detector compares (``Detector.score_and_view_logits``: x and, for feature squeezing, its squeezed
                copies), toward t = the clean input's most likely wrong class; every view agreeing on
                t with confidence is how He et al. (2017) bypass feature squeezing
 
@@ -82,13 +82,9 @@ def _most_likely_wrong_class(logits, y):
     return tf.argmax(masked, -1, output_type=tf.int64)
 
 
-def _consensus_loss(detector, xa, target):
+def _consensus_loss(view_logits, target):
     """sum over the detector's views of CE(f(view), target), per sample (N,)."""
-    views = detector.attack_views(xa)
-    n = tf.shape(xa)[0]
-    logits = logits_model_call(detector.model, tf.concat(views, axis=0))
-    per_view = tf.reshape(cross_entropy(tf.tile(target, [len(views)]), logits), [len(views), n])
-    return tf.reduce_sum(per_view, axis=0)
+    return tf.add_n([cross_entropy(target, logits) for logits in view_logits])
 
 
 def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, mode):
@@ -98,7 +94,8 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
     def evaluate_point(xa):
         with tf.GradientTape() as tape:
             tape.watch(xa)
-            score, logits = detector.score_and_logits(xa)
+            score, view_logits = detector.score_and_view_logits(xa)
+            logits = view_logits[0]
             wrong = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int64), y)
             ce = cross_entropy(y, logits)
             penalty = c * tf.nn.relu(score - threshold)
@@ -107,7 +104,7 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
             elif mode == "joint":
                 objective = tf.reduce_sum(ce - penalty)
             elif mode == "consensus":
-                objective = -tf.reduce_sum(_consensus_loss(detector, xa, target) + penalty)
+                objective = -tf.reduce_sum(_consensus_loss(view_logits, target) + penalty)
             else:
                 objective = tf.reduce_sum(ce)
         grad = tape.gradient(objective, xa)

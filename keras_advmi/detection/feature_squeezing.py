@@ -93,15 +93,15 @@ class FeatureSqueezingDetector(Detector):
             out.append(median_filter(x, self.median))
         return out
 
-    def attack_views(self, x):
-        return [x] + self.squeezed(x)
-
-    def score_and_logits(self, x):
-        views = self.attack_views(x)
+    def score_and_view_logits(self, x):
+        views = [x] + self.squeezed(x)
         n = tf.shape(x)[0]
         logits = logits_model_call(self.model, tf.concat(views, axis=0))   # one batched pass
-        probs = tf.nn.softmax(logits)
-        base = probs[:n]
-        dists = [tf.reduce_sum(tf.abs(base - probs[(k + 1) * n:(k + 2) * n]), axis=-1)
-                 for k in range(len(views) - 1)]
-        return tf.reduce_max(tf.stack(dists, axis=0), axis=0), logits[:n]
+        view_logits = [logits[k * n:(k + 1) * n] for k in range(len(views))]
+        base = tf.nn.softmax(view_logits[0])
+        dists = [tf.reduce_sum(tf.abs(base - tf.nn.softmax(other)), axis=-1) for other in view_logits[1:]]
+        return tf.reduce_max(tf.stack(dists, axis=0), axis=0), view_logits
+
+    def score_and_logits(self, x):
+        score, view_logits = self.score_and_view_logits(x)
+        return score, view_logits[0]
