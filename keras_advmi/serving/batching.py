@@ -10,7 +10,7 @@ Without batching, ``Direct`` runs each request on a thread pool with the same bo
 ``submit(..., loop=None)`` returns a ``concurrent.futures.Future``; with ``loop=`` (an asyncio event
 loop, e.g. the REST front end's) it returns an ``asyncio.Future`` of that loop, and a batch wakes
 the loop once for all of its requests instead of once per request (one ``call_soon_threadsafe``
-per batch, measured in docs/serving_rest.md).
+per batch, measured in docs/benchmarks.md, "REST throughput of the embedded server").
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Batcher:
             self._rows += task.rows
             # wake a worker only when one is idle or a batch can be closed early (full); a worker
             # filling a batch wakes by itself at its deadline. One futex wake per request was a
-            # measurable share of the event loop's CPU (docs/serving_rest.md).
+            # measurable share of the event loop's CPU (docs/benchmarks.md, REST throughput section).
             if self._idle or self._rows >= self.s.max_batch_size:
                 self._cv.notify()
         return task.future

@@ -4,10 +4,10 @@ forms (``predictions`` / ``outputs``), ``{"b64": ...}`` strings, and shape/dtype
 Error texts follow ``tensorflow_serving/util/json_tensor.cc`` (e.g. "Missing 'inputs' or
 'instances' key", "No values in 'instances' array"); all are INVALID_ARGUMENT (HTTP 400).
 
-Speed (docs/serving_rest.md): bodies are parsed with orjson (strict RFC 8259, ~5x faster than
-``json``); a body orjson refuses (``NaN``/``Infinity`` literals, which TF Serving accepts, integers
-beyond 64 bits, non-UTF-8, nesting deeper than 1024, where orjson >= 3.9.15 stops instead of
-overflowing the C stack) is parsed again by ``json``, so every accept/reject decision and error
+Speed (docs/benchmarks.md, "REST throughput of the embedded server"): bodies are parsed with
+orjson (strict RFC 8259, ~5x faster than ``json``); a body orjson refuses (``NaN``/``Infinity``
+literals, which TF Serving accepts, integers beyond 64 bits, non-UTF-8, nesting deeper than
+1024, where orjson >= 3.9.15 stops instead of overflowing the C stack) is parsed again by ``json``, so every accept/reject decision and error
 text stays the one ``json`` gives (``json`` accepts whatever orjson accepts as long as the
 recursion limit is above ~1030; it is 3000 once TensorFlow is imported). Responses of numeric,
 finite outputs are written by orjson straight from the NumPy arrays; float32 values are written
@@ -25,9 +25,9 @@ import json
 import numpy as np
 import orjson
 
-_ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
-
 from .errors import ServingError
+
+_ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _bad(msg):

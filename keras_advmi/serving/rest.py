@@ -7,7 +7,8 @@ Errors answer ``{"error": msg}`` with TF Serving's status for the canonical code
 once per batch. JSON decoding and encoding (orjson, tens of microseconds for an MNIST image) run
 on the loop for bodies up to ``INLINE_BODY_BYTES``: a thread hop costs more than the work and buys
 no parallelism under the GIL. Larger bodies are decoded and encoded on the ``io_pool`` so one huge
-request does not stall the others. Measurements: docs/serving_rest.md.
+request does not stall the others. Measurements: docs/benchmarks.md, "REST throughput of the
+embedded server".
 
 Why aiohttp: already a dependency of the project (no new package), one process, and the batching
 queue needs no ASGI layer; see docs/benchmarks.md ("Serving load") for the measured throughput.
