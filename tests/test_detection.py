@@ -181,10 +181,11 @@ def test_bad_inputs(fitted, digits, trained_digits_model):
 
 
 class _FakeMIAT:
-    """Stands in for a MIAT defense: mi_natural = mean pixel value (a known function of x)."""
+    """Stands in for a MIAT defense: its natural estimator is the mean pixel value (a known function of x)."""
 
-    def mi_scores(self, model, x, x_adv):
-        return {"mi_natural": tf.reduce_mean(x_adv, axis=[1, 2, 3]), "mi_adversarial": tf.zeros(tf.shape(x)[:1])}
+    @staticmethod
+    def natural(pattern, outputs, training=False):
+        return tf.reduce_mean(pattern, axis=[1, 2, 3])
 
 
 def test_mi_detector_uses_miat_estimators_when_given(trained_digits_model, digits):

@@ -80,8 +80,8 @@ class MIScoreDetector(Detector):
     """Low natural MI between an input and the model's output flags it as adversarial (P2).
 
     Args:
-      estimators: None (fit own critics, the default) or a MIAT defense exposing
-        ``mi_scores(model, x, x_adv) -> {"mi_natural": (N,), ...}``.
+      estimators: None (fit own critics, the default) or a ``kam.defenses.MIAT`` whose ``natural``
+        estimator, v_n(pattern, logits) -> (N,), scores x against h(x).
       hidden: critic feature width (P2 uses 2048 on CIFAR; ~64-256 suits MNIST).
       references: size M of the clean reference bank of negatives used at scoring time.
       epochs, learning_rate, train_batch_size: critic training (Adam, model frozen).
@@ -97,8 +97,8 @@ class MIScoreDetector(Detector):
     def __init__(self, estimators=None, hidden=64, references=64, epochs=40, learning_rate=1e-3,
                  train_batch_size=128, critic_input="logits", noise=0.5, seed=0, batch_size=256, **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
-        if estimators is not None and not callable(getattr(estimators, "mi_scores", None)):
-            raise invalid("estimators", "None or a MIAT defense with a mi_scores(model, x, x_adv) method",
+        if estimators is not None and not callable(getattr(estimators, "natural", None)):
+            raise invalid("estimators", "None or a kam.defenses.MIAT (its pretrained natural estimator is used)",
                           type(estimators).__name__)
         self.estimators = estimators
         self.hidden = check_positive_int("hidden", hidden)
@@ -173,12 +173,9 @@ class MIScoreDetector(Detector):
     def natural_mi(self, x):
         """Per-sample natural-MI estimate v(x) (nats) and logits, graph-safe."""
         logits = logits_model_call(self.model, x)
-        if self.estimators is not None:
-            natural = getattr(self.estimators, "natural", None)
-            if natural is not None:   # a kam.defenses.MIAT: its natural estimator v_n(x -> h(x)), graph-safe
-                v = natural(tf.cast(x, tf.float32), tf.cast(logits, tf.float32), training=False)
-                return tf.cast(v, tf.float32), logits
-            return tf.cast(self.estimators.mi_scores(self.model, x, x)["mi_natural"], tf.float32), logits
+        if self.estimators is not None:   # MIAT's natural estimator v_n(x -> h(x)), graph-safe
+            v = self.estimators.natural(tf.cast(x, tf.float32), tf.cast(logits, tf.float32), training=False)
+            return tf.cast(v, tf.float32), logits
         g = self.global_encoder(self._encode_output(logits))
         return dv_scores_reference(g, self._local(x), self.reference_bank), logits
 
