@@ -30,6 +30,12 @@ __all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_
 _BOUND_SCALE = {"upper": 2.0, "lower": 8.0}   # D_ij / (scale * s2)
 
 
+def _scaled_neg_distances(h, sq, start, stop, inv_scale):
+    """-D_ij * inv_scale for rows start:stop against all rows; D by the Gram identity, clamped at 0."""
+    dist = sq[start:stop, None] + sq[None, :] - 2.0 * tf.matmul(h[start:stop], h, transpose_b=True)
+    return -tf.maximum(dist, 0.0) * inv_scale
+
+
 @tf.function(reduce_retracing=True)
 def _mean_row_logmeanexp(h, inv_scale, chunk):
     """(1/N) sum_i log( (1/N) sum_j exp(-D_ij * inv_scale) ), float64, rows in chunks of ``chunk``."""
@@ -37,11 +43,8 @@ def _mean_row_logmeanexp(h, inv_scale, chunk):
     sq = tf.reduce_sum(h * h, axis=1)
     total = tf.constant(0.0, tf.float64)
     for start in tf.range(0, n, chunk):
-        stop = tf.minimum(start + chunk, n)
-        rows = h[start:stop]
-        dist = sq[start:stop, None] + sq[None, :] - 2.0 * tf.matmul(rows, h, transpose_b=True)
-        dist = tf.maximum(dist, 0.0)
-        total += tf.reduce_sum(tf.reduce_logsumexp(-dist * inv_scale, axis=1))
+        logits = _scaled_neg_distances(h, sq, start, tf.minimum(start + chunk, n), inv_scale)
+        total += tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1))
     n64 = tf.cast(n, tf.float64)
     return total / n64 - tf.math.log(n64)
 
@@ -60,8 +63,7 @@ def _row_logmeanexp_with_classes(h, labels, inv_scale, chunk):
     for k in tf.range((n + chunk - 1) // chunk):
         start = k * chunk
         stop = tf.minimum(start + chunk, n)
-        dist = sq[start:stop, None] + sq[None, :] - 2.0 * tf.matmul(h[start:stop], h, transpose_b=True)
-        logits = -tf.maximum(dist, 0.0) * inv_scale
+        logits = _scaled_neg_distances(h, sq, start, stop, inv_scale)
         same = tf.equal(labels[start:stop, None], labels[None, :])
         all_rows = all_rows.write(k, tf.reduce_logsumexp(logits, axis=1))
         class_rows = class_rows.write(
