@@ -21,15 +21,14 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_images, check_positive_int, invalid
+from ..attacks._common import logits_model
 
 logger = logging.getLogger(__name__)
 
 
 def unwrap_model(model):
-    """The logits model inside a ``kam.AdversarialModel`` (``.model``), else ``model`` itself."""
-    inner = getattr(model, "model", None)
-    if isinstance(inner, keras.Model):
-        return inner
+    """``logits_model(model)`` (the logits model inside a ``kam.AdversarialModel``), checked callable."""
+    model = logits_model(model)
     if not callable(model):
         raise invalid("model", "a Keras model (or kam.AdversarialModel) that outputs logits", type(model).__name__)
     return model
