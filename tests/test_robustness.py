@@ -1,8 +1,10 @@
-"""Robust-accuracy floors on digits: PGD-AT beats normal training by >= 30 points under PGD-20."""
+"""Robust-accuracy floors on digits (PGD-AT beats normal training by >= 30 points under PGD-20), the
+masking checks, and the ART attacks (APGD, AutoAttack) behind `evaluate_robustness`."""
 
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 import keras_advmi as kam
 
@@ -55,3 +57,41 @@ def test_report_serialises(at_model, digits, tmp_path):
     assert "cleverhans-pgd-10" in str(report)
     with pytest.raises(ValueError, match="`attacks`"):
         kam.evaluate_robustness(at_model, xt[:5], yt[:5], attacks=["deepfool"])
+
+
+def test_vectorised_dlr_equals_arts_loop():
+    """Our DLR (used for APGD-DLR) has the values and input gradients of ART's per-sample loop."""
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    from keras_advmi.evaluation import DifferenceOfLogitsRatio, _art_classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 8, 8, 1)).astype(np.float32)
+    net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    art_loss = AutoProjectedGradientDescent(_art_classifier(net, x), eps=0.1, eps_step=0.02, max_iter=1,
+                                            loss_type="difference_logits_ratio", verbose=False).estimator._loss_object
+    ours = DifferenceOfLogitsRatio()
+    logits = tf.constant(rng.normal(size=(32, 10)).astype(np.float32))
+    labels = rng.integers(0, 10, 32)
+    labels[:8] = np.argmax(logits.numpy()[:8], 1)          # include samples whose top logit is the label
+    onehot = tf.constant(np.eye(10, dtype=np.float32)[labels])
+    for reduction in ("none", "mean", "sum"):
+        art_loss.reduction = ours.reduction = reduction
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            a, b = art_loss(onehot, logits), ours(onehot, logits)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(tape.gradient(b, logits).numpy(), tape.gradient(a, logits).numpy(), atol=1e-6)
+
+
+def test_art_attacks_through_evaluate_robustness(at_model, trained_digits_model, digits):
+    """APGD-CE/DLR and AutoAttack run end to end; AutoAttack is at least as strong as each APGD and PGD-20."""
+    _, (xt, yt) = digits
+    x, y = xt[:60], yt[:60]
+    for model in (trained_digits_model, at_model):
+        report = kam.evaluate_robustness(model, x, y, attacks=["pgd-20", "apgd-ce", "apgd-dlr", "autoattack"],
+                                         epsilons=[EPS], seed=0)
+        aa = report["autoattack"][EPS]
+        assert aa <= min(report["apgd-ce"][EPS], report["apgd-dlr"][EPS]) + 1e-9, str(report)
+        assert aa <= report["pgd-20"][EPS] + 2 / len(x), str(report)
+    assert report["autoattack"][EPS] > 0.3, str(report)      # the AT model keeps real robustness
