@@ -101,7 +101,12 @@ class AdversarialModel(keras.Model):
         self.compute_metrics(None, y, logits_clean, sample_weight=sample_weight)
         self.adv_accuracy_tracker.update_state(y, out.logits_adv, sample_weight=sample_weight)
         for name, value in {**out.logs, **(extra or {})}.items():
-            self.defense_log_trackers[name].update_state(value, sample_weight=sample_weight)
+            weight = sample_weight
+            if isinstance(value, tuple):         # (values, weights): a mean over a subset of the batch
+                value, weight = value
+                if sample_weight is not None:
+                    weight = weight * tf.cast(tf.reshape(sample_weight, [-1]), weight.dtype)
+            self.defense_log_trackers[name].update_state(value, sample_weight=weight)
         return self.get_metrics_result()
 
     # -- steps --------------------------------------------------------------------------------------

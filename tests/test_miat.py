@@ -134,9 +134,10 @@ def test_mi_term_follows_the_card():
     assert float(_masked_cos(a, b, m)) == pytest.approx(4.0 / (np.sqrt(5.0) * np.sqrt(5.0)), abs=1e-6)
 
     class Fixed(kam.defenses.MIAT):
-        def _scores(self, x, x_adv, logits_clean, logits_adv, training=False):
-            return (tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]),
+        def _scores(self, x, x_adv, logits_clean, logits_adv, training=False, rows=None):
+            full = (tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]),
                     tf.constant([1.0, 0.0, 2.0]), tf.constant([1.0, 1.0, 1.0]))
+            return full if rows is None else tuple(tf.gather(v, rows) for v in full)
 
     net = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3, use_bias=False)])
     net.set_weights([np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32)])
@@ -149,8 +150,51 @@ def test_mi_term_follows_the_card():
     expected_mi = abs(1 - 0.8) + abs(1 - 1 / np.sqrt(2))
     np.testing.assert_allclose(out.logs["mi_loss"].numpy(), expected_mi, rtol=1e-5)
     np.testing.assert_allclose(out.logs["selected_fraction"].numpy(), [1, 1, 0])
+    values, weights = out.logs["mi_natural"]          # v_n(x -> h(x~)), a mean over the selected samples
+    np.testing.assert_allclose(values.numpy(), [2, 1, 0])
+    np.testing.assert_allclose(weights.numpy(), [1, 1, 0])
     base = keras.losses.sparse_categorical_crossentropy(y, net(x_adv), from_logits=True).numpy()
     np.testing.assert_allclose(out.per_sample.numpy(), base + 5.0 * expected_mi, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bound, diagonal", [("dv", "exclude"), ("dv", "zero"), ("jsd", "exclude"),
+                                             ("infonce", "exclude")])
+def test_scoring_selected_rows_equals_the_full_tensor(bound, diagonal):
+    """score_features(rows=S) gives the full (N,) scores at S: the loss's cheaper path changes no value."""
+    from keras_advmi.layers.dim import MIEstimator
+
+    keras.utils.set_random_seed(3)
+    estimator = MIEstimator(16, (8, 8), bound, diagonal)
+    estimator.build((None, 8, 8, 1), (None, 10))
+    pattern = tf.random.uniform((12, 8, 8, 1))
+    outputs = tf.random.normal((12, 10))
+    local = estimator.local_features(pattern)
+    full = estimator.score_features(local, outputs).numpy()
+    rows = tf.constant([0, 3, 4, 11], tf.int64)
+    np.testing.assert_allclose(estimator.score_features(local, outputs, rows=rows).numpy(), full[rows.numpy()],
+                               rtol=1e-5, atol=1e-5)
+    assert estimator.score_features(local, outputs, rows=tf.zeros([0], tf.int64)).shape == (0,)
+
+
+def test_miat_loss_on_selected_rows_matches_the_masked_full_computation(digits, cnn_factory):
+    """The MI term computed from the selected rows equals the card's masked formula on all N rows."""
+    (x, y), _ = digits
+    net = cnn_factory(seed=0)
+    defense = kam.defenses.MIAT(epsilon=0.3, steps=3, seed=0, hsize=16, require_pretrained=False)
+    defense.build(net)
+    xb, yb = tf.constant(x[:64]), tf.constant(y[:64])
+    x_adv = defense.adversarial_examples(net, xb, yb)
+    with tf.GradientTape(persistent=True) as tape:
+        out = defense.loss(net, xb, yb, x_adv, training=False)
+        mask = out.logs["selected_fraction"]
+        v_nn, v_na, v_an, v_aa = defense._scores(xb, x_adv, out.logits_clean, out.logits_adv)
+        reference = 5.0 * (tf.abs(1.0 - _masked_cos(v_nn, v_na, mask)) + tf.abs(1.0 - _masked_cos(v_aa, v_an, mask)))
+        ours = out.per_sample[0] - defense.base.loss(net, xb, yb, x_adv, False).per_sample[0]
+    assert 0 < float(tf.reduce_sum(mask)) < 64
+    np.testing.assert_allclose(float(ours), float(reference), rtol=1e-4)
+    weights = net.trainable_weights
+    for g_ours, g_ref in zip(tape.gradient(ours, weights), tape.gradient(reference, weights)):
+        np.testing.assert_allclose(g_ours.numpy(), g_ref.numpy(), rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [

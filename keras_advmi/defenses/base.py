@@ -25,7 +25,9 @@ class DefenseLoss(NamedTuple):
     """What ``Defense.loss`` returns.
 
     per_sample: (N,) float32 loss before sample weighting.
-    logs: {name: scalar} batch means reported as metrics (e.g. ``mi_natural``).
+    logs: {name: (N,) per-sample values} averaged into metrics (e.g. ``natural_loss``), or
+      {name: ((N,) values, (N,) weights)} for a mean over a subset (e.g. MIAT's ``mi_natural`` over
+      the samples its MI term selects).
     logits_adv: (N, C) logits on x_adv (for ``adv_accuracy``).
     logits_clean: (N, C) logits on x when the defense computed them anyway, else None.
     """

@@ -82,8 +82,9 @@ class MIAT(Defense):
       require_pretrained: refuse to ``fit`` before ``pretrain_estimators`` (the MI term of untrained
         estimators is noise).
       norm, random_start, eval_steps, epsilon_warmup_steps, seed: as for every Defense.
-    Logs (per step): the base's logs, ``mi_natural`` (v_n(x -> h(x~))), ``mi_adversarial`` (v_a(n -> h(x~))),
-    ``mi_loss`` (the MI term before alpha) and ``selected_fraction``.
+    Logs (per step): the base's logs, ``mi_natural`` (v_n(x -> h(x~))) and ``mi_adversarial`` (v_a(n -> h(x~))),
+    means over the selected samples (the only rows the loss computes), ``mi_loss`` (the MI term before
+    alpha) and ``selected_fraction``.
     """
 
     name = "miat"
@@ -164,41 +165,48 @@ class MIAT(Defense):
         fooled = tf.not_equal(tf.argmax(logits_adv, axis=-1), y)
         return tf.cast(correct & fooled, logits_adv.dtype)
 
-    def _scores(self, x, x_adv, logits_clean, logits_adv, training=False):
-        """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,)."""
+    def _scores(self, x, x_adv, logits_clean, logits_adv, training=False, rows=None):
+        """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,), or (R,) for ``rows``."""
         x = tf.cast(x, tf.float32)
         pattern = tf.stop_gradient(tf.cast(x_adv, tf.float32) - x)
         logits_clean, logits_adv = tf.cast(logits_clean, tf.float32), tf.cast(logits_adv, tf.float32)
         local_n = self.natural.local_features(tf.stop_gradient(x), training=training)
         local_a = self.adversarial.local_features(pattern, training=training)
-        return (self.natural.score_features(local_n, logits_clean, training),
-                self.natural.score_features(local_n, logits_adv, training),
-                self.adversarial.score_features(local_a, logits_clean, training),
-                self.adversarial.score_features(local_a, logits_adv, training))
+        return (self.natural.score_features(local_n, logits_clean, training, rows),
+                self.natural.score_features(local_n, logits_adv, training, rows),
+                self.adversarial.score_features(local_a, logits_clean, training, rows),
+                self.adversarial.score_features(local_a, logits_adv, training, rows))
 
     def loss(self, model, x, y, x_adv, training):
         base = self.base.loss(model, x, y, x_adv, training)
         logits_clean = base.logits_clean if base.logits_clean is not None else logits_of(model, x, training=training)
         logits_adv = base.logits_adv
-        mask = tf.stop_gradient(self._select(y, logits_clean, logits_adv))
-        mask = tf.cast(mask, tf.float32)
-        # The DV scores need >= 2 samples (negatives); a per-replica batch can hold 0 or 1 at an epoch's end.
+        mask = tf.cast(tf.stop_gradient(self._select(y, logits_clean, logits_adv)), tf.float32)
         batch = tf.shape(logits_adv)[0]
+        # Only the selected samples enter the MI term, so only their rows of the (N, N, L) score tensors
+        # are computed (all N samples still serve as negatives): the same loss at a fraction of the cost.
+        rows = None if self.selection == "all" else tf.where(mask > 0)[:, 0]
+        n_rows = batch if rows is None else tf.shape(rows)[0]
+        # The DV scores need >= 2 samples (negatives); a per-replica batch can hold 0 or 1 at an epoch's end.
         v_nn, v_na, v_an, v_aa = tf.cond(
-            batch >= 2, lambda: self._scores(x, x_adv, logits_clean, logits_adv),
-            lambda: tuple(tf.zeros([batch], tf.float32) for _ in range(4)))
-        natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na, mask))
+            batch >= 2, lambda: self._scores(x, x_adv, logits_clean, logits_adv, rows=rows),
+            lambda: tuple(tf.zeros([n_rows], tf.float32) for _ in range(4)))
+        every = tf.ones([n_rows], tf.float32)
+        natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na, every))
         if self.variant == "both":
-            mi_term = natural_term + tf.abs(1.0 - _masked_cos(v_aa, v_an, mask))
+            mi_term = natural_term + tf.abs(1.0 - _masked_cos(v_aa, v_an, every))
             weight = self.alpha
         else:
-            mi_term = natural_term - self.lam * _masked_mean(v_na, mask)
+            mi_term = natural_term - self.lam * _masked_mean(v_na, every)
             weight = 1.0
-        mi_term = tf.where(tf.reduce_sum(mask) > 0, mi_term, 0.0)
+        mi_term = tf.where(n_rows > 0, mi_term, 0.0)
         per_sample = tf.cast(base.per_sample, tf.float32) + weight * mi_term
-        n = tf.shape(per_sample)
-        logs = {**base.logs, "mi_natural": v_na, "mi_adversarial": v_aa, "mi_loss": tf.fill(n, mi_term),
-                "selected_fraction": mask}
+
+        def per_sample_of(v):   # back to (N,), zeros outside the selection; logged as a mean over it
+            return (v if rows is None else tf.scatter_nd(rows[:, None], v, [batch]), mask)
+
+        logs = {**base.logs, "mi_natural": per_sample_of(v_na), "mi_adversarial": per_sample_of(v_aa),
+                "mi_loss": tf.fill(tf.shape(per_sample), mi_term), "selected_fraction": mask}
         return DefenseLoss(per_sample, logs, logits_adv, logits_clean)
 
     # -- per-sample MI ------------------------------------------------------------------------------

@@ -141,13 +141,20 @@ class MIEstimator(layers.Layer):
         local = self.local_encoder(pattern, training=training)
         return ops.reshape(local, (ops.shape(local)[0], -1, self.hsize))
 
-    def score_features(self, local, outputs, training=False):
-        """Per-sample bound terms (N,) from precomputed local features and the outputs."""
+    def score_features(self, local, outputs, training=False, rows=None):
+        """Per-sample bound terms (N,) from precomputed local features (N, L, hsize) and the outputs (N, C).
+
+        rows: optional (R,) int indices: score only those samples, (R,), against all N samples' patterns
+        as negatives; the same values as the full (N,) result at those rows, for R/N of the cost (the
+        u tensor below is (R, N, L) instead of (N, N, L)).
+        """
         from ..mi.bounds import per_sample_bound
 
         glob = self.global_encoder(outputs, training=training)                  # (N, hsize)
+        if rows is not None:
+            glob = ops.take(glob, rows, axis=0)                                  # (R, hsize)
         scores = ops.einsum("ih,jlh->ijl", glob, local)                          # u[i, j, l]
-        return per_sample_bound(scores, self.bound, self.diagonal)
+        return per_sample_bound(scores, self.bound, self.diagonal, positives=rows)
 
     def call(self, pattern, outputs, training=False):
         return self.score_features(self.local_features(pattern, training), outputs, training)

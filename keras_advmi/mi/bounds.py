@@ -95,27 +95,37 @@ def dv(scores, unit: str = "nats"):
     return _unit(joint - log_mean_exp, unit)
 
 
-def dv_per_sample(scores, diagonal: str = "exclude"):
-    """Per-sample DV terms of a score tensor, the MIAT estimator's output (METHODS.md, MIAT card).
-
-    Args:
-      scores: (N, N) or (N, N, L): ``scores[i, j, l]`` = critic(output_i, pattern_j at location l),
-        joint pairs on i == j.
-      diagonal: 'exclude' (correct DV: negatives are the N - 1 other samples) or 'zero' (parity with the
-        official MIAT code, which zeroes the diagonal inside the log-sum-exp, i.e. adds an exp(0) term).
-    Returns:
-      (N,): score_i = mean_l ( S_iil - log( (1/(N-1)) sum_{j != i} exp(S_ijl) ) ); higher = more MI.
-    """
-    if diagonal not in ("exclude", "zero"):
-        raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
+def _per_sample_scores(scores, positives):
+    """scores as (R, N, L) and the one-hot of each row's joint column, (R, N, 1); N = columns."""
     s = tf.convert_to_tensor(scores)
     if s.shape.rank == 2:
         s = s[:, :, None]
     if s.shape.rank != 3:
-        raise invalid("scores", "a tensor of shape (N, N) or (N, N, L)", f"shape {tuple(s.shape)}")
-    n = tf.shape(s)[0]
-    eye = tf.eye(n, dtype=s.dtype)[:, :, None]
-    joint = tf.reduce_sum(s * eye, axis=1)                           # (N, L): S_iil
+        raise invalid("scores", "a tensor of shape (N, N) or (N, N, L), or (R, N[, L]) with positives",
+                      f"shape {tuple(s.shape)}")
+    n = tf.shape(s)[1]
+    if positives is None:
+        positives = tf.range(tf.shape(s)[0])
+    return s, tf.one_hot(positives, n, dtype=s.dtype)[:, :, None], n
+
+
+def dv_per_sample(scores, diagonal: str = "exclude", positives=None):
+    """Per-sample DV terms of a score tensor, the MIAT estimator's output (METHODS.md, MIAT card).
+
+    Args:
+      scores: (N, N) or (N, N, L): ``scores[i, j, l]`` = critic(output_i, pattern_j at location l),
+        joint pairs on i == j. Or (R, N[, L]) for R chosen rows, with ``positives``.
+      diagonal: 'exclude' (correct DV: negatives are the N - 1 other samples) or 'zero' (parity with the
+        official MIAT code, which zeroes the diagonal inside the log-sum-exp, i.e. adds an exp(0) term).
+      positives: (R,) int, the joint column of each row when ``scores`` holds only some rows (row r
+        scores output ``positives[r]`` against every pattern); default: rows 0..N-1, a square tensor.
+    Returns:
+      (R,): score_i = mean_l ( S_iil - log( (1/(N-1)) sum_{j != i} exp(S_ijl) ) ); higher = more MI.
+    """
+    if diagonal not in ("exclude", "zero"):
+        raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
+    s, eye, n = _per_sample_scores(scores, positives)
+    joint = tf.reduce_sum(s * eye, axis=1)                           # (R, L): S_iil
     if diagonal == "exclude":
         is_joint = tf.broadcast_to(tf.cast(eye, tf.bool), tf.shape(s))
         negatives = tf.where(is_joint, tf.constant(-np.inf, s.dtype), s)
@@ -125,24 +135,20 @@ def dv_per_sample(scores, diagonal: str = "exclude"):
     return tf.reduce_mean(joint - log_mean, axis=-1)
 
 
-def per_sample_bound(scores, bound: str = "dv", diagonal: str = "exclude"):
+def per_sample_bound(scores, bound: str = "dv", diagonal: str = "exclude", positives=None):
     """Per-sample terms of a bound on a score tensor (N, N) or (N, N, L), averaged over locations L.
 
     bound: 'dv' (:func:`dv_per_sample`), 'jsd' (-softplus(-S_iil) - mean_{j != i} softplus(S_ijl)) or
     'infonce' (S_iil - log mean_j exp(S_ijl)). Returns (N,): higher = more MI for sample i.
+    ``positives`` as in :func:`dv_per_sample`: score only some rows, (R, N[, L]) -> (R,).
     The MIAT estimators' per-sample output (Hjelm et al. 2019, DIM; METHODS.md MIAT card).
     """
     if bound == "dv":
-        return dv_per_sample(scores, diagonal)
+        return dv_per_sample(scores, diagonal, positives)
     if bound not in PER_SAMPLE_BOUNDS:
         raise invalid("bound", f"one of {PER_SAMPLE_BOUNDS}", bound)
-    s = tf.convert_to_tensor(scores)
-    s = s[:, :, None] if s.shape.rank == 2 else s
-    if s.shape.rank != 3:
-        raise invalid("scores", "a tensor of shape (N, N) or (N, N, L)", f"shape {tuple(s.shape)}")
-    n = tf.shape(s)[0]
-    eye = tf.eye(n, dtype=s.dtype)[:, :, None]
-    joint = tf.reduce_sum(s * eye, axis=1)                                   # (N, L)
+    s, eye, n = _per_sample_scores(scores, positives)
+    joint = tf.reduce_sum(s * eye, axis=1)                                   # (R, L)
     if bound == "infonce":
         terms = joint - (tf.reduce_logsumexp(s, axis=1) - tf.math.log(tf.cast(n, s.dtype)))
     else:  # jsd
