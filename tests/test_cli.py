@@ -50,6 +50,8 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["nosuchcommand"], "invalid choice"),
     (["train", "--defense", "miat"], "--pretrain-epochs"),
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha", "-1"], "--alpha must be >= 0"),
+    (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha-warmup-epochs", "-1"],
+     "--alpha-warmup-epochs must be >= 0"),
 ])
 def test_bad_arguments_one_line_exit_2(args, needle):
     proc = cli(*args)

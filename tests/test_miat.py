@@ -157,6 +157,41 @@ def test_mi_term_follows_the_card():
     np.testing.assert_allclose(out.per_sample.numpy(), base + 5.0 * expected_mi, rtol=1e-5)
 
 
+def test_alpha_warmup_ramps_the_mi_weight_and_saves_its_step_count(digits, tmp_path):
+    """alpha_warmup_steps=4: the MI term enters training with weight alpha * min(1, t / 4), t = 1, 2, ...;
+    evaluation uses the full weight and does not count; fit's steps are counted and saved in .keras."""
+    net = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3, use_bias=False)])
+    net.set_weights([np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32)])
+    x = tf.constant(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1))
+    y = tf.constant([0, 1, 2])
+    x_adv = tf.constant(np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1))
+    defense = kam.defenses.MIAT(epsilon=0.5, steps=1, alpha=5.0, alpha_warmup_steps=4, hsize=8,
+                                require_pretrained=False)
+    defense.build(net)
+    base = defense.base.loss(net, x, y, x_adv, False).per_sample.numpy()
+    mi = float(defense.loss(net, x, y, x_adv, training=False).logs["mi_loss"][0])
+    assert mi > 0
+    weights = []
+    for _ in range(5):
+        out = defense.loss(net, x, y, x_adv, training=True)
+        weights.append(float(out.per_sample[0] - base[0]) / (5.0 * mi))
+    np.testing.assert_allclose(weights, [0.25, 0.5, 0.75, 1.0, 1.0], rtol=1e-4)
+    evaluation = defense.loss(net, x, y, x_adv, training=False)
+    np.testing.assert_allclose(float(evaluation.per_sample[0] - base[0]), 5.0 * mi, rtol=1e-4)
+    assert int(defense._steps.counter.numpy()) == 5
+
+    (xd, yd), _ = digits
+    model = kam.AdversarialModel(keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                                   keras.layers.Dense(10)]),
+                                 kam.defenses.MIAT(epsilon=0.1, steps=1, alpha_warmup_steps=10, hsize=8,
+                                                   require_pretrained=False))
+    model.compile(optimizer="adam")
+    model.fit(xd[:128], yd[:128], batch_size=64, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.defense.alpha_warmup_steps == 10 and int(loaded.defense._steps.counter.numpy()) == 2
+
+
 @pytest.mark.parametrize("bound, diagonal", [("dv", "exclude"), ("dv", "zero"), ("jsd", "exclude"),
                                              ("infonce", "exclude")])
 def test_scoring_selected_rows_equals_the_full_tensor(bound, diagonal):
@@ -199,6 +234,7 @@ def test_miat_loss_on_selected_rows_matches_the_masked_full_computation(digits, 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(alpha=-1.0), "alpha"),
+    (dict(alpha_warmup_steps=-1), "alpha_warmup_steps"),
     (dict(base="fgsm"), "base"),
     (dict(estimator="mine"), "estimator"),
     (dict(selection="wrong"), "selection"),

@@ -28,6 +28,8 @@ def add_parser(subparsers):
                    help="MIAT: epochs of MI-estimator pretraining on the frozen model (required for miat)")
     p.add_argument("--base", default="pgd", choices=["pgd", "trades", "mart"], help="MIAT: base defense")
     p.add_argument("--alpha", type=float, default=5.0, help="MIAT: weight of the MI term")
+    p.add_argument("--alpha-warmup-epochs", type=int, default=0,
+                   help="MIAT: ramp alpha from 0 over this many epochs (0 = P2's procedure)")
     p.add_argument("--base-epochs", type=int, default=0,
                    help="MIAT: epochs of the base defense before estimator pretraining (P2 step 1; 0 when --model "
                         "is already adversarially trained)")
@@ -89,6 +91,8 @@ def run(args):
                          "adversarially trained model (give one with --model, or add --base-epochs M)")
     if args.alpha < 0:
         raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
+    if args.alpha_warmup_epochs < 0:
+        raise UsageError(f"--alpha-warmup-epochs must be >= 0, got {args.alpha_warmup_epochs}")
     (x, y), (xt, yt) = load_dataset(args.dataset)
     epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
     keras.utils.set_random_seed(args.seed)
@@ -99,7 +103,8 @@ def run(args):
     else:
         model = build(args.arch, x.shape[1:], classes)
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
-                           base=args.base, alpha=args.alpha)
+                           base=args.base, alpha=args.alpha,
+                           alpha_warmup_steps=args.alpha_warmup_epochs * -(-len(x) // args.batch_size))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.Adam(args.lr)

@@ -66,6 +66,16 @@ def _masked_mean(v, mask):
     return tf.reduce_sum(v * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
+class MIATStepCounter(keras.layers.Layer):
+    """Non-trainable MIAT state: training steps taken so far, for the ``alpha_warmup_steps`` ramp."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.counter = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64",
+                                       name="counter", aggregation="only_first_replica")
+        self.built = True
+
+
 @serializable
 class MIAT(Defense):
     """Mutual-information adversarial training on top of PGD-AT, TRADES or MART.
@@ -81,6 +91,11 @@ class MIAT(Defense):
       diagonal: DV negatives, 'exclude' (correct DV) or 'zero' (official code's parity).
       require_pretrained: refuse to ``fit`` before ``pretrain_estimators`` (the MI term of untrained
         estimators is noise).
+      alpha_warmup_steps: ramp the MI term's weight linearly from 0 to its full value over this many
+        training steps (0 = off, P2's procedure) [U]. Right after pretraining, the estimators score the
+        selected samples' natural and adversarial outputs as uncorrelated (cos ~ 0, the term ~ 2 alpha),
+        and at full weight the term's gradient collapsed bench_cnn on MNIST within 20 Adam steps (clean
+        91% -> 22%; docs/benchmarks.md, MIAT); one epoch of ramp avoided it. The step count is saved.
       norm, random_start, eval_steps, epsilon_warmup_steps, seed: as for every Defense.
     Logs (per step): the base's logs, ``mi_natural`` (v_n(x -> h(x~))) and ``mi_adversarial`` (v_a(n -> h(x~))),
     means over the selected samples (the only rows the loss computes), ``mi_loss`` (the MI term before
@@ -91,7 +106,7 @@ class MIAT(Defense):
 
     def __init__(self, epsilon=0.3, step_size=None, steps=10, base="pgd", alpha=5.0, lam=0.1, estimator="dv",
                  selection="clean_correct_adv_wrong", variant="both", hsize=128, filters=(32, 64),
-                 diagonal="exclude", require_pretrained=True, base_options=None, **kwargs):
+                 diagonal="exclude", require_pretrained=True, base_options=None, alpha_warmup_steps=0, **kwargs):
         if base not in BASES:
             raise invalid("base", f"one of {sorted(BASES)}", base)
         if estimator not in ESTIMATORS:
@@ -112,6 +127,8 @@ class MIAT(Defense):
         self.filters = tuple(check_positive_int("filters", f) for f in filters)
         self.diagonal = diagonal
         self.require_pretrained = bool(require_pretrained)
+        self.alpha_warmup_steps = check_positive_int("alpha_warmup_steps", alpha_warmup_steps, minimum=0)
+        self._steps = None
         self.base_options = dict(base_options or {})
         self.base = BASES[base](epsilon, self.step_size, steps, **self.base_options, **kwargs)
         self.log_names = tuple(self.base.log_names) + ("mi_natural", "mi_adversarial", "mi_loss", "selected_fraction")
@@ -121,6 +138,8 @@ class MIAT(Defense):
     def build(self, model):
         from ..layers.dim import MIEstimator
 
+        if self.alpha_warmup_steps and self._steps is None:
+            self._steps = MIATStepCounter(name="miat_steps")
         if self.natural is not None:
             return
         if not model.inputs or len(model.inputs[0].shape) != 4:
@@ -137,7 +156,8 @@ class MIAT(Defense):
             estimator.trainable = False
 
     def sublayers(self):
-        return [self.natural, self.adversarial] if self.natural is not None else []
+        layers = [self.natural, self.adversarial] if self.natural is not None else []
+        return layers + ([self._steps] if self._steps is not None else [])
 
     @property
     def pretrained(self):
@@ -200,6 +220,10 @@ class MIAT(Defense):
             mi_term = natural_term - self.lam * _masked_mean(v_na, every)
             weight = 1.0
         mi_term = tf.where(n_rows > 0, mi_term, 0.0)
+        if training and self._steps is not None:
+            counter = self._steps.counter
+            weight = weight * tf.minimum(1.0, tf.cast(counter + 1, tf.float32) / float(self.alpha_warmup_steps))
+            counter.assign_add(1)
         per_sample = tf.cast(base.per_sample, tf.float32) + weight * mi_term
 
         def per_sample_of(v):   # back to (N,), zeros outside the selection; logged as a mean over it
@@ -370,4 +394,5 @@ class MIAT(Defense):
         return {**super().get_config(), "base": self.base_name, "alpha": self.alpha, "lam": self.lam,
                 "estimator": self.estimator, "selection": self.selection, "variant": self.variant,
                 "hsize": self.hsize, "filters": list(self.filters), "diagonal": self.diagonal,
-                "require_pretrained": self.require_pretrained, "base_options": self.base_options}
+                "require_pretrained": self.require_pretrained, "base_options": self.base_options,
+                "alpha_warmup_steps": self.alpha_warmup_steps}
