@@ -43,7 +43,8 @@ def _net_from(weights, cnn_factory):
 @pytest.fixture(scope="module")
 def pretrained(digits, cnn_factory, warm):
     (x, y), _ = digits
-    defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, hsize=64)
+    # MI weight ramped over the first MIAT epoch: without it the term's first steps cost 5 points (below).
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, hsize=64, alpha_warmup_steps=-(-len(x) // 64))
     model = kam.AdversarialModel(_net_from(warm, cnn_factory), defense)
     history = defense.pretrain_estimators(model, x, y, batch_size=128, verbose=0)   # 20 epochs, lr 3e-3
     return model, defense, history
@@ -72,9 +73,11 @@ def test_mi_ordering_on_held_out_data(digits, pretrained):
 def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, warm, pretrained, tmp_path):
     """Same budget: WARM_EPOCHS of PGD-AT, then MORE_EPOCHS of MIAT(pgd) or of PGD-AT, from the same weights.
 
-    Issue 5 asks for robust accuracy within 3 points of PGD-AT's. Measured on digits at alpha = 5, MIAT
-    trails by 3-6 points (docs/benchmarks.md, MIAT), so that item stays open; the floor here (8 points,
-    and above 50%) guards against regressions such as the collapse seen with L-inf-pretrained estimators.
+    Issue 5 asks for clean and robust accuracy within 3 points of PGD-AT's. At alpha = 5 with the MI
+    weight ramped over the first epoch (alpha_warmup_steps), MIAT trails by 3.3 points here and by 2.0 /
+    2.5 (seeds 0 / 1) when the reference trains first (another shuffle order); at full weight from the
+    first step it trailed by 5.1 and 5.3 (docs/benchmarks.md, MIAT). So the item is borderline, not met;
+    the 5-point floor keeps the ramp's gain and catches collapses.
     """
     (x, y), (xt, yt) = digits
     model, defense, _ = pretrained
@@ -97,7 +100,7 @@ def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, w
     pgd_clean, pgd_robust = _accuracies(reference.model, xt, yt)
     print(f"PGD-AT clean {pgd_clean:.3f} PGD-20 {pgd_robust:.3f} | MIAT clean {miat_clean:.3f} PGD-20 {miat_robust:.3f}")
     assert miat_clean >= pgd_clean - 0.03
-    assert miat_robust >= pgd_robust - 0.08
+    assert miat_robust >= pgd_robust - 0.05
     assert miat_robust > 0.5   # a real robust model, not two broken ones
 
 
