@@ -64,7 +64,7 @@ def compare(args):
     if results_path.exists():
         for line in results_path.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["dataset"], r["seed"], r["base"]))
+            done.add((r["dataset"], r["seed"], r["base"], r.get("alpha_warmup_epochs", 0)))
     for dataset in args.datasets:
         (x, y), (xt, yt) = kam.data.load(dataset)
         eps = EPSILON[dataset]
@@ -75,7 +75,7 @@ def compare(args):
         steps_per_epoch = -(-len(x) // BATCH)
         for seed in args.seeds:
             for base in args.bases:
-                if (dataset, seed, base) in done:
+                if (dataset, seed, base, args.alpha_warmup_epochs) in done:
                     continue
                 t0 = time.time()
                 keras.utils.set_random_seed(seed)
@@ -91,18 +91,21 @@ def compare(args):
                     clone.set_weights(weights)
                     return clone
 
-                baseline = _compile(kam.AdversarialModel(copy(), BASE_CLASSES[base](**base_kwargs)))
-                baseline.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+                if not args.miat_only:
+                    baseline = _compile(kam.AdversarialModel(copy(), BASE_CLASSES[base](**base_kwargs)))
+                    baseline.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
                 t_base = time.time()
-                miat_def = kam.defenses.MIAT(base=base, **base_kwargs)
+                miat_def = kam.defenses.MIAT(base=base, alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch,
+                                             **base_kwargs)
                 miat = _compile(kam.AdversarialModel(copy(), miat_def))
                 pre = miat_def.pretrain_estimators(miat, x, y, epochs=args.pretrain_epochs, batch_size=256, verbose=0)
                 hist = miat.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
                 t_miat = time.time()
                 row = {"dataset": dataset, "seed": seed, "base": base, "epsilon": eps, "train": len(x),
                        "test": len(xt), "warm_epochs": args.warm_epochs, "epochs": args.epochs,
-                       "pretrain_epochs": args.pretrain_epochs,
-                       "base_result": _evaluate(baseline.model, xt, yt, eps, seed, args.autoattack),
+                       "pretrain_epochs": args.pretrain_epochs, "alpha_warmup_epochs": args.alpha_warmup_epochs,
+                       "base_result": None if args.miat_only else _evaluate(baseline.model, xt, yt, eps, seed,
+                                                                            args.autoattack),
                        "miat_result": _evaluate(miat.model, xt, yt, eps, seed, args.autoattack),
                        "pretrain_last": {k: v[-1] for k, v in pre.items()},
                        "miat_history_last": {k: float(v[-1]) for k, v in hist.history.items()},
@@ -110,7 +113,7 @@ def compare(args):
                                    "total": time.time() - t0}}
                 with open(results_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{dataset} seed {seed} {base}: base {row['base_result']} | MIAT {row['miat_result']} "
+                print(f"{dataset} seed {seed} {base} ramp {args.alpha_warmup_epochs}: base {row['base_result']} | MIAT {row['miat_result']} "
                       f"({row['seconds']['total']:.0f} s)", flush=True)
     table(results_path, out / "table.md")
 
@@ -121,11 +124,15 @@ def table(results_path, table_path):
              "|---|---|---|---|---|---|---|---|---|"]
     for dataset in sorted({r["dataset"] for r in rows}):
         for base in BASES:
-            sel = [r for r in rows if r["dataset"] == dataset and r["base"] == base]
-            if not sel:
-                continue
-            for key, label in (("base_result", BASE_CLASSES[base].__name__ if base != "pgd" else "PGD-AT"),
-                               ("miat_result", f"MIAT({base})")):
+            base_rows = [r for r in rows if r["dataset"] == dataset and r["base"] == base and r["base_result"]]
+            variants = [(base_rows, "base_result", BASE_CLASSES[base].__name__ if base != "pgd" else "PGD-AT")]
+            for ramp in sorted({r.get("alpha_warmup_epochs", 0) for r in rows}):
+                label = f"MIAT({base})" + (f", alpha ramp {ramp} ep" if ramp else "")
+                variants.append(([r for r in rows if r["dataset"] == dataset and r["base"] == base and
+                                  r.get("alpha_warmup_epochs", 0) == ramp], "miat_result", label))
+            for sel, key, label in variants:
+                if not sel:
+                    continue
                 def cell(metric):
                     vals = [100 * r[key][metric] for r in sel if metric in r[key]]
                     if not vals:
@@ -203,6 +210,9 @@ def main():
     c.add_argument("--epochs", type=int, default=2)
     c.add_argument("--pretrain-epochs", type=int, default=3)
     c.add_argument("--no-autoattack", dest="autoattack", action="store_false")
+    c.add_argument("--alpha-warmup-epochs", type=int, default=0, help="MIAT's alpha ramp (0: P2's procedure)")
+    c.add_argument("--miat-only", action="store_true",
+                   help="skip the baseline (its rows are in OUT/results.jsonl from a run without a ramp)")
     c.add_argument("--out", default="benchmarks/out/miat")
     s = sub.add_parser("step-cost")
     s.add_argument("--bases", nargs="+", default=list(BASES))

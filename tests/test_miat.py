@@ -76,7 +76,7 @@ def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, w
     Issue 5 asks for clean and robust accuracy within 3 points of PGD-AT's. At alpha = 5 with the MI
     weight ramped over the first epoch (alpha_warmup_steps), MIAT trails by 3.3 points here and by 2.0 /
     2.5 (seeds 0 / 1) when the reference trains first (another shuffle order); at full weight from the
-    first step it trailed by 5.1 and 5.3 (docs/benchmarks.md, MIAT). So the item is borderline, not met;
+    first step it trailed by 5.1 and 5.4 (docs/benchmarks.md, MIAT). So the item is borderline, not met;
     the 5-point floor keeps the ramp's gain and catches collapses.
     """
     (x, y), (xt, yt) = digits
