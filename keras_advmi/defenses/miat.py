@@ -95,7 +95,8 @@ class MIAT(Defense):
         training steps (0 = off, P2's procedure) [U]. Right after pretraining, the estimators score the
         selected samples' natural and adversarial outputs as uncorrelated (cos ~ 0, the term ~ 2 alpha),
         and at full weight the term's gradient collapsed bench_cnn on MNIST within 20 Adam steps (clean
-        91% -> 22%; docs/benchmarks.md, MIAT); one epoch of ramp avoided it. The step count is saved.
+        91% -> 22%; docs/benchmarks.md, MIAT). One epoch of ramp softened that (MIAT(trades) PGD-40 9% ->
+        51% on one seed) without closing the gap to the base defense. The step count is saved.
       norm, random_start, eval_steps, epsilon_warmup_steps, seed: as for every Defense.
     Logs (per step): the base's logs, ``mi_natural`` (v_n(x -> h(x~))) and ``mi_adversarial`` (v_a(n -> h(x~))),
     means over the selected samples (the only rows the loss computes), ``mi_loss`` (the MI term before
