@@ -11,7 +11,9 @@ compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on be
   PGD-40 x 3 restarts, AutoAttack (ART: APGD-CE, APGD-DLR, Square) and a PGD-20 epsilon sweep with the
   monotonicity check. Results append to OUT/results.jsonl (a rerun skips finished rows); a table with
   mean +- half-range over seeds is printed and written to OUT/table.md. --no-autoattack replaces
-  AutoAttack by its APGD-CE and APGD-DLR parts (one start each, no Square).
+  AutoAttack by its APGD-CE and APGD-DLR parts (one start each, no Square). --alpha-warmup-epochs K
+  ramps MIAT's alpha over K epochs (a separate table row); with --miat-only the baseline is not
+  retrained (its rows come from an earlier run into the same OUT).
 step-cost: median time of a compiled train step, MIAT(base) / base, for each base, measured
   interleaved in one process (the ratio is what counts on a noisy machine); --arch bench_cnn (tiny,
   the worst case for the ratio) or madry_cnn.
@@ -113,8 +115,8 @@ def compare(args):
                                    "total": time.time() - t0}}
                 with open(results_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{dataset} seed {seed} {base} ramp {args.alpha_warmup_epochs}: base {row['base_result']} | MIAT {row['miat_result']} "
-                      f"({row['seconds']['total']:.0f} s)", flush=True)
+                print(f"{dataset} seed {seed} {base} ramp {args.alpha_warmup_epochs}: base {row['base_result']} | "
+                      f"MIAT {row['miat_result']} ({row['seconds']['total']:.0f} s)", flush=True)
     table(results_path, out / "table.md")
 
 
