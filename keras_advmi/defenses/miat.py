@@ -50,13 +50,15 @@ ESTIMATORS = ("dv", "jsd", "infonce")
 _EPS = 1e-8
 
 
-def _masked_cos(a, b, mask):
-    """cos(a * mask, b * mask) over the batch axis (as torch.cosine_similarity(dim=0) of masked vectors).
+def _masked_cos(a, b, mask=None):
+    """cos(a * mask, b * mask) over the batch axis (as torch.cosine_similarity(dim=0) of masked vectors);
+    no mask: cos(a, b).
 
     The norms are sqrt(sum + 1e-12): with nothing selected the value is 0 and the gradient stays finite
     (tf.norm's gradient at 0 is NaN, and tf.where would pass that NaN on).
     """
-    a, b = a * mask, b * mask
+    if mask is not None:
+        a, b = a * mask, b * mask
     norm_a = tf.sqrt(tf.reduce_sum(a * a) + 1e-12)
     norm_b = tf.sqrt(tf.reduce_sum(b * b) + 1e-12)
     return tf.reduce_sum(a * b) / (norm_a * norm_b + _EPS)
@@ -212,13 +214,12 @@ class MIAT(Defense):
         v_nn, v_na, v_an, v_aa = tf.cond(
             batch >= 2, lambda: self._scores(x, x_adv, logits_clean, logits_adv, rows=rows),
             lambda: tuple(tf.zeros([n_rows], tf.float32) for _ in range(4)))
-        every = tf.ones([n_rows], tf.float32)
-        natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na, every))
+        natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na))        # every scored row is selected
         if self.variant == "both":
-            mi_term = natural_term + tf.abs(1.0 - _masked_cos(v_aa, v_an, every))
+            mi_term = natural_term + tf.abs(1.0 - _masked_cos(v_aa, v_an))
             weight = self.alpha
         else:
-            mi_term = natural_term - self.lam * _masked_mean(v_na, every)
+            mi_term = natural_term - self.lam * tf.reduce_sum(v_na) / tf.maximum(tf.cast(n_rows, tf.float32), 1.0)
             weight = 1.0
         mi_term = tf.where(n_rows > 0, mi_term, 0.0)
         if training and self._steps is not None:
