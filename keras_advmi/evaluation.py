@@ -142,17 +142,20 @@ def _art_classifier(model, x, loss_object=None):
     """ART's ``TensorFlowV2Classifier`` over a ``tf.function`` of the model.
 
     ART calls the model eagerly for every gradient; compiling it removes Keras' per-layer Python
-    overhead, which dominated Auto-PGD on small models.
+    overhead, which dominated Auto-PGD on small models. ``model`` may already be such a function
+    (``classifier.model``), so that classifiers with different losses share one trace.
     """
     import tensorflow as tf
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
     n_classes = int(np.asarray(model(x[:1])).shape[-1])
-
-    @tf.function(reduce_retracing=True)
-    def logits(inputs, training=False):
-        return model(inputs, training=False)
+    if isinstance(model, tf.types.experimental.PolymorphicFunction):
+        logits = model
+    else:
+        @tf.function(reduce_retracing=True)
+        def logits(inputs, training=False):
+            return model(inputs, training=False)
 
     return TensorFlowV2Classifier(model=logits, nb_classes=n_classes, input_shape=x.shape[1:],
                                   loss_object=loss_object or keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -170,9 +173,9 @@ def _run_art(name, model, x, y, epsilon, batch_size, seed):
     def apgd(loss, **kwargs):
         # DLR: ART's algorithm on a classifier whose loss is the vectorised DLR (loss_type=None = "use it").
         if loss == "dlr":
-            return AutoProjectedGradientDescent(_art_classifier(model, x, DifferenceOfLogitsRatio()), norm=np.inf,
-                                                eps=epsilon, eps_step=step, max_iter=100, batch_size=batch_size,
-                                                loss_type=None, verbose=False, **kwargs)
+            return AutoProjectedGradientDescent(_art_classifier(classifier.model, x, DifferenceOfLogitsRatio()),
+                                                norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
+                                                batch_size=batch_size, loss_type=None, verbose=False, **kwargs)
         return AutoProjectedGradientDescent(classifier, norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
                                             batch_size=batch_size, loss_type="cross_entropy", verbose=False,
                                             **kwargs)
