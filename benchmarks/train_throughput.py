@@ -1,6 +1,7 @@
 """Adversarial-training throughput, side by side in one run, on one model (default Madry's MNIST CNN) and batch size.
 
-Measures images/s of: standard training (Keras fit); our PGD-10 AT and FastAT (AdversarialModel.fit); a
+Measures images/s of: standard training (Keras fit); our PGD-10 AT (float32, and with the training attack in
+bfloat16: ``attack_dtype='bfloat16'``) and FastAT (AdversarialModel.fit); a
 hand-written cleverhans-PGD + GradientTape loop, eager and wrapped in tf.function; ART's
 AdversarialTrainerMadryPGD. Rounds alternate between contenders (the machine is noisy) and the
 median per contender is reported, with ratios.
@@ -134,6 +135,8 @@ def main():
     factories = {
         "standard": lambda: standard(x, y, args.batch_size),
         "keras_advmi_pgd10": lambda: ours(x, y, args.batch_size),
+        "keras_advmi_pgd10_bf16_attack": lambda: ours(x, y, args.batch_size, kam.defenses.PGD(
+            epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_dtype="bfloat16")),
         "keras_advmi_fast_at": lambda: ours(x, y, args.batch_size, kam.defenses.FastAT(epsilon=EPS, seed=0)),
         "cleverhans_eager": lambda: cleverhans_loop(x, y, args.batch_size, compiled=False),
         "cleverhans_tf_function": lambda: cleverhans_loop(x, y, args.batch_size, compiled=True),
@@ -158,6 +161,12 @@ def main():
         if other in ips:
             print(f"  ours / {other:<22} {ours_ips / ips[other]:6.2f}x")
             result[f"ratio_vs_{other}"] = ours_ips / ips[other]
+    if "keras_advmi_pgd10_bf16_attack" in ips:   # a different computation: its own lines, never "ours"
+        bf16 = ips["keras_advmi_pgd10_bf16_attack"]
+        for other in ("keras_advmi_pgd10", "cleverhans_eager", "cleverhans_tf_function"):
+            if other in ips:
+                print(f"  ours, bf16 attack / {other:<22} {bf16 / ips[other]:6.2f}x")
+                result[f"bf16_attack_ratio_vs_{other}"] = bf16 / ips[other]
     if "keras_advmi_fast_at" in ips:
         ratio = ours_ips / ips["keras_advmi_fast_at"]
         print(f"  FastAT step time / PGD-10 step time = {ratio:.2f}")

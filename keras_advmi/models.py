@@ -114,8 +114,9 @@ class AdversarialModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.cast(x, tf.float32)
         y = _sparse_labels(y)
-        x_adv = self.defense.adversarial_examples(self.model, x, y, seed=self._step_seed(0),
-                                                  step=self.optimizer.iterations)
+        with self.defense.attack_precision(self.model):
+            x_adv = self.defense.adversarial_examples(self.model, x, y, seed=self._step_seed(0),
+                                                      step=self.optimizer.iterations)
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
             out = self.defense.loss(self.model, x, y, x_adv, training=True)

@@ -42,6 +42,7 @@ def test_evaluate_saved_model(trained_run, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["train", "--defense", "magic"], "invalid choice: 'magic'"),
+    (["train", "--attack-dtype", "float16"], "invalid choice: 'float16'"),
     (["train", "--epsilon", "1.5"], "epsilon must be in [0, 1]"),
     (["train", "--epochs", "0"], "expected a positive integer"),
     (["train", "--dataset", "svhn"], "`name`"),
@@ -62,10 +63,11 @@ def test_bad_arguments_one_line_exit_2(args, needle):
 
 
 def test_train_miat_runs_p2_procedure(tmp_path):
-    """--base-epochs (step 1), --pretrain-epochs (step 2), then MIAT fit (step 3), MI logs in the progress bar."""
+    """--base-epochs (step 1), --pretrain-epochs (step 2), then MIAT fit (step 3), MI logs in the progress bar;
+    the training attack in bf16 (--attack-dtype)."""
     proc = cli("train", "--dataset", "digits", "--defense", "miat", "--base", "trades", "--steps", "2",
                "--base-epochs", "1", "--pretrain-epochs", "1", "--epochs", "1", "--eval-attacks", "clean",
-               "--out", str(tmp_path))
+               "--attack-dtype", "bfloat16", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MIAT step 1" in proc.stdout and "MIAT step 2" in proc.stdout
     assert "mi_natural" in proc.stdout and "robust_kl" in proc.stdout

@@ -1,7 +1,8 @@
 """The Defense protocol: a defense turns a batch into a loss; Keras keeps the optimizer, metrics and loop.
 
 ``AdversarialModel`` calls, inside its compiled ``train_step``:
-  x_adv = defense.adversarial_examples(model, x, y, seed=..., step=...)
+  with defense.attack_precision(model):
+      x_adv = defense.adversarial_examples(model, x, y, seed=..., step=...)
   out = defense.loss(model, x, y, x_adv, training=True)      # a ``DefenseLoss``
 and reduces ``out.per_sample`` with the sample weights. (DESIGN.md sketched ``loss`` returning a
 scalar; a per-sample vector is returned instead so that ``sample_weight`` and ``tf.distribute``
@@ -18,6 +19,7 @@ import keras
 
 from .._checks import check_fraction, check_norm, check_positive_int, invalid
 from ..attacks._common import cross_entropy, logits_of
+from ..attacks._precision import check_attack_dtype, compute_dtype
 from ..attacks.pgd import pgd_graph
 
 
@@ -49,6 +51,9 @@ class Defense:
       epsilon_warmup_steps: ramp epsilon linearly from 0 over this many optimizer steps (0 = off);
         helps MNIST PGD-AT escape the initial plateau.
       seed: base seed of the attack noise; step and replica make each batch's noise distinct.
+      attack_dtype: None (float32) or 'bfloat16': the compute dtype of the *training* attack's passes
+        (``attacks._precision``); the variables, x_adv, the loss and weight gradients and every
+        evaluation attack stay float32. About 1.6x faster PGD-10 AT steps where bf16 units exist.
     """
 
     name = "defense"
@@ -56,7 +61,7 @@ class Defense:
     log_names: tuple = ()
 
     def __init__(self, epsilon=0.3, step_size=None, steps=10, norm=np.inf, random_start=True, eval_steps=None,
-                 epsilon_warmup_steps=0, seed=None):
+                 epsilon_warmup_steps=0, seed=None, attack_dtype=None):
         self.norm = check_norm(norm)
         if self.norm == np.inf:
             self.epsilon = check_fraction("epsilon", epsilon)
@@ -72,6 +77,7 @@ class Defense:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise invalid("seed", "an integer or None", seed)
         self.seed = seed
+        self.attack_dtype = check_attack_dtype(attack_dtype)
 
     # -- protocol -----------------------------------------------------------------------------
     def build(self, model):
@@ -83,6 +89,10 @@ class Defense:
 
     def check_ready(self, model):
         """Raise a ``ValueError`` if ``fit`` cannot start yet (e.g. MIAT before its estimators are pretrained)."""
+
+    def attack_precision(self, model):
+        """Context for tracing the training attack: ``model`` computes in ``attack_dtype`` inside it."""
+        return compute_dtype(model, self.attack_dtype)
 
     def current_epsilon(self, step=None):
         """Epsilon at optimizer step ``step`` under the linear warm-up (a float32 tensor)."""
@@ -118,7 +128,8 @@ class Defense:
     def get_config(self):
         return {"epsilon": self.epsilon, "step_size": self.step_size, "steps": self.steps,
                 "norm": "inf" if self.norm == np.inf else 2, "random_start": self.random_start,
-                "eval_steps": self.eval_steps, "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed}
+                "eval_steps": self.eval_steps, "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed,
+                "attack_dtype": self.attack_dtype}
 
     @classmethod
     def from_config(cls, config):

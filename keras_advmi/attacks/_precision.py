@@ -1,0 +1,54 @@
+"""Reduced-precision attacks: run a float32 Keras model in bfloat16 while a training attack is traced.
+
+PGD-AT spends most of its step in the attack (``steps`` forward and input-gradient passes for one
+weight update), and the attack only needs a direction: sign(grad) for L-inf. Computing those passes
+in bfloat16 (8 bits of mantissa, float32's exponent range, so no loss scaling) is the same move as
+the mixed-precision attacks of Wong et al. (2020, "Fast is better than free"), and on hardware with
+bf16 units (AVX512_BF16 / AMX CPUs, Ampere+ GPUs, TPUs) it makes each pass about 1.8x faster
+(Madry's MNIST CNN, docs/benchmarks.md). What stays in float32: the variables, the image and
+perturbation (x_adv = x + eta is accumulated in float32; a bf16 pixel near 1 has a spacing of
+2^-7, coarser than a PGD step), the loss and weight gradients of the training step, and every
+evaluation attack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from .._checks import invalid
+
+#: Accepted values of ``attack_dtype``. float16 is left out on purpose: without loss scaling, the
+#: input gradients of a confident model underflow to 0 in float16 and sign(0) stalls the attack.
+ATTACK_DTYPES = (None, "bfloat16")
+
+
+def check_attack_dtype(value):
+    if value not in ATTACK_DTYPES:
+        raise invalid("attack_dtype", "None (float32) or 'bfloat16'", value)
+    return value
+
+
+@contextlib.contextmanager
+def compute_dtype(model, dtype):
+    """Inside the block, ``model``'s float32 layers compute in ``dtype`` (Keras' ``mixed_<dtype>`` policy:
+    inputs and variables are cast on the fly; the variables themselves are untouched).
+
+    Meant for graph tracing: ops created in the block (e.g. while a ``tf.function`` traces an attack)
+    keep the reduced precision; calls after it are float32 again. Layers whose policy is not plain
+    float32 (already mixed, integer, quantized) are left as they are. ``dtype=None``: no change.
+    """
+    if dtype is None or not isinstance(model, keras.layers.Layer):
+        yield
+        return
+    mixed = keras.dtype_policies.get(f"mixed_{dtype}")
+    switched = [(layer, layer.dtype_policy) for layer in model._flatten_layers(include_self=True)
+                if layer.dtype_policy.name == "float32"]
+    try:
+        for layer, _ in switched:
+            layer.dtype_policy = mixed
+        yield
+    finally:
+        for layer, policy in switched:
+            layer.dtype_policy = policy
