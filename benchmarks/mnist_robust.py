@@ -34,17 +34,14 @@ def madry_cnn(seed=0):
     return architectures.madry_cnn((28, 28, 1), 10)
 
 
-def make_defense(name, steps, warmup_steps, fast_step=None):
+def make_defense(name, steps, warmup_steps, fast_step=None, attack_dtype=None):
+    common = dict(epsilon=EPSILON, epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0, attack_dtype=attack_dtype)
     if name == "pgd":
-        return kam.defenses.PGD(epsilon=EPSILON, steps=steps, step_size=2.5 * EPSILON / steps,
-                                epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
+        return kam.defenses.PGD(steps=steps, step_size=2.5 * EPSILON / steps, **common)
     if name == "fast_at":
-        step = None if fast_step is None else fast_step * EPSILON
-        return kam.defenses.FastAT(epsilon=EPSILON, step_size=step, epsilon_warmup_steps=warmup_steps, eval_steps=20,
-                                   seed=0)
+        return kam.defenses.FastAT(step_size=None if fast_step is None else fast_step * EPSILON, **common)
     if name == "n_fgsm":  # de Jorge et al. 2022: noise 2 eps, step eps, no projection
-        return kam.defenses.FastAT(epsilon=EPSILON, step_size=EPSILON, noise=2.0, project=False,
-                                   epsilon_warmup_steps=warmup_steps, eval_steps=20, seed=0)
+        return kam.defenses.FastAT(step_size=EPSILON, noise=2.0, project=False, **common)
     raise SystemExit(f"unknown defense {name!r}")
 
 
@@ -69,7 +66,7 @@ def train(args):
     steps_per_epoch = int(np.ceil(len(x) / args.batch_size))
     robust = kam.AdversarialModel(madry_cnn(args.seed),
                                   make_defense(args.defense, args.steps, int(args.warmup_epochs * steps_per_epoch),
-                                               args.fast_step))
+                                               args.fast_step, args.attack_dtype))
     robust.compile(optimizer=keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr)),
                    metrics=["accuracy"])
     log_path = out / "train_log.json"
@@ -122,6 +119,8 @@ def main():
     p.add_argument("--steps", type=int, default=10, help="PGD steps in training (pgd only)")
     p.add_argument("--fast-step", type=float, default=None,
                    help="FastAT's FGSM step in multiples of eps (default 1.25, Wong et al.)")
+    p.add_argument("--attack-dtype", choices=["bfloat16"], default=None,
+                   help="compute the training attack in bfloat16 (weights, update and evaluation stay float32)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle learning rate")
     p.add_argument("--seed", type=int, default=0)
