@@ -105,3 +105,17 @@ def test_attack_dtype_is_saved_and_checked(digits, cnn_factory, tmp_path):
     for bad in ("float16", "fp32", 16):
         with pytest.raises(ValueError, match="`attack_dtype`"):
             kam.defenses.PGD(EPS, attack_dtype=bad)
+
+
+def test_a_cpu_without_bf16_units_gets_a_warning(monkeypatch):
+    from keras_advmi.attacks import _precision
+
+    monkeypatch.setattr(_precision, "bf16_hardware", lambda: False)
+    with pytest.warns(UserWarning, match="emulates bf16"):
+        kam.defenses.PGD(EPS, attack_dtype="bfloat16")
+    monkeypatch.setattr(_precision, "bf16_hardware", lambda: None)    # unknown (not Linux): no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kam.defenses.PGD(EPS, attack_dtype="bfloat16")

@@ -14,6 +14,8 @@ evaluation attack.
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 
 import keras
 
@@ -27,7 +29,25 @@ ATTACK_DTYPES = (None, "bfloat16")
 def check_attack_dtype(value):
     if value not in ATTACK_DTYPES:
         raise invalid("attack_dtype", "None (float32) or 'bfloat16'", value)
+    if value == "bfloat16" and bf16_hardware() is False:
+        warnings.warn("attack_dtype='bfloat16' on a CPU without bf16 instructions (avx512_bf16 / amx_bf16) and no "
+                      "GPU: TensorFlow emulates bf16 there and the attack gets slower, not faster.", stacklevel=3)
     return value
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_hardware():
+    """True with a GPU/TPU or a Linux CPU that lists bf16 instructions, False without, None if unknown."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = {flag for line in f if line.startswith(("flags", "Features")) for flag in line.split()}
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 @contextlib.contextmanager
