@@ -18,14 +18,16 @@ import keras_advmi as kam  # noqa: E402
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 results = {"replicas": strategy.num_replicas_in_sync}
 for name in sys.argv[1:]:
-    cls = kam.defenses.REGISTRY[name]
+    base_name, _, dtype = name.partition("+")          # "trades+bfloat16": the training attack in bf16
+    cls = kam.defenses.REGISTRY[base_name]
+    options = {"attack_dtype": dtype} if dtype else {}
     with strategy.scope():
         keras.utils.set_random_seed(0)
         net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
                                 keras.layers.Flatten(), keras.layers.Dense(10)])
         # MIAT: the MI term with untrained estimators (pretraining is single-device; this checks the fit).
-        defense = cls(epsilon=0.2, seed=0, hsize=32, alpha=1.0, require_pretrained=False) if name == "miat" else \
-            cls(epsilon=0.2, seed=0)
+        defense = cls(epsilon=0.2, seed=0, hsize=32, alpha=1.0, require_pretrained=False, **options) \
+            if base_name == "miat" else cls(epsilon=0.2, seed=0, **options)
         robust = kam.AdversarialModel(net, defense)
         robust.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
     hist = robust.fit(x, y, epochs=3, batch_size=64, validation_data=(xt, yt), verbose=0).history
