@@ -25,7 +25,7 @@ def add_parser(subparsers):
     p.add_argument("--steps", type=positive_int, default=10, help="attack steps in training")
     p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
     p.add_argument("--attack-dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="compute dtype of the training attack's passes (bfloat16: ~1.6x faster PGD-AT steps on "
+                   help="compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT steps on "
                         "CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)")
     p.add_argument("--pretrain-epochs", type=int, default=0,
                    help="MIAT: epochs of MI-estimator pretraining on the frozen model (required for miat)")

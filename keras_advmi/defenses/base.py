@@ -53,7 +53,7 @@ class Defense:
       seed: base seed of the attack noise; step and replica make each batch's noise distinct.
       attack_dtype: None (float32) or 'bfloat16': the compute dtype of the *training* attack's passes
         (``attacks._precision``); the variables, x_adv, the loss and weight gradients and every
-        evaluation attack stay float32. About 1.6x faster PGD-10 AT steps where bf16 units exist.
+        evaluation attack stay float32. PGD-10 steps ~1.7x faster where bf16 units exist.
     """
 
     name = "defense"
