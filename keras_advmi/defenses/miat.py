@@ -99,9 +99,6 @@ class MIAT(Defense):
         and at full weight the term's gradient collapsed bench_cnn on MNIST within 20 Adam steps (clean
         91% -> 22%; docs/benchmarks.md, MIAT). One epoch of ramp softened that (MIAT(trades) PGD-40 9% ->
         51% on one seed) without closing the gap to the base defense. The step count is saved.
-      stop_clean_gradient: no gradient of the MI term through h(x) (the clean outputs become the anchor
-        that h(x~)'s scores are pulled to) [U]; the official code lets both sides move, so the term can
-        also be lowered by making h(x) more like h(x~). With the PGD base, h(x) then needs no backward pass.
       norm, random_start, eval_steps, epsilon_warmup_steps, seed: as for every Defense.
     Logs (per step): the base's logs, ``mi_natural`` (v_n(x -> h(x~))) and ``mi_adversarial`` (v_a(n -> h(x~))),
     means over the selected samples (the only rows the loss computes), ``mi_loss`` (the MI term before
@@ -112,8 +109,7 @@ class MIAT(Defense):
 
     def __init__(self, epsilon=0.3, step_size=None, steps=10, base="pgd", alpha=5.0, lam=0.1, estimator="dv",
                  selection="clean_correct_adv_wrong", variant="both", hsize=128, filters=(32, 64),
-                 diagonal="exclude", require_pretrained=True, base_options=None, alpha_warmup_steps=0,
-                 stop_clean_gradient=False, **kwargs):
+                 diagonal="exclude", require_pretrained=True, base_options=None, alpha_warmup_steps=0, **kwargs):
         if base not in BASES:
             raise invalid("base", f"one of {sorted(BASES)}", base)
         if estimator not in ESTIMATORS:
@@ -135,9 +131,6 @@ class MIAT(Defense):
         self.diagonal = diagonal
         self.require_pretrained = bool(require_pretrained)
         self.alpha_warmup_steps = check_positive_int("alpha_warmup_steps", alpha_warmup_steps, minimum=0)
-        if not isinstance(stop_clean_gradient, (bool, np.bool_)):
-            raise invalid("stop_clean_gradient", "True or False", stop_clean_gradient)
-        self.stop_clean_gradient = bool(stop_clean_gradient)
         self._steps = None
         self.base_options = dict(base_options or {})
         self.base = BASES[base](epsilon, self.step_size, steps, **self.base_options, **kwargs)
@@ -211,7 +204,6 @@ class MIAT(Defense):
         base = self.base.loss(model, x, y, x_adv, training)
         logits_clean = base.logits_clean if base.logits_clean is not None else logits_of(model, x, training=training)
         logits_adv = base.logits_adv
-        mi_clean = tf.stop_gradient(logits_clean) if self.stop_clean_gradient else logits_clean
         mask = tf.cast(tf.stop_gradient(self._select(y, logits_clean, logits_adv)), tf.float32)
         batch = tf.shape(logits_adv)[0]
         # Only the selected samples enter the MI term, so only their rows of the (N, N, L) score tensors
@@ -220,7 +212,7 @@ class MIAT(Defense):
         n_rows = batch if rows is None else tf.shape(rows)[0]
         # The DV scores need >= 2 samples (negatives); a per-replica batch can hold 0 or 1 at an epoch's end.
         v_nn, v_na, v_an, v_aa = tf.cond(
-            batch >= 2, lambda: self._scores(x, x_adv, mi_clean, logits_adv, rows=rows),
+            batch >= 2, lambda: self._scores(x, x_adv, logits_clean, logits_adv, rows=rows),
             lambda: tuple(tf.zeros([n_rows], tf.float32) for _ in range(4)))
         natural_term = tf.abs(1.0 - _masked_cos(v_nn, v_na))        # every scored row is selected
         if self.variant == "both":
@@ -405,4 +397,4 @@ class MIAT(Defense):
                 "estimator": self.estimator, "selection": self.selection, "variant": self.variant,
                 "hsize": self.hsize, "filters": list(self.filters), "diagonal": self.diagonal,
                 "require_pretrained": self.require_pretrained, "base_options": self.base_options,
-                "alpha_warmup_steps": self.alpha_warmup_steps, "stop_clean_gradient": self.stop_clean_gradient}
+                "alpha_warmup_steps": self.alpha_warmup_steps}
