@@ -14,6 +14,11 @@ compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on be
   AutoAttack by its APGD-CE and APGD-DLR parts (one start each, no Square). --alpha-warmup-epochs K
   ramps MIAT's alpha over K epochs (a separate table row); with --miat-only the baseline is not
   retrained (its rows come from an earlier run into the same OUT).
+digits-gap: issue 5 item 1 over seeds, tests/test_miat.py's protocol on digits (the tests' small CNN,
+  eps 0.2, PGD-5): PGD-AT 10 epochs from small_cnn(seed), then from those weights, with the same batch
+  order, 10 epochs of PGD-AT or of each MIAT config (estimators pretrained first); PGD-20 and clean
+  accuracy gaps in points. Config a0 (alpha 0) is the control: the PGD-AT loss through MIAT's graph,
+  so its gap is run-to-run noise. --schedule cosine decays both arms' learning rate to 0.
 step-cost: median time of a compiled train step, MIAT(base) / base, for each base, measured
   interleaved in one process (the ratio is what counts on a noisy machine); --arch bench_cnn (tiny,
   the worst case for the ratio) or madry_cnn.
@@ -199,6 +204,63 @@ def step_cost(args):
     return ratios
 
 
+def _digits_cnn(seed):
+    """tests/conftest.py's small_cnn: conv32-conv32 (3x3, same), dense 64, logits."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((8, 8, 1)),
+                             keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+                             keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+                             keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+
+
+def digits_gap(args):
+    eps, epochs, batch = 0.2, 10, 64
+    (x, y), (xt, yt) = kam.data.load("digits")
+    steps_per_epoch = -(-len(x) // batch)
+    configs = {"a0": dict(alpha=0.0), "a5": dict(alpha=5.0),
+               "a5_ramp": dict(alpha=5.0, alpha_warmup_steps=steps_per_epoch),
+               "a1_ramp": dict(alpha=1.0, alpha_warmup_steps=steps_per_epoch),
+               "a2_ramp": dict(alpha=2.0, alpha_warmup_steps=steps_per_epoch), "natural": dict(variant="natural")}
+    unknown = set(args.configs) - set(configs)
+    if unknown:
+        raise SystemExit(f"unknown --configs {sorted(unknown)}; choose from {sorted(configs)}")
+
+    def fit(model, decay):
+        lr = keras.optimizers.schedules.CosineDecay(2e-3, epochs * steps_per_epoch) if decay else 2e-3
+        model.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
+        model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
+        x_adv = kam.attacks.pgd(model.model, xt, yt, eps, 2.5 * eps / 20, 20, seed=11)
+        return [100 * float((model.model.predict(v, verbose=0).argmax(1) == yt).mean()) for v in (xt, x_adv)]
+
+    gaps = {name: [] for name in args.configs}
+    for seed in args.seeds:
+        warm = kam.AdversarialModel(_digits_cnn(seed), kam.defenses.PGD(epsilon=eps, steps=5, seed=seed))
+        _compile(warm, 2e-3).fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
+        weights = warm.model.get_weights()
+
+        def net():
+            n = _digits_cnn(seed)
+            n.set_weights(weights)
+            return n
+
+        keras.utils.set_random_seed(1000 + seed)
+        ref = fit(kam.AdversarialModel(net(), kam.defenses.PGD(epsilon=eps, steps=5, seed=seed)), args.schedule == "cosine")
+        print(f"seed {seed} PGD-AT: clean {ref[0]:.1f} PGD-20 {ref[1]:.1f}", flush=True)
+        for name in args.configs:
+            defense = kam.defenses.MIAT(epsilon=eps, steps=5, seed=seed, hsize=64, **configs[name])
+            model = kam.AdversarialModel(net(), defense)
+            defense.pretrain_estimators(model, x, y, batch_size=128, verbose=0, seed=seed)
+            keras.utils.set_random_seed(1000 + seed)
+            clean, robust = fit(model, args.schedule == "cosine")
+            gaps[name].append((robust - ref[1], clean - ref[0]))
+            print(f"seed {seed} {name:8s}: clean {clean:.1f} PGD-20 {robust:.1f} | gap PGD-20 {robust - ref[1]:+.1f} "
+                  f"clean {clean - ref[0]:+.1f}", flush=True)
+    for name, values in gaps.items():
+        v = np.array(values)
+        print(f"{name:8s} mean gap PGD-20 {v[:, 0].mean():+.1f} (worst {v[:, 0].min():+.1f}), "
+              f"clean {v[:, 1].mean():+.1f} (worst {v[:, 1].min():+.1f}) over {len(v)} seeds")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -216,6 +278,10 @@ def main():
     c.add_argument("--miat-only", action="store_true",
                    help="skip the baseline (its rows are in OUT/results.jsonl from a run without a ramp)")
     c.add_argument("--out", default="benchmarks/out/miat")
+    d = sub.add_parser("digits-gap")
+    d.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    d.add_argument("--configs", nargs="+", default=["a0", "a5_ramp"])
+    d.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
     s = sub.add_parser("step-cost")
     s.add_argument("--bases", nargs="+", default=list(BASES))
     s.add_argument("--repeats", type=int, default=30)
@@ -224,7 +290,7 @@ def main():
                    help="PGD-AT batches before timing (0: an untrained model, which MIAT selects little of)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    compare(args) if args.cmd == "compare" else step_cost(args)
+    {"compare": compare, "digits-gap": digits_gap, "step-cost": step_cost}[args.cmd](args)
 
 
 if __name__ == "__main__":

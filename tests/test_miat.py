@@ -13,8 +13,10 @@ EPS = 0.2
 WARM_EPOCHS, MORE_EPOCHS = 10, 10
 
 
-def _compile(model):
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
+def _compile(model, decay_steps=None):
+    """Adam(2e-3); with ``decay_steps``, cosine-decayed to 0 over them (both arms of a comparison get it)."""
+    lr = 2e-3 if decay_steps is None else keras.optimizers.schedules.CosineDecay(2e-3, decay_steps)
+    model.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
     return model
 
 
@@ -71,17 +73,20 @@ def test_mi_ordering_on_held_out_data(digits, pretrained):
 
 
 def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, warm, pretrained, tmp_path):
-    """Same budget: WARM_EPOCHS of PGD-AT, then MORE_EPOCHS of MIAT(pgd) or of PGD-AT, from the same weights.
+    """Same budget: WARM_EPOCHS of PGD-AT, then MORE_EPOCHS of MIAT(pgd) or of PGD-AT from the same weights,
+    the same batches and the same cosine-decayed learning rate.
 
-    Issue 5 asks for clean and robust accuracy within 3 points of PGD-AT's. At alpha = 5 with the MI
-    weight ramped over the first epoch (alpha_warmup_steps), MIAT trails by 3.3 points here and by 2.0 /
-    2.5 (seeds 0 / 1) when the reference trains first (another shuffle order); at full weight from the
-    first step it trailed by 5.1 and 5.4 (docs/benchmarks.md, MIAT). So the item is borderline, not met;
-    the 5-point floor keeps the ramp's gain and catches collapses.
+    Issue 5: clean and robust accuracy within 3 points of PGD-AT's. The decay matters for the
+    comparison, not for MIAT: at a constant rate two runs of the *same* loss (MIAT at alpha 0) ended 1.3
+    and 2.7 PGD-20 points apart, as much as the criterion; with the decay, within 0.9. Over 4 seeds with
+    the decay, MIAT (alpha 5, MI weight ramped over the first epoch) trails by 0.0 to 1.1 clean and 0.4
+    to 3.1 PGD-20 points (docs/benchmarks.md, MIAT).
     """
     (x, y), (xt, yt) = digits
     model, defense, _ = pretrained
-    _compile(model)
+    decay_steps = MORE_EPOCHS * -(-len(x) // 64)
+    _compile(model, decay_steps)
+    keras.utils.set_random_seed(1000)
     logger = kam.callbacks.MutualInformationLogger(xt[:200], yt[:200], str(tmp_path), layers=["logits"],
                                                    every_n_epochs=MORE_EPOCHS, steps=5, plane_image=False)
     history = model.fit(x, y, epochs=MORE_EPOCHS, batch_size=64, verbose=0, callbacks=[logger])
@@ -95,12 +100,14 @@ def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, w
     assert history.history["mi_loss"][-1] >= 0.0
     miat_clean, miat_robust = _accuracies(model.model, xt, yt)
 
-    reference = _compile(kam.AdversarialModel(_net_from(warm, cnn_factory), kam.defenses.PGD(epsilon=EPS, steps=5, seed=0)))
+    reference = _compile(kam.AdversarialModel(_net_from(warm, cnn_factory), kam.defenses.PGD(epsilon=EPS, steps=5, seed=0)),
+                         decay_steps)
+    keras.utils.set_random_seed(1000)
     reference.fit(x, y, epochs=MORE_EPOCHS, batch_size=64, verbose=0)
     pgd_clean, pgd_robust = _accuracies(reference.model, xt, yt)
     print(f"PGD-AT clean {pgd_clean:.3f} PGD-20 {pgd_robust:.3f} | MIAT clean {miat_clean:.3f} PGD-20 {miat_robust:.3f}")
     assert miat_clean >= pgd_clean - 0.03
-    assert miat_robust >= pgd_robust - 0.05
+    assert miat_robust >= pgd_robust - 0.03
     assert miat_robust > 0.5   # a real robust model, not two broken ones
 
 
