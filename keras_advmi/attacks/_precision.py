@@ -58,6 +58,10 @@ def compute_dtype(model, dtype):
     Meant for graph tracing: ops created in the block (e.g. while a ``tf.function`` traces an attack)
     keep the reduced precision; calls after it are float32 again. Layers whose policy is not plain
     float32 (already mixed, integer, quantized) are left as they are. ``dtype=None``: no change.
+    The switch is global to the layers while the block runs, so the block must not run beside other
+    calls of the same model: tracing is single-threaded, and MirroredStrategy's replica threads take
+    turns between merge calls, of which an attack has none (tests/test_distributed.py trains TRADES
+    with a bf16 attack on 2 replicas).
     """
     if dtype is None or not isinstance(model, keras.layers.Layer):
         yield
