@@ -102,9 +102,10 @@ def test_attack_dtype_is_saved_and_checked(digits, cnn_factory, tmp_path):
     loaded = keras.models.load_model(path)
     assert loaded.defense.attack_dtype == "bfloat16"
     np.testing.assert_allclose(loaded.predict(x[:16], verbose=0), robust.predict(x[:16], verbose=0), atol=1e-6)
-    for bad in ("float16", "fp32", 16):
+    for bad in ("float16", "fp32", 16, ["bfloat16"]):
         with pytest.raises(ValueError, match="`attack_dtype`"):
             kam.defenses.PGD(EPS, attack_dtype=bad)
+    assert kam.defenses.PGD(EPS, attack_dtype="float32").attack_dtype is None
 
 
 def test_a_cpu_without_bf16_units_gets_a_warning(monkeypatch):

@@ -2,13 +2,14 @@
 
 PGD-AT spends most of its step in the attack (``steps`` forward and input-gradient passes for one
 weight update), and the attack only needs a direction: sign(grad) for L-inf. Computing those passes
-in bfloat16 (8 bits of mantissa, float32's exponent range, so no loss scaling) is the same move as
-the mixed-precision attacks of Wong et al. (2020, "Fast is better than free"), and on hardware with
-bf16 units (AVX512_BF16 / AMX CPUs, Ampere+ GPUs, TPUs) it makes a PGD-10 training step of
-Madry's MNIST CNN 1.69x faster on a 2-core AVX512_BF16 CPU (docs/benchmarks.md). What stays in float32: the variables, the image and
-perturbation (x_adv = x + eta is accumulated in float32; a bf16 pixel near 1 has a spacing of
-2^-7, coarser than a PGD step), the loss and weight gradients of the training step, and every
-evaluation attack.
+in bfloat16 (8 bits of mantissa, float32's exponent range, so no loss scaling) follows Wong et al.
+(2020, "Fast is better than free"), who ran adversarial training in mixed precision; here only the
+attack is reduced. Where bf16 units exist (AVX512_BF16 / AMX CPUs, Ampere+ GPUs, TPUs) it speeds up
+the whole step: a PGD-10 step of Madry's MNIST CNN ran 1.69x faster on 2 AVX512_BF16 cores
+(docs/benchmarks.md). What stays in float32: the variables,
+the image and perturbation (x_adv = x + eta is accumulated in float32; a bf16 pixel near 1 has a
+spacing of 2^-7, coarser than a PGD step), the loss and weight gradients of the training step, and
+every evaluation attack.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ import keras
 
 from .._checks import invalid
 
-#: Accepted values of ``attack_dtype``. float16 is left out on purpose: without loss scaling, the
-#: input gradients of a confident model underflow to 0 in float16 and sign(0) stalls the attack.
-ATTACK_DTYPES = (None, "bfloat16")
+#: Accepted values of ``attack_dtype`` ("float32" means None). float16 is left out on purpose: without
+#: loss scaling, the input gradients of a confident model underflow to 0 in float16 and sign(0) stalls
+#: the attack.
+ATTACK_DTYPES = (None, "float32", "bfloat16")
 
 
 def check_attack_dtype(value):
-    if value not in ATTACK_DTYPES:
-        raise invalid("attack_dtype", "None (float32) or 'bfloat16'", value)
+    """``value`` as stored: None (float32) or 'bfloat16'; anything else is a ValueError naming the argument."""
+    if not (value is None or isinstance(value, str)) or value not in ATTACK_DTYPES:
+        raise invalid("attack_dtype", "None / 'float32' or 'bfloat16'", value)
+    if value == "float32":
+        return None
     if value == "bfloat16" and bf16_hardware() is False:
         warnings.warn("attack_dtype='bfloat16' on a CPU without bf16 instructions (avx512_bf16 / amx_bf16) and no "
                       "GPU: TensorFlow emulates bf16 there and the attack gets slower, not faster.", stacklevel=3)

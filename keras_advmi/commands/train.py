@@ -66,7 +66,7 @@ def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None
     cls = REGISTRY[name]
     params = inspect.signature(cls).parameters
     kwargs = {"epsilon": epsilon, "seed": seed}
-    if attack_dtype not in (None, "float32"):
+    if attack_dtype is not None:
         kwargs["attack_dtype"] = attack_dtype
     if step_size is not None:
         kwargs["step_size"] = step_size
