@@ -59,25 +59,11 @@ def test_compute_dtype_restores_policies_after_an_error():
     assert [layer.dtype_policy.name for layer in net.layers] == ["float32"] * len(net.layers)
 
 
-def test_bf16_attack_is_as_strong_as_float32(trained_digits_model, digits):
-    """The PGD-20 of the training path (bf16 passes, float32 x_adv) fools the model as often as float32."""
-    _, (xt, yt) = digits
-    defense = kam.defenses.PGD(EPS, steps=20, seed=3)
-    accuracy = {}
-    for dtype in (None, "bfloat16"):
-        with compute_dtype(trained_digits_model, dtype):
-            x_adv = defense.adversarial_examples(trained_digits_model, xt, yt, seed=3).numpy()
-        assert x_adv.dtype == np.float32 and np.abs(x_adv - xt).max() <= EPS + 1e-6
-        accuracy[dtype] = float((trained_digits_model.predict(x_adv, verbose=0).argmax(1) == yt).mean())
-    clean = float((trained_digits_model.predict(xt, verbose=0).argmax(1) == yt).mean())
-    assert accuracy[None] < clean - 0.3, accuracy
-    assert abs(accuracy["bfloat16"] - accuracy[None]) <= 0.02, accuracy
-
-
 def test_pgd_at_with_a_bf16_attack_trains_as_robust_a_model(digits, cnn_factory):
-    """Same init, data order and budget: PGD-AT with the bf16 attack vs float32, judged by a float32 PGD-20."""
+    """Same init, data order and budget: PGD-AT with the bf16 attack vs float32, judged by a float32 PGD-20;
+    and the bf16 attack is as strong as the float32 one against a robust model."""
     (x, y), (xt, yt) = digits
-    result = {}
+    result, models = {}, {}
     for dtype in (None, "bfloat16"):
         keras.utils.set_random_seed(0)
         robust = kam.AdversarialModel(cnn_factory(seed=0), kam.defenses.PGD(EPS, steps=5, seed=0, attack_dtype=dtype))
@@ -86,10 +72,22 @@ def test_pgd_at_with_a_bf16_attack_trains_as_robust_a_model(digits, cnn_factory)
         x_adv = kam.attacks.pgd(robust.model, xt, yt, EPS, 2.5 * EPS / 20, 20, seed=11)
         result[dtype] = (float((robust.model.predict(xt, verbose=0).argmax(1) == yt).mean()),
                          float((robust.model.predict(x_adv, verbose=0).argmax(1) == yt).mean()))
+        models[dtype] = robust.model
     print(result)
     assert result[None][1] > 0.5
     assert result["bfloat16"][0] >= result[None][0] - 0.03, result
     assert result["bfloat16"][1] >= result[None][1] - 0.03, result
+
+    # On the float32-trained robust model (where attack strength shows), the training path's PGD-20 with
+    # bf16 passes (float32 x_adv) fools it as often as the float32 one, within 2 points.
+    net, defense, fooled = models[None], kam.defenses.PGD(EPS, steps=20, seed=3), {}
+    for dtype in (None, "bfloat16"):
+        with compute_dtype(net, dtype):
+            x_adv = defense.adversarial_examples(net, xt, yt, seed=3).numpy()
+        assert x_adv.dtype == np.float32 and np.abs(x_adv - xt).max() <= EPS + 1e-6
+        fooled[dtype] = float((net.predict(x_adv, verbose=0).argmax(1) != yt).mean())
+    print(fooled)
+    assert abs(fooled["bfloat16"] - fooled[None]) <= 0.02, fooled
 
 
 def test_attack_dtype_is_saved_and_checked(digits, cnn_factory, tmp_path):
