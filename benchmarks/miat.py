@@ -3,6 +3,7 @@
     KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py compare --datasets mnist fashion_mnist \
         --seeds 0 1 --train 20000 --warm-epochs 2 --epochs 2 --out benchmarks/out/miat
     KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py step-cost
+    python benchmarks/miat.py digits-gap --seeds 0 1 2 3 --configs a0 a5_ramp
 
 compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on bench_cnn —
   base for --warm-epochs (epsilon ramped over the first epoch), then from that same model either
