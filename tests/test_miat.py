@@ -80,7 +80,7 @@ def test_miat_fit_keeps_up_with_pgd_at_on_the_same_budget(digits, cnn_factory, w
     alpha 0) end 0.2-3.1 PGD-20 points apart (mean 1.1 with the decay, 2.0 without), as much as the
     criterion, so the same batches and the decay keep the comparison about the MI term. Over 4 seeds,
     MIAT (alpha 5, MI weight ramped in over the first epoch) trails by 1.9 PGD-20 / 0.4 clean points on
-    average, 3.1 / 1.1 on the worst seed, where the control trails by 3.1 too; in this test's order it
+    average and 3.1 / 1.1 on its worst seed (the control's worst: 3.1 PGD-20); in this test's order it
     ends above PGD-AT (docs/benchmarks.md, MIAT).
     """
     (x, y), (xt, yt) = digits
