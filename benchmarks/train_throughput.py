@@ -52,8 +52,16 @@ def loss_fn():
 
 def dataset(x, y, batch):
     """In-memory tf.data pipeline: every contender reads the same tensors (NumPy arrays passed straight to
-    fit were measured up to 1.8x slower here, from Keras' array adapter, which would blur the comparison)."""
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)
+    fit were measured up to 1.8x slower here, from Keras' array adapter, which would blur the comparison).
+
+    Fixed prefetch, autotuning off: with ``prefetch(AUTOTUNE)``, releasing the iterator that ``fit``
+    drops at the end of each epoch stalled until a fixed deadline (a 1.8-2.3 s epoch ended at exactly
+    2.545 s in about half the rounds, ours more often than the hand-written loop's; apparently a wait
+    for tf.data's autotuning thread), and none did with autotuning off (measured 2026-11-26).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2).with_options(options)
 
 
 def standard(x, y, batch):
