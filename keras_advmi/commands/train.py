@@ -65,9 +65,7 @@ def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None
         raise UsageError(f"defense {name!r} is not available in this installation")
     cls = REGISTRY[name]
     params = inspect.signature(cls).parameters
-    kwargs = {"epsilon": epsilon, "seed": seed}
-    if attack_dtype is not None:
-        kwargs["attack_dtype"] = attack_dtype
+    kwargs = {"epsilon": epsilon, "seed": seed, "attack_dtype": attack_dtype}   # every Defense takes it
     if step_size is not None:
         kwargs["step_size"] = step_size
     if "steps" in params:
