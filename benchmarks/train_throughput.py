@@ -1,7 +1,8 @@
 """Adversarial-training throughput, side by side in one run, on one model (default Madry's MNIST CNN) and batch size.
 
-Measures images/s of: standard training (Keras fit); our PGD-10 AT (float32, and with the training attack in
-bfloat16: ``attack_dtype='bfloat16'``) and FastAT (AdversarialModel.fit); a
+Measures images/s of: standard training (Keras fit); our PGD-10 AT (float32 with the default
+``attack_chains``, the same with ``attack_chains=1``, and with the training attack in bfloat16:
+``attack_dtype='bfloat16'``) and FastAT (AdversarialModel.fit); a
 hand-written cleverhans-PGD + GradientTape loop, eager and wrapped in tf.function; ART's
 AdversarialTrainerMadryPGD. Rounds alternate between contenders (the machine is noisy) and the
 median per contender is reported, with ratios.
@@ -144,6 +145,8 @@ def main():
     factories = {
         "standard": lambda: standard(x, y, args.batch_size),
         "keras_advmi_pgd10": lambda: ours(x, y, args.batch_size),
+        "keras_advmi_pgd10_one_chain": lambda: ours(x, y, args.batch_size, kam.defenses.PGD(
+            epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_chains=1)),
         "keras_advmi_pgd10_bf16_attack": lambda: ours(x, y, args.batch_size, kam.defenses.PGD(
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_dtype="bfloat16")),
         "keras_advmi_fast_at": lambda: ours(x, y, args.batch_size, kam.defenses.FastAT(epsilon=EPS, seed=0)),
@@ -170,6 +173,14 @@ def main():
         if other in ips:
             print(f"  ours / {other:<22} {ours_ips / ips[other]:6.2f}x")
             result[f"ratio_vs_{other}"] = ours_ips / ips[other]
+    if "keras_advmi_pgd10_one_chain" in ips:   # attack_chains=1: the attack as one chain of ops (GPU default)
+        one = ips["keras_advmi_pgd10_one_chain"]
+        print(f"  ours / ours with attack_chains=1     {ours_ips / one:6.2f}x")
+        result["ratio_vs_one_chain"] = ours_ips / one
+        for other in ("cleverhans_eager", "cleverhans_tf_function"):
+            if other in ips:
+                print(f"  ours, attack_chains=1 / {other:<22} {one / ips[other]:6.2f}x")
+                result[f"one_chain_ratio_vs_{other}"] = one / ips[other]
     if "keras_advmi_pgd10_bf16_attack" in ips:   # a different computation: its own lines, never "ours"
         bf16 = ips["keras_advmi_pgd10_bf16_attack"]
         for other in ("keras_advmi_pgd10", "cleverhans_eager", "cleverhans_tf_function"):

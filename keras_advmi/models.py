@@ -115,8 +115,10 @@ class AdversarialModel(keras.Model):
         x = tf.cast(x, tf.float32)
         y = _sparse_labels(y)
         with self.defense.attack_precision(self.model):
-            x_adv = self.defense.adversarial_examples(self.model, x, y, seed=self._step_seed(0),
-                                                      step=self.optimizer.iterations)
+            step = self.optimizer.iterations
+            x_adv = self.defense.in_chains(
+                lambda x_, y_, seed: self.defense.adversarial_examples(self.model, x_, y_, seed=seed, step=step),
+                x, y, self._step_seed(0))
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
             out = self.defense.loss(self.model, x, y, x_adv, training=True)
@@ -136,7 +138,8 @@ class AdversarialModel(keras.Model):
         y = _sparse_labels(y)
         seed = self._step_seed(1)
         logits_clean = self.model(x, training=False)
-        x_adv = self.defense.evaluation_examples(self.model, x, y, seed=seed)
+        x_adv = self.defense.in_chains(
+            lambda x_, y_, seed_: self.defense.evaluation_examples(self.model, x_, y_, seed=seed_), x, y, seed)
         out = self.defense.loss(self.model, x, y, x_adv, training=False)
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
         loss = self._weighted_mean(out.per_sample, sample_weight)

@@ -18,7 +18,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_norm, check_positive_int, invalid
-from ..attacks._common import cross_entropy, logits_of
+from ..attacks._common import cross_entropy, logits_of, seed_pair
 from ..attacks._precision import check_attack_dtype, compute_dtype
 from ..attacks.pgd import pgd_graph
 
@@ -54,14 +54,21 @@ class Defense:
       attack_dtype: None (float32) or 'bfloat16': the compute dtype of the *training* attack's passes
         (``attacks._precision``); the variables, x_adv, the loss and weight gradients and every
         evaluation attack stay float32. PGD-10 steps ~1.7x faster where bf16 units exist.
+      attack_chains: 'auto' or a positive int: the batch is cut into this many sub-batches, each attacked
+        by its own chain of ops in the same graph (``in_chains``), so a CPU's cores can run small ops of
+        two chains at once. The result is the same attack (it is per sample; only the random-start draws
+        differ). 'auto' is 2 where no GPU or TPU is visible and 1 otherwise; measured on 2 CPU cores,
+        PGD-10 training 1.09x faster on a 7-MFLOP CNN and unchanged on Madry's CNN (docs/benchmarks.md).
     """
 
     name = "defense"
     #: Names of the scalars ``loss`` reports in ``logs`` (a metric each in ``fit``'s history).
     log_names: tuple = ()
+    #: Whether ``adversarial_examples`` treats samples independently (so sub-batches may be attacked apart).
+    per_sample_attack: bool = True
 
     def __init__(self, epsilon=0.3, step_size=None, steps=10, norm=np.inf, random_start=True, eval_steps=None,
-                 epsilon_warmup_steps=0, seed=None, attack_dtype=None):
+                 epsilon_warmup_steps=0, seed=None, attack_dtype=None, attack_chains="auto"):
         self.norm = check_norm(norm)
         if self.norm == np.inf:
             self.epsilon = check_fraction("epsilon", epsilon)
@@ -78,6 +85,10 @@ class Defense:
             raise invalid("seed", "an integer or None", seed)
         self.seed = seed
         self.attack_dtype = check_attack_dtype(attack_dtype)
+        if attack_chains != "auto" and (isinstance(attack_chains, bool)
+                                        or not isinstance(attack_chains, (int, np.integer)) or attack_chains < 1):
+            raise invalid("attack_chains", "'auto' or a positive integer", attack_chains)
+        self.attack_chains = attack_chains if attack_chains == "auto" else int(attack_chains)
 
     # -- protocol -----------------------------------------------------------------------------
     def build(self, model):
@@ -93,6 +104,32 @@ class Defense:
     def attack_precision(self, model):
         """Context for tracing the training attack: ``model`` computes in ``attack_dtype`` inside it."""
         return compute_dtype(model, self.attack_dtype)
+
+    def chains(self):
+        """The number of sub-batches ``in_chains`` cuts a batch into (``attack_chains`` resolved)."""
+        if not self.per_sample_attack:
+            return 1
+        if self.attack_chains == "auto":
+            accelerators = [d for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")]
+            return 1 if accelerators else 2
+        return self.attack_chains
+
+    def in_chains(self, attack, x, y, seed=None):
+        """``attack(x_part, y_part, seed_part)`` on ``chains()`` contiguous sub-batches, concatenated.
+
+        x: (N, ...) float32, y: (N,) labels, seed: None or the (2,) int64 step seed (each part gets its own).
+        The parts are independent chains in one graph: TensorFlow's inter-op threads run them side by
+        side, which keeps both CPU cores busy on ops too small to split well by themselves. Parts
+        differ in size by at most one sample, and an empty part (N < chains) is passed through.
+        """
+        chains = self.chains()
+        if chains == 1:
+            return attack(x, y, seed)
+        n = tf.shape(x, out_type=tf.int64)[0]
+        sizes = tf.stack([(n * (i + 1)) // chains - (n * i) // chains for i in range(chains)])
+        parts = zip(tf.split(x, sizes, num=chains), tf.split(y, sizes, num=chains))
+        return tf.concat([attack(xp, yp, None if seed is None else seed_pair(seed) + tf.constant([1_000_003 * i, 0], tf.int64))
+                          for i, (xp, yp) in enumerate(parts)], axis=0)
 
     def current_epsilon(self, step=None):
         """Epsilon at optimizer step ``step`` under the linear warm-up (a float32 tensor)."""
@@ -129,7 +166,7 @@ class Defense:
         return {"epsilon": self.epsilon, "step_size": self.step_size, "steps": self.steps,
                 "norm": "inf" if self.norm == np.inf else 2, "random_start": self.random_start,
                 "eval_steps": self.eval_steps, "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed,
-                "attack_dtype": self.attack_dtype}
+                "attack_dtype": self.attack_dtype, "attack_chains": self.attack_chains}
 
     @classmethod
     def from_config(cls, config):
