@@ -2,7 +2,8 @@
 
 ``AdversarialModel`` calls, inside its compiled ``train_step``:
   with defense.attack_precision(model):
-      x_adv = defense.adversarial_examples(model, x, y, seed=..., step=...)
+      x_adv = defense.in_chains(lambda x_, y_, seed: defense.adversarial_examples(model, x_, y_, seed, step),
+                                x, y, seed)          # one call per sub-batch (``attack_chains``)
   out = defense.loss(model, x, y, x_adv, training=True)      # a ``DefenseLoss``
 and reduces ``out.per_sample`` with the sample weights. (DESIGN.md sketched ``loss`` returning a
 scalar; a per-sample vector is returned instead so that ``sample_weight`` and ``tf.distribute``
@@ -58,7 +59,7 @@ class Defense:
         by its own chain of ops in the same graph (``in_chains``), so a CPU's cores can run small ops of
         two chains at once. The result is the same attack (it is per sample; only the random-start draws
         differ). 'auto' is 2 where no GPU or TPU is visible and 1 otherwise; measured on 2 CPU cores,
-        PGD-10 training 1.09x faster on a 7-MFLOP CNN and unchanged on Madry's CNN (docs/benchmarks.md).
+        PGD-10 training 1.09x faster on a 7-MFLOP CNN, 1.04-1.05x on Madry's CNN (docs/benchmarks.md).
     """
 
     name = "defense"
