@@ -76,6 +76,11 @@ def test_auto_is_two_chains_on_cpu_and_one_with_an_accelerator(monkeypatch):
     assert defense.chains() == 1
     assert kam.defenses.PGD(EPS, attack_chains=3).chains() == 3
 
+    class BatchCoupled(kam.defenses.PGD):     # a defense whose attack mixes samples opts out
+        per_sample_attack = False
+
+    assert BatchCoupled(EPS, attack_chains=3).chains() == 1
+
 
 def test_attack_chains_is_saved_and_restored():
     config = kam.defenses.TRADES(EPS, attack_chains=3).get_config()

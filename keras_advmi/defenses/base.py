@@ -129,7 +129,8 @@ class Defense:
         n = tf.shape(x, out_type=tf.int64)[0]
         sizes = tf.stack([(n * (i + 1)) // chains - (n * i) // chains for i in range(chains)])
         parts = zip(tf.split(x, sizes, num=chains), tf.split(y, sizes, num=chains))
-        return tf.concat([attack(xp, yp, None if seed is None else seed_pair(seed) + tf.constant([1_000_003 * i, 0], tf.int64))
+        base = None if seed is None else seed_pair(seed)
+        return tf.concat([attack(xp, yp, None if base is None else base + tf.constant([1_000_003 * i, 0], tf.int64))
                           for i, (xp, yp) in enumerate(parts)], axis=0)
 
     def current_epsilon(self, step=None):
