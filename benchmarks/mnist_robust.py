@@ -87,8 +87,10 @@ def train(args):
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
     if args.defense in ("fast_at", "n_fgsm"):  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
         callbacks.append(kam.callbacks.CatastrophicOverfittingMonitor(drop=0.2))
+    # Validation (logs, and the monitor that may restore the most robust epoch) on the last 1,000 test
+    # images; `evaluate` reports on the first --n, so nothing is selected on the images it scores.
     robust.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
-               validation_data=(xt[:1000], yt[:1000]), verbose=2, callbacks=[*callbacks, EpochLog()])
+               validation_data=(xt[-1000:], yt[-1000:]), verbose=2, callbacks=[*callbacks, EpochLog()])
     print(json.dumps(log, indent=2))
 
 
