@@ -169,24 +169,20 @@ def main():
         print(f"  {name:<24} {v:9.1f}")
     result = {"images_per_second": ips, "seconds": seconds, "batch_size": args.batch_size, "arch": ARCH}
     ours_ips = ips["keras_advmi_pgd10"]
-    for other in ("cleverhans_eager", "cleverhans_tf_function", "art_madry_pgd"):
-        if other in ips:
-            print(f"  ours / {other:<22} {ours_ips / ips[other]:6.2f}x")
-            result[f"ratio_vs_{other}"] = ours_ips / ips[other]
-    if "keras_advmi_pgd10_one_chain" in ips:   # attack_chains=1: the attack as one chain of ops (GPU default)
-        one = ips["keras_advmi_pgd10_one_chain"]
-        print(f"  ours / ours with attack_chains=1     {ours_ips / one:6.2f}x")
-        result["ratio_vs_one_chain"] = ours_ips / one
-        for other in ("cleverhans_eager", "cleverhans_tf_function"):
-            if other in ips:
-                print(f"  ours, attack_chains=1 / {other:<22} {one / ips[other]:6.2f}x")
-                result[f"one_chain_ratio_vs_{other}"] = one / ips[other]
-    if "keras_advmi_pgd10_bf16_attack" in ips:   # a different computation: its own lines, never "ours"
-        bf16 = ips["keras_advmi_pgd10_bf16_attack"]
-        for other in ("keras_advmi_pgd10", "cleverhans_eager", "cleverhans_tf_function"):
-            if other in ips:
-                print(f"  ours, bf16 attack / {other:<22} {bf16 / ips[other]:6.2f}x")
-                result[f"bf16_attack_ratio_vs_{other}"] = bf16 / ips[other]
+
+    def ratios(name, label, key, others):
+        """Print and record ips[name] / ips[other] for each of ``others`` that ran."""
+        for other in others:
+            if name in ips and other in ips:
+                print(f"  {label} / {other:<28} {ips[name] / ips[other]:6.2f}x")
+                result[f"{key}{other}"] = ips[name] / ips[other]
+
+    loops = ("cleverhans_eager", "cleverhans_tf_function")
+    ratios("keras_advmi_pgd10", "ours", "ratio_vs_", ("keras_advmi_pgd10_one_chain", *loops, "art_madry_pgd"))
+    # attack_chains=1: the attack as one chain of ops (the default where a GPU is visible)
+    ratios("keras_advmi_pgd10_one_chain", "ours, attack_chains=1", "one_chain_ratio_vs_", loops)
+    # the bf16 attack is a different computation: its own lines, never "ours"
+    ratios("keras_advmi_pgd10_bf16_attack", "ours, bf16 attack", "bf16_attack_ratio_vs_", ("keras_advmi_pgd10", *loops))
     if "keras_advmi_fast_at" in ips:
         ratio = ours_ips / ips["keras_advmi_fast_at"]
         print(f"  FastAT step time / PGD-10 step time = {ratio:.2f}")
