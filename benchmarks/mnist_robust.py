@@ -67,8 +67,11 @@ def train(args):
     robust = kam.AdversarialModel(madry_cnn(args.seed),
                                   make_defense(args.defense, args.steps, int(args.warmup_epochs * steps_per_epoch),
                                                args.fast_step, args.attack_dtype))
-    robust.compile(optimizer=keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr)),
-                   metrics=["accuracy"])
+    # --ema: Polyak averaging of the weights (Keras' use_ema); validation sees the averaged weights
+    # (SwapEMAWeights) and fit ends by writing them into the model.
+    optimizer = keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr),
+                                      use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
+    robust.compile(optimizer=optimizer, metrics=["accuracy"])
     log_path = out / "train_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {"epochs": [], "wall_seconds": 0.0}
 
@@ -87,10 +90,14 @@ def train(args):
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
     if args.defense in ("fast_at", "n_fgsm"):  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
         callbacks.append(kam.callbacks.CatastrophicOverfittingMonitor(drop=0.2))
+    if args.ema is not None:  # after BackupAndRestore, which must save the raw weights, not the averages
+        callbacks.append(keras.callbacks.SwapEMAWeights())
     # Validation (logs, and the monitor that may restore the most robust epoch) on the last 1,000 test
     # images; `evaluate` reports on the first --n, so nothing is selected on the images it scores.
     robust.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
                validation_data=(xt[-1000:], yt[-1000:]), verbose=2, callbacks=[*callbacks, EpochLog()])
+    if args.ema is not None:  # EpochLog saved the raw weights; fit has since put the averages in
+        robust.model.save(out / "model.keras")
     print(json.dumps(log, indent=2))
 
 
@@ -126,6 +133,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=None,
+                   help="average the weights with this EMA momentum (e.g. 0.998) and keep the average")
     p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear epsilon ramp length")
     p.add_argument("--n", type=int, default=1000, help="test images for evaluation")
     p.add_argument("--restarts", type=int, default=3)

@@ -1,8 +1,8 @@
 """Adversarial-training throughput, side by side in one run, on one model (default Madry's MNIST CNN) and batch size.
 
 Measures images/s of: standard training (Keras fit); our PGD-10 AT (float32 with the default
-``attack_chains``, the same with ``attack_chains=1``, and with the training attack in bfloat16:
-``attack_dtype='bfloat16'``) and FastAT (AdversarialModel.fit); a
+``attack_chains``, the same with ``attack_chains=1``, the same compiled with XLA
+(``jit_compile=True``), and with the training attack in bfloat16: ``attack_dtype='bfloat16'``) and FastAT (AdversarialModel.fit); a
 hand-written cleverhans-PGD + GradientTape loop, eager and wrapped in tf.function; ART's
 AdversarialTrainerMadryPGD. Rounds alternate between contenders (the machine is noisy) and the
 median per contender is reported, with ratios.
@@ -73,10 +73,10 @@ def standard(x, y, batch):
     return lambda: model.fit(data_, epochs=1, verbose=0)
 
 
-def ours(x, y, batch, defense=None):
+def ours(x, y, batch, defense=None, jit_compile="auto"):
     defense = defense or kam.defenses.PGD(epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0)
     robust = kam.AdversarialModel(make_model(), defense)
-    robust.compile(optimizer=keras.optimizers.Adam(1e-3))
+    robust.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     data_ = dataset(x, y, batch)
     return lambda: robust.fit(data_, epochs=1, verbose=0)
 
@@ -149,6 +149,8 @@ def main():
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_chains=1)),
         "keras_advmi_pgd10_bf16_attack": lambda: ours(x, y, args.batch_size, kam.defenses.PGD(
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_dtype="bfloat16")),
+        # Keras' "auto" leaves XLA off on a CPU-only machine; this contender forces it on
+        "keras_advmi_pgd10_xla": lambda: ours(x, y, args.batch_size, jit_compile=True),
         "keras_advmi_fast_at": lambda: ours(x, y, args.batch_size, kam.defenses.FastAT(epsilon=EPS, seed=0)),
         "cleverhans_eager": lambda: cleverhans_loop(x, y, args.batch_size, compiled=False),
         "cleverhans_tf_function": lambda: cleverhans_loop(x, y, args.batch_size, compiled=True),
@@ -178,7 +180,8 @@ def main():
                 result[f"{key}{other}"] = ips[name] / ips[other]
 
     loops = ("cleverhans_eager", "cleverhans_tf_function")
-    ratios("keras_advmi_pgd10", "ours", "ratio_vs_", ("keras_advmi_pgd10_one_chain", *loops, "art_madry_pgd"))
+    ratios("keras_advmi_pgd10", "ours", "ratio_vs_",
+           ("keras_advmi_pgd10_one_chain", "keras_advmi_pgd10_xla", *loops, "art_madry_pgd"))
     # attack_chains=1: the attack as one chain of ops (the default where a GPU is visible)
     ratios("keras_advmi_pgd10_one_chain", "ours, attack_chains=1", "one_chain_ratio_vs_", loops)
     # the bf16 attack is a different computation: its own lines, never "ours"
