@@ -204,3 +204,32 @@ def test_validation_attack_uses_a_proper_pgd_step(trained_digits_model, digits):
     reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], 0.1, 0.025, 10, seed=0)
     acc = lambda a: np.mean(np.argmax(trained_digits_model.predict(a, verbose=0), -1) == yt[:200])
     assert abs(acc(adv) - acc(reference)) <= 0.03
+
+
+@pytest.mark.parametrize("name", ["fast_at", "trades"])
+def test_clean_train_metrics_off_skips_only_the_training_metrics(name, digits, cnn_factory, tmp_path):
+    """clean_train_metrics=False: the same weights as with it on (the clean pass never trains), no
+    compiled metric in the training logs, every metric in validation; the flag survives save/load."""
+    (x, y), (xt, yt) = digits
+    x, y, xt, yt = x[:256], y[:256], xt[:128], yt[:128]
+    runs = {}
+    for flag in (True, False):
+        keras.utils.set_random_seed(0)
+        robust = kam.AdversarialModel(cnn_factory(), DEFENSES[name](), clean_train_metrics=flag)
+        robust.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
+        hist = robust.fit(x, y, epochs=2, batch_size=64, validation_data=(xt, yt), shuffle=False, verbose=0).history
+        runs[flag] = robust, hist
+    (on, hist_on), (off, hist_off) = runs[True], runs[False]
+    for a, b in zip(on.get_weights(), off.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert "accuracy" in hist_on and "accuracy" not in hist_off
+    assert {"loss", "adv_accuracy", "val_accuracy", "val_adv_accuracy"} <= set(hist_off)
+    np.testing.assert_allclose(hist_off["val_accuracy"], hist_on["val_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(hist_off["loss"], hist_on["loss"], rtol=1e-5)
+    off.save(tmp_path / "off.keras")
+    assert keras.models.load_model(tmp_path / "off.keras").clean_train_metrics is False
+
+
+def test_clean_train_metrics_must_be_a_bool(cnn_factory):
+    with pytest.raises(ValueError, match="clean_train_metrics"):
+        kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.1), clean_train_metrics="no")
