@@ -73,10 +73,10 @@ def standard(x, y, batch):
     return lambda: model.fit(data_, epochs=1, verbose=0)
 
 
-def ours(x, y, batch, defense=None, jit_compile="auto"):
+def ours(x, y, batch, defense=None, jit_compile="auto", use_ema=False):
     defense = defense or kam.defenses.PGD(epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0)
     robust = kam.AdversarialModel(make_model(), defense)
-    robust.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    robust.compile(optimizer=keras.optimizers.Adam(1e-3, use_ema=use_ema), jit_compile=jit_compile)
     data_ = dataset(x, y, batch)
     return lambda: robust.fit(data_, epochs=1, verbose=0)
 
@@ -128,12 +128,28 @@ def art_trainer(x, y, batch):
     return lambda: trainer.fit(x, onehot)
 
 
+def alternate_rounds(runs, rounds):
+    """One untimed warm-up call of each run (tracing, first-call costs), then ``rounds`` rounds that
+    call every run in turn; returns {name: [seconds per round]}."""
+    for run in runs.values():
+        run()
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--batches", type=int, default=20, help="batches per timed epoch")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
+    p.add_argument("--fast-at-batch-size", type=int, default=None,
+                   help="FastAT's batch size, if not --batch-size (same images per round, so images/s compare)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--arch", default="madry_cnn", choices=["madry_cnn", "bench_cnn", "small_cnn"],
                    help="model every contender trains (keras_advmi.architectures)")
@@ -151,20 +167,14 @@ def main():
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_dtype="bfloat16")),
         # Keras' "auto" leaves XLA off on a CPU-only machine; this contender forces it on
         "keras_advmi_pgd10_xla": lambda: ours(x, y, args.batch_size, jit_compile=True),
-        "keras_advmi_fast_at": lambda: ours(x, y, args.batch_size, kam.defenses.FastAT(epsilon=EPS, seed=0)),
+        "keras_advmi_fast_at": lambda: ours(x, y, args.fast_at_batch_size or args.batch_size,
+                                            kam.defenses.FastAT(epsilon=EPS, seed=0), use_ema=True),
         "cleverhans_eager": lambda: cleverhans_loop(x, y, args.batch_size, compiled=False),
         "cleverhans_tf_function": lambda: cleverhans_loop(x, y, args.batch_size, compiled=True),
         "art_madry_pgd": lambda: art_trainer(x, y, args.batch_size),
     }
     runs = {name: f() for name, f in factories.items() if name not in args.skip}
-    for run in runs.values():  # warm-up: tracing and first-call costs
-        run()
-    seconds = {name: [] for name in runs}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - t0)
+    seconds = alternate_rounds(runs, args.rounds)
     ips = {name: n / statistics.median(s) for name, s in seconds.items()}
     print(f"images/s, {ARCH}, batch {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median):")
     for name, v in ips.items():
@@ -186,9 +196,9 @@ def main():
     ratios("keras_advmi_pgd10_one_chain", "ours, attack_chains=1", "one_chain_ratio_vs_", loops)
     # the bf16 attack is a different computation: its own lines, never "ours"
     ratios("keras_advmi_pgd10_bf16_attack", "ours, bf16 attack", "bf16_attack_ratio_vs_", ("keras_advmi_pgd10", *loops))
-    if "keras_advmi_fast_at" in ips:
+    if "keras_advmi_fast_at" in ips:  # FastAT as mnist_robust.py trains it: its batch size, EMA weights
         ratio = ours_ips / ips["keras_advmi_fast_at"]
-        print(f"  FastAT step time / PGD-10 step time = {ratio:.2f}")
+        print(f"  FastAT time / PGD-10 time, per image = {ratio:.3f}")
         result["fast_at_time_over_pgd10"] = ratio
     if "standard" in ips:
         cost = ips["standard"] / ours_ips / (STEPS + 1)
