@@ -27,6 +27,12 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise invalid(name, "True or False", value)
+    return bool(value)
+
+
 def check_norm(value):
     if value in (np.inf, "inf", "linf", "Linf"):
         return np.inf

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_images, check_labels, invalid
+from ._checks import check_bool, check_images, check_labels, invalid
 from .defenses.base import Defense
 
 logger = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ class AdversarialModel(keras.Model):
             raise invalid("defense", "a kam.defenses.Defense instance, e.g. kam.defenses.PGD(epsilon=0.3)", defense)
         if model.outputs is not None and len(model.outputs) != 1:
             raise invalid("model", "a model with a single logits output", f"{len(model.outputs)} outputs")
-        if not isinstance(clean_train_metrics, (bool, np.bool_)):
-            raise invalid("clean_train_metrics", "True or False", clean_train_metrics)
-        self.clean_train_metrics = bool(clean_train_metrics)
+        self.clean_train_metrics = check_bool("clean_train_metrics", clean_train_metrics)
         self.model = model
         self.defense = defense
         defense.build(model)

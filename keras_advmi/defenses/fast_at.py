@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from ..attacks._common import logits_of, loss_gradient, random_start as ball_sample, seed_pair, unless_empty
 from ..attacks.fgsm import fgsm_graph
-from .._checks import check_fraction, invalid
+from .._checks import check_bool, check_fraction
 from .base import Defense, DefenseLoss, adversarial_cross_entropy, serializable
 
 
@@ -41,9 +41,7 @@ class FastAT(Defense):
         super().__init__(epsilon, step_size if step_size is not None else 1.25 * epsilon, 1,
                          eval_steps=eval_steps, **kwargs)
         self.noise = check_fraction("noise", noise, 0.0, float("inf"))
-        if not isinstance(project, (bool, np.bool_)):
-            raise invalid("project", "True or False", project)
-        self.project = bool(project)
+        self.project = check_bool("project", project)
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
         eps = self.current_epsilon(step)
