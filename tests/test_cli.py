@@ -53,6 +53,9 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha", "-1"], "--alpha must be >= 0"),
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha-warmup-epochs", "-1"],
      "--alpha-warmup-epochs must be >= 0"),
+    (["train", "--ema", "1.5"], "--ema must be in (0, 1)"),
+    (["train", "--epsilon-warmup-epochs", "-1"], "--epsilon-warmup-epochs must be >= 0"),
+    (["train", "--defense", "none", "--no-clean-train-metrics"], "need a defense"),
 ])
 def test_bad_arguments_one_line_exit_2(args, needle):
     proc = cli(*args)
@@ -72,3 +75,24 @@ def test_train_miat_runs_p2_procedure(tmp_path):
     assert "MIAT step 1" in proc.stdout and "MIAT step 2" in proc.stdout
     assert "mi_natural" in proc.stdout and "robust_kl" in proc.stdout
     assert (tmp_path / "model.keras").exists()
+
+
+def _fast_at_run(tmp_path, name, *extra):
+    out = tmp_path / name
+    proc = cli("train", "--dataset", "digits", "--defense", "fast_at", "--epochs", "2", "--epsilon-warmup-epochs", "1",
+               "--no-clean-train-metrics", "--eval-attacks", "clean", "--out", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((out / "robustness.json").read_text())
+    return proc.stdout, {r["attack"]: r["accuracy"] for r in table["rows"]}["clean"]
+
+
+def test_train_fast_at_recipe_flags(tmp_path):
+    """--no-clean-train-metrics drops the training accuracy (validation keeps it); FastAT runs Wong et al.'s
+    overfitting check; --ema keeps the average: at momentum 0.9999 over 44 steps it stays next to the
+    initial weights, so validation and the saved model score near chance where the raw weights score > 50%."""
+    stdout, clean = _fast_at_run(tmp_path, "raw")
+    assert "co_pgd_accuracy" in stdout and "val_accuracy" in stdout
+    assert " - accuracy:" not in stdout and "adv_accuracy" in stdout
+    assert clean > 0.5
+    stdout, clean_ema = _fast_at_run(tmp_path, "ema", "--ema", "0.9999")
+    assert clean_ema < 0.3, clean_ema

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -36,9 +37,17 @@ def add_parser(subparsers):
     p.add_argument("--base-epochs", type=int, default=0,
                    help="MIAT: epochs of the base defense before estimator pretraining (P2 step 1; 0 when --model "
                         "is already adversarially trained)")
+    p.add_argument("--epsilon-warmup-epochs", type=float, default=0.0,
+                   help="ramp the training epsilon linearly from 0 over this many epochs (0 = off)")
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                   help="keep an exponential moving average of the weights (e.g. 0.998): validation, the saved "
+                        "model and the final table use the average")
+    p.add_argument("--clean-train-metrics", action=argparse.BooleanOptionalAction, default=True,
+                   help="training accuracy on clean inputs (one more forward pass per batch; "
+                        "--no-clean-train-metrics skips it, validation keeps every metric)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-attacks", nargs="+", default=["clean", "fgsm", "pgd-20"])
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/logs for TensorBoard")
@@ -50,7 +59,7 @@ def add_parser(subparsers):
 DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
 
 
-def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None, **extra):
+def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None, epsilon_warmup_steps=0, **extra):
     """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
     import inspect
 
@@ -65,7 +74,8 @@ def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None
         raise UsageError(f"defense {name!r} is not available in this installation")
     cls = REGISTRY[name]
     params = inspect.signature(cls).parameters
-    kwargs = {"epsilon": epsilon, "seed": seed, "attack_dtype": attack_dtype}   # every Defense takes it
+    kwargs = {"epsilon": epsilon, "seed": seed, "attack_dtype": attack_dtype,   # every Defense takes these
+              "epsilon_warmup_steps": epsilon_warmup_steps}
     if step_size is not None:
         kwargs["step_size"] = step_size
     if "steps" in params:
@@ -96,6 +106,12 @@ def run(args):
         raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
     if args.alpha_warmup_epochs < 0:
         raise UsageError(f"--alpha-warmup-epochs must be >= 0, got {args.alpha_warmup_epochs}")
+    if not args.epsilon_warmup_epochs >= 0:
+        raise UsageError(f"--epsilon-warmup-epochs must be >= 0, got {args.epsilon_warmup_epochs}")
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise UsageError(f"--ema must be in (0, 1), e.g. 0.998, got {args.ema}")
+    if args.defense == "none" and (args.epsilon_warmup_epochs or not args.clean_train_metrics):
+        raise UsageError("--epsilon-warmup-epochs and --no-clean-train-metrics need a defense (not --defense none)")
     (x, y), (xt, yt) = load_dataset(args.dataset)
     epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
     keras.utils.set_random_seed(args.seed)
@@ -105,18 +121,20 @@ def run(args):
         model = getattr(model, "model", model) if not isinstance(model, keras.Sequential) else model
     else:
         model = build(args.arch, x.shape[1:], classes)
+    steps_per_epoch = -(-len(x) // args.batch_size)
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
                            attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha,
-                           alpha_warmup_steps=args.alpha_warmup_epochs * -(-len(x) // args.batch_size))
+                           alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch,
+                           epsilon_warmup_steps=int(round(args.epsilon_warmup_epochs * steps_per_epoch)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    optimizer = keras.optimizers.Adam(args.lr)
+    optimizer = keras.optimizers.Adam(args.lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     if defense is None:
         trainer = model
         trainer.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
     else:
-        trainer = AdversarialModel(model, defense)
+        trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
         trainer.compile(optimizer=optimizer, metrics=["accuracy"])
         if args.pretrain_epochs and hasattr(defense, "pretrain_estimators"):
             resumed = (out / "backup").exists()
@@ -132,6 +150,11 @@ def run(args):
                 defense.natural.pretrained.assign(1.0)
                 defense.adversarial.pretrained.assign(1.0)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    if args.defense == "fast_at":   # Wong et al.'s check: PGD vs FGSM accuracy on the validation data
+        from ..callbacks import CatastrophicOverfittingMonitor
+        callbacks.append(CatastrophicOverfittingMonitor())
+    if args.ema is not None:   # after BackupAndRestore, which must back up the raw weights, not the averages
+        callbacks.append(keras.callbacks.SwapEMAWeights())
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
     trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt),
