@@ -121,6 +121,33 @@ def test_catastrophic_overfitting_monitor_flags_collapse():
     assert flags == [0.0, 0.0, 1.0] and monitor.detected_epoch == 2 and model.stop_training
 
 
+def test_catastrophic_overfitting_monitor_restores_the_best_weight_average():
+    """With weight averaging (use_ema + SwapEMAWeights), validation scores the averages and fit ends by
+    writing the averages into the model: a collapse at epoch 3 must leave the model with epoch 2's
+    averages (the most robust epoch), not the averages that fit ends with."""
+    from keras_advmi.callbacks.overfitting import CatastrophicOverfittingMonitor
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=0.5), "mse")
+    fake = [(0.5, 0.55), (0.6, 0.62), (0.05, 0.9), (0.05, 0.9)]   # (PGD, FGSM) validation accuracy per epoch
+    averages = {}
+
+    class FakeValidation(keras.callbacks.Callback):   # runs before the monitor, on the same logs
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_adv_accuracy"], logs["val_fgsm_accuracy"] = fake[epoch]
+            averages[epoch] = [v.numpy() for v in self.model.optimizer._model_variables_moving_average]
+
+    monitor = CatastrophicOverfittingMonitor(drop=0.2, gap=None)
+    x, y = np.random.rand(64, 2).astype("float32"), np.random.rand(64, 2).astype("float32")
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0,
+              callbacks=[FakeValidation(), monitor, keras.callbacks.SwapEMAWeights()])
+    assert monitor.detected_epoch == 2
+    assert not np.allclose(averages[1][0], averages[2][0])   # the average moved between the epochs
+    for final, best in zip(model.trainable_weights, averages[1]):
+        np.testing.assert_allclose(final.numpy(), best, rtol=1e-6)
+
+
 def test_catastrophic_overfitting_monitor_flags_a_gap_before_any_robust_epoch():
     """Our MNIST FastAT run: PGD 0.2-0.7% with FGSM 90-93% from the first epoch (no earlier best)."""
     from keras_advmi.callbacks.overfitting import CatastrophicOverfittingMonitor

@@ -34,7 +34,9 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         accuracy stays at least ``drop`` above it; this restores/stops.
       gap: flag (warning only) when FGSM accuracy exceeds PGD accuracy by more than ``gap`` (absolute;
         a robust model's FGSM-PGD gap is a few points); ``None`` disables.
-      restore_best_weights, stop_training: Wong et al.'s early stopping (on a drop).
+      restore_best_weights, stop_training: Wong et al.'s early stopping (on a drop). With an optimizer
+        that averages the weights (``use_ema``), the averages of the best epoch are restored too, so the
+        model ``fit`` leaves behind is that epoch's average.
     """
 
     def __init__(self, x_check=None, y_check=None, epsilon=None, pgd_steps=10, drop=0.2, gap=0.5,
@@ -47,7 +49,7 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         self.gap = None if gap is None else check_fraction("gap", gap)
         self.restore_best_weights, self.stop_training = restore_best_weights, stop_training
         self.seed = seed
-        self.best_pgd, self.best_weights, self.detected_epoch = -1.0, None, None
+        self.best_pgd, self.best_state, self.detected_epoch = -1.0, None, None
         self.gap_epochs = []
 
     def _measure(self, logs):
@@ -85,11 +87,29 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
             self.detected_epoch = epoch
             logger.warning("catastrophic overfitting at epoch %d: PGD accuracy %.3f (best %.3f), FGSM %.3f",
                            epoch + 1, pgd_acc, self.best_pgd, fgsm_acc if fgsm_acc is not None else float("nan"))
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+            if self.restore_best_weights and self.best_state is not None:
+                self._restore(self.best_state)
             if self.stop_training:
                 self.model.stop_training = True
         elif pgd_acc > self.best_pgd:
             self.best_pgd = pgd_acc
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                self.best_state = self._snapshot()
+
+    def _weight_averages(self):
+        """The optimizer's moving averages of the weights (Keras ``use_ema``), else ``[]``."""
+        optimizer = getattr(self.model, "optimizer", None)
+        if not getattr(optimizer, "use_ema", False):
+            return []
+        return list(getattr(optimizer, "_model_variables_moving_average", None) or [])
+
+    def _snapshot(self):
+        # With use_ema, Keras writes the averages into the model when fit ends, so a restore of the
+        # weights alone would be undone: keep the averages of the best epoch too.
+        return self.model.get_weights(), [v.numpy() for v in self._weight_averages()]
+
+    def _restore(self, snapshot):
+        weights, averages = snapshot
+        self.model.set_weights(weights)
+        for variable, value in zip(self._weight_averages(), averages):
+            variable.assign(value)
