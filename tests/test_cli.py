@@ -77,22 +77,22 @@ def test_train_miat_runs_p2_procedure(tmp_path):
     assert (tmp_path / "model.keras").exists()
 
 
-def _fast_at_run(tmp_path, name, *extra):
-    out = tmp_path / name
-    proc = cli("train", "--dataset", "digits", "--defense", "fast_at", "--epochs", "2", "--epsilon-warmup-epochs", "1",
-               "--no-clean-train-metrics", "--eval-attacks", "clean", "--out", str(out), *extra)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = json.loads((out / "robustness.json").read_text())
-    return proc.stdout, {r["attack"]: r["accuracy"] for r in table["rows"]}["clean"]
-
-
 def test_train_fast_at_recipe_flags(tmp_path):
     """--no-clean-train-metrics drops the training accuracy (validation keeps it); FastAT runs Wong et al.'s
-    overfitting check; --ema keeps the average: at momentum 0.9999 over 44 steps it stays next to the
-    initial weights, so validation and the saved model score near chance where the raw weights score > 50%."""
-    stdout, clean = _fast_at_run(tmp_path, "raw")
-    assert "co_pgd_accuracy" in stdout and "val_accuracy" in stdout
-    assert " - accuracy:" not in stdout and "adv_accuracy" in stdout
-    assert clean > 0.5
-    stdout, clean_ema = _fast_at_run(tmp_path, "ema", "--ema", "0.9999")
-    assert clean_ema < 0.3, clean_ema
+    overfitting check; --ema keeps the average: at momentum 0.9999 over 46 steps it stays next to the
+    initial weights (Adam at 1e-3 moves the raw weights by ~0.05 each), and that average is what is saved."""
+    import keras
+    import numpy as np
+
+    from keras_advmi.architectures import build
+
+    proc = cli("train", "--dataset", "digits", "--defense", "fast_at", "--epochs", "2", "--epsilon-warmup-epochs", "1",
+               "--no-clean-train-metrics", "--ema", "0.9999", "--eval-attacks", "clean", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "co_pgd_accuracy" in proc.stdout and "val_accuracy" in proc.stdout
+    assert " - accuracy:" not in proc.stdout and "adv_accuracy" in proc.stdout
+    keras.utils.set_random_seed(0)   # the CLI's seed, then the same preset: the initial weights
+    initial = build("small_cnn", (8, 8, 1), 10).get_weights()
+    saved = keras.models.load_model(tmp_path / "model.keras", compile=False).get_weights()
+    drift = max(float(np.max(np.abs(a - b))) for a, b in zip(saved, initial))
+    assert drift < 5e-3, drift
