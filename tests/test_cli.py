@@ -57,11 +57,27 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["train", "--epsilon-warmup-epochs", "-1"], "--epsilon-warmup-epochs must be >= 0"),
     (["train", "--defense", "none", "--no-clean-train-metrics"], "need a defense"),
 ])
-def test_bad_arguments_one_line_exit_2(args, needle):
+def test_bad_arguments_one_line_exit_2(args, needle, capsys):
+    """In this process (a new one costs ~7 s of TensorFlow import per case); the process boundary is
+    covered by test_bad_argument_in_a_fresh_process."""
+    from keras_advmi.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:   # argparse's own errors exit from inside parse_args
+        code = exc.code
+    stderr = capsys.readouterr().err
+    assert code == 2, (code, stderr[-2000:])
+    err = [l for l in stderr.strip().splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("keras-advmi: error:") and needle in err[0], stderr
+
+
+@pytest.mark.parametrize("args", [["train", "--defense", "magic"], ["evaluate", "/nonexistent/model.keras"]])
+def test_bad_argument_in_a_fresh_process(args):
     proc = cli(*args)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     err = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(err) == 1 and err[0].startswith("keras-advmi: error:") and needle in err[0], proc.stderr
+    assert len(err) == 1 and err[0].startswith("keras-advmi: error:"), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
