@@ -4,7 +4,8 @@ Plain Keras on purpose (no keras-advmi import): standard training of Madry's MNI
 one `fit(epochs=1)` per call, alternating the two inputs. For each call it prints when the last batch
 ended (`on_train_batch_end`) and when `fit` returned; the difference is the wait that `fit` spends
 releasing its dataset iterator. NumPy arrays go through Keras' own pipeline (`prefetch(AUTOTUNE)`);
-the other input is a `tf.data.Dataset` with autotuning off and `prefetch(2)`.
+the other input is a `tf.data.Dataset` with autotuning off and `prefetch(2)`. Neither is shuffled
+(`shuffle=False`), so both feed the same batches.
 
     python benchmarks/fit_end_wait.py --batches 400 --calls 3
 """
