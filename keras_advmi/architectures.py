@@ -49,6 +49,23 @@ def bench_cnn(input_shape=(28, 28, 1), classes=10):
     ], name="bench_cnn")
 
 
+def wong_cnn(input_shape=(28, 28, 1), classes=10):
+    """The MNIST net of Wong et al. 2020's fast-AT code (and of Wong & Kolter 2018): conv16-4x4 stride 2,
+    conv32-4x4 stride 2, fc100, logits; about 20x cheaper per image than ``madry_cnn``.
+
+    "same" padding with stride 2 pads one pixel per side here, as the reference's ``padding=1``
+    (28 -> 14 -> 7). Reference: github.com/locuslab/fast_adversarial, MNIST/mnist_net.py.
+    """
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(16, 4, strides=2, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="conv2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(100, activation="relu", name="fc1"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="wong_cnn")
+
+
 def mlp(input_shape, classes=10):
     """Flatten, two dense 256 ReLU layers, logits."""
     return keras.Sequential([
@@ -60,7 +77,8 @@ def mlp(input_shape, classes=10):
     ], name="mlp")
 
 
-PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "bench_cnn": bench_cnn, "mlp": mlp}
+PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "wong_cnn": wong_cnn, "bench_cnn": bench_cnn,
+           "mlp": mlp}
 
 
 def build(name, input_shape, classes=10):

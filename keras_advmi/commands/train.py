@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from .. import architectures
 from ._common import epsilon_arg, load_dataset, load_model, positive_int
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def add_parser(subparsers):
                               description="Train with a defense through model.fit; resumes an interrupted run "
                                           "from OUT/backup; writes OUT/model.keras and OUT/robustness.json.")
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
-    p.add_argument("--arch", default="small_cnn", choices=["bench_cnn", "madry_cnn", "mlp", "small_cnn"],
+    p.add_argument("--arch", default="small_cnn", choices=sorted(architectures.PRESETS),
                    help="architecture preset")
     p.add_argument("--model", help="start from this .keras model instead of a preset")
     p.add_argument("--defense", default="pgd", type=str.lower, choices=DEFENSE_NAMES,
