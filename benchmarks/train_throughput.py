@@ -149,7 +149,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     p.add_argument("--json", help="write results here")
-    p.add_argument("--arch", default="madry_cnn", choices=["madry_cnn", "bench_cnn", "small_cnn"],
+    p.add_argument("--arch", default="madry_cnn", choices=sorted(architectures.PRESETS),
                    help="model every contender trains (keras_advmi.architectures)")
     args = p.parse_args()
     global ARCH
