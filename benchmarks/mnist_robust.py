@@ -33,7 +33,7 @@ from keras_advmi import architectures  # noqa: E402
 EPSILON = 0.3
 
 
-def network(arch="madry_cnn", seed=0):
+def network(arch, seed):
     keras.utils.set_random_seed(seed)
     return architectures.build(arch, (28, 28, 1), 10)
 
