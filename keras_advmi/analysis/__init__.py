@@ -7,12 +7,15 @@
 * ``grad_cam``: class activation maps (Selvaraju et al. 2017), for x and x' (P4's CAM link).
 * ``universal_fragility``: fooling rate of a targeted universal perturbation per class (P3).
 * ``neuron_sensitivity``: per-channel sensitivity to adversarial perturbations (P5).
+* ``gradient_alignment``: cosine of input gradients at x and at a random point of the eps-ball, the
+  local-linearity measure that falls when single-step training overfits (Andriushchenko & Flammarion 2020).
 * ``analyze`` / ``write_report``: all of the above on several models, as an HTML report
   (``keras-advmi analyze``); ``plots`` draws the figures.
 """
 
 from ..layers.transforms import PatchShuffle, Saturation, patch_shuffle, saturate
 from .grad_cam import grad_cam, last_conv_layer
+from .gradient_alignment import gradient_alignment
 from .information_plane import information_plane
 from .neuron_sensitivity import neuron_sensitivity, sensitivity_summary, top_k_channels
 from .promotion_suppression import promotion_suppression, pse_ratio, pse_type
@@ -20,6 +23,6 @@ from .report import analyze, write_report
 from .texture_shape import texture_shape_probe
 from .universal_fragility import universal_fragility
 
-__all__ = ["PatchShuffle", "Saturation", "analyze", "grad_cam", "information_plane", "last_conv_layer",
+__all__ = ["PatchShuffle", "Saturation", "analyze", "grad_cam", "gradient_alignment", "information_plane", "last_conv_layer",
            "neuron_sensitivity", "patch_shuffle", "promotion_suppression", "pse_ratio", "pse_type", "saturate",
            "sensitivity_summary", "texture_shape_probe", "top_k_channels", "universal_fragility", "write_report"]
