@@ -29,7 +29,7 @@ def images(n=64, seed=1):
     return np.random.default_rng(seed).uniform(0, 1, (n, 6, 6, 1)).astype("float32")
 
 
-def test_a_loss_linear_in_x_has_alignment_one():
+def test_a_two_class_linear_model_has_alignment_one():
     x = images()
     y = np.arange(len(x)) % 2
     result = kam.analysis.gradient_alignment(linear_two_class(), x, y, epsilon=0.3)

@@ -23,6 +23,7 @@ from .report import analyze, write_report
 from .texture_shape import texture_shape_probe
 from .universal_fragility import universal_fragility
 
-__all__ = ["PatchShuffle", "Saturation", "analyze", "grad_cam", "gradient_alignment", "information_plane", "last_conv_layer",
-           "neuron_sensitivity", "patch_shuffle", "promotion_suppression", "pse_ratio", "pse_type", "saturate",
-           "sensitivity_summary", "texture_shape_probe", "top_k_channels", "universal_fragility", "write_report"]
+__all__ = ["PatchShuffle", "Saturation", "analyze", "grad_cam", "gradient_alignment", "information_plane",
+           "last_conv_layer", "neuron_sensitivity", "patch_shuffle", "promotion_suppression", "pse_ratio", "pse_type",
+           "saturate", "sensitivity_summary", "texture_shape_probe", "top_k_channels", "universal_fragility",
+           "write_report"]
