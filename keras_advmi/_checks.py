@@ -27,6 +27,15 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(name: str, value, allow_none: bool = True):
+    """An integer seed (not a bool), or None where ``allow_none``; returned as int or None."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise invalid(name, "an integer or None" if allow_none else "an integer", value)
+    return int(value)
+
+
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise invalid(name, "True or False", value)

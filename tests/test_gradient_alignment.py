@@ -76,7 +76,7 @@ def test_the_noise_is_set_by_the_seed():
     assert np.abs(a["per_sample"] - c["per_sample"]).max() > 1e-3
 
 
-def test_an_adversarial_model_is_unwrapped():
+def test_an_adversarial_model_gives_its_networks_alignment():
     model = linear_two_class()
     robust = kam.AdversarialModel(model, kam.defenses.PGD(epsilon=0.1, steps=1))
     x, y = images(16), np.zeros(16, int)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_labels, check_positive_int, invalid
+from .._checks import check_labels, check_positive_int, check_seed
 from ..attacks._common import check_budget, loss_gradient, random_start, seed_pair
 from ._common import check_model, check_model_images
 
@@ -58,12 +58,11 @@ def gradient_alignment(model, x, y, epsilon, seed=0, batch_size=256):
     y = check_labels("y", y, n=len(x))
     check_budget(epsilon)
     batch_size = check_positive_int("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise invalid("seed", "an integer", seed)
+    seed = check_seed("seed", seed, allow_none=False)
     eps = tf.constant(epsilon, tf.float32)
     cosines = np.concatenate([
         _cosines(model, tf.constant(x[start:start + batch_size]), tf.constant(y[start:start + batch_size], tf.int64),
-                 eps, seed_pair(int(seed), i)).numpy()
+                 eps, seed_pair(seed, i)).numpy()
         for i, start in enumerate(range(0, len(x), batch_size))])
     defined = ~np.isnan(cosines)
     return {"mean": float(np.mean(cosines[defined])) if defined.any() else float("nan"),

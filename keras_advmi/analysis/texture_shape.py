@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import check_labels, check_positive_int, invalid
+from .._checks import check_labels, check_positive_int, check_seed, invalid
 from ..layers.transforms import PatchShuffle, Saturation
 from ._common import check_model, check_model_images, predict_logits
 
@@ -52,8 +52,7 @@ def texture_shape_probe(model, x, y, saturation_ps=(2, 8, 16, 64, 1024), shuffle
     batch_size = check_positive_int("batch_size", batch_size)
     ps = [Saturation(p).p for p in _levels("saturation_ps", saturation_ps, "numbers p > 0")]
     ks = [PatchShuffle(k).k for k in _levels("shuffle_ks", shuffle_ks, "integers k >= 0")]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise invalid("seed", "an int or None", seed)
+    check_seed("seed", seed)
     logits = predict_logits(model, x[:1], 1)
     y = check_labels("y", y, n=len(x), num_classes=logits.shape[-1])
 

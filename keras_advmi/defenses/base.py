@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_norm, check_positive_int, invalid
+from .._checks import check_fraction, check_norm, check_positive_int, check_seed, invalid
 from ..attacks._common import cross_entropy, logits_of, seed_pair
 from ..attacks._precision import check_attack_dtype, compute_dtype
 from ..attacks.pgd import pgd_graph
@@ -82,9 +82,7 @@ class Defense:
         self.random_start = bool(random_start)
         self.eval_steps = check_positive_int("eval_steps", eval_steps if eval_steps is not None else max(self.steps, 10))
         self.epsilon_warmup_steps = check_positive_int("epsilon_warmup_steps", epsilon_warmup_steps, minimum=0)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise invalid("seed", "an integer or None", seed)
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self.attack_dtype = check_attack_dtype(attack_dtype)
         if attack_chains != "auto" and (isinstance(attack_chains, bool)
                                         or not isinstance(attack_chains, (int, np.integer)) or attack_chains < 1):

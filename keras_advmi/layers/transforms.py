@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import invalid
+from .._checks import check_seed, invalid
 
 __all__ = ["saturate", "patch_shuffle", "patch_grid", "Saturation", "PatchShuffle"]
 
@@ -167,9 +167,7 @@ class PatchShuffle(keras.layers.Layer):
     def __init__(self, k=2, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.k = _check_k(k)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise invalid("seed", "an int or None", seed)
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed("seed", seed)
         self._generator = keras.random.SeedGenerator() if seed is None else None
 
     def build(self, input_shape):
