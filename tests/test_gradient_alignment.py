@@ -88,6 +88,7 @@ def test_an_adversarial_model_gives_its_networks_alignment():
     ({"epsilon": 1.5}, "epsilon"),
     ({"epsilon": -0.1}, "epsilon"),
     ({"y": np.zeros(5, int)}, "y"),
+    ({"y": np.full(64, 2)}, "y"),           # the model has 2 classes
     ({"x": images()[:, :5]}, "x"),
     ({"x": images() * 2}, "x"),
     ({"seed": "zero"}, "seed"),

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from .._checks import check_labels, check_positive_int, check_seed
 from ..attacks._common import check_budget, loss_gradient, random_start, seed_pair
-from ._common import check_model, check_model_images
+from ._common import check_model, check_model_images, predict_logits
 
 __all__ = ["gradient_alignment"]
 
@@ -55,7 +55,8 @@ def gradient_alignment(model, x, y, epsilon, seed=0, batch_size=256):
     """
     model = check_model(model)
     x = check_model_images(model, x)
-    y = check_labels("y", y, n=len(x))
+    num_classes = predict_logits(model, x[:1], 1).shape[-1]
+    y = check_labels("y", y, n=len(x), num_classes=num_classes)
     check_budget(epsilon)
     batch_size = check_positive_int("batch_size", batch_size)
     seed = check_seed("seed", seed, allow_none=False)
