@@ -18,11 +18,13 @@ import io
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._checks import check_images, check_labels, check_positive_int, invalid
+from .callbacks.collapse import warn_if_collapsed
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +35,19 @@ _ATTACK_RE = re.compile(r"^(clean|fgsm|pgd-(\d+)|pgd-l2-(\d+)|cleverhans-pgd-(\d
 class RobustnessReport:
     """Rows of ``{"attack", "epsilon", "accuracy", "n"}`` plus the masking checks.
 
-    ``report["pgd-40"][0.3]`` is the accuracy of that cell; ``str(report)`` is a table.
+    ``report["pgd-40"][0.3]`` is the accuracy of that cell; ``str(report)`` is a table. ``collapse``
+    names the evidence when the model's clean predictions look collapsed (``kam.callbacks.collapse``),
+    else None.
     """
 
     rows: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    collapse: str | None = None
+
+    @classmethod
+    def from_dict(cls, d):
+        """The report ``to_dict`` (or ``robustness.json``) wrote."""
+        return cls(list(d["rows"]), list(d.get("warnings", [])), d.get("collapse"))
 
     @property
     def suspected_gradient_masking(self) -> bool:
@@ -54,7 +64,7 @@ class RobustnessReport:
 
     def to_dict(self):
         return {"rows": self.rows, "warnings": self.warnings,
-                "suspected_gradient_masking": self.suspected_gradient_masking}
+                "suspected_gradient_masking": self.suspected_gradient_masking, "collapse": self.collapse}
 
     def to_json(self, path=None):
         text = json.dumps(self.to_dict(), indent=2)
@@ -85,6 +95,8 @@ class RobustnessReport:
             lines.append(f"{attack:<20}" + "".join(
                 f"{100 * cells[e]:>11.2f}%" if e in cells else f"{'':>12}" for e in epsilons))
         lines += [f"WARNING: {w}" for w in self.warnings]
+        if self.collapse:
+            lines.append(f"WARNING: {self.collapse}")
         return "\n".join(lines)
 
 
@@ -162,7 +174,8 @@ def _art_classifier(model, x, loss_object=None):
                                   clip_values=(0.0, 1.0))
 
 
-def _run_art(name, model, x, y, epsilon, batch_size, seed):
+def _art_attack(name, model, x, epsilon, batch_size):
+    """ART's attack ``name`` at ``epsilon`` and its classifier's class count (``x`` gives the input shape)."""
     try:
         from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
@@ -180,44 +193,63 @@ def _run_art(name, model, x, y, epsilon, batch_size, seed):
                                             batch_size=batch_size, loss_type="cross_entropy", verbose=False,
                                             **kwargs)
 
-    np.random.seed(seed)
     if name in ("apgd-ce", "apgd-dlr"):
-        attack = apgd("ce" if name == "apgd-ce" else "dlr", nb_random_init=1)
-    else:
-        from art.attacks.evasion import SquareAttack
+        return apgd("ce" if name == "apgd-ce" else "dlr", nb_random_init=1), classifier.nb_classes
+    from art.attacks.evasion import SquareAttack
 
-        attacks = [apgd("ce"), apgd("dlr"),
-                   SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
-                                batch_size=batch_size, verbose=False)]
-        attack = AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=attacks,
-                            batch_size=batch_size)
-    y_onehot = np.eye(classifier.nb_classes, dtype=np.float32)[y]
-    return attack.generate(x=x, y=y_onehot).astype(np.float32)
+    attacks = [apgd("ce"), apgd("dlr"),
+               SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
+                            batch_size=batch_size, verbose=False)]
+    return (AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=attacks, batch_size=batch_size),
+            classifier.nb_classes)
 
 
-def _adversarial(name, model, x, y, epsilon, batch_size, restarts, seed):
+def _run_art(name, model, x, y, epsilon, batch_size, seed):
+    attack, classes = _art_attack(name, model, x, epsilon, batch_size)
+    np.random.seed(seed)
+    return attack.generate(x=x, y=np.eye(classes, dtype=np.float32)[y]).astype(np.float32)
+
+
+def _attack_fn(name, model, x, epsilon, batch_size, restarts, seed):
+    """``run(chunk_index, x_chunk, y_chunk) -> x_adv`` for attack ``name``. PGD's noise of chunk i is the
+    noise ``attacks.pgd`` gives chunk i of the whole array (its seeds ``(seed, 1000 i)``)."""
+    import tensorflow as tf
+
     from . import attacks
 
     match = _ATTACK_RE.match(name)
     if name == "fgsm":
-        return attacks.fgsm(model, x, y, epsilon, batch_size=batch_size)
-    if match.group(2):
-        k = int(match.group(2))
-        return attacks.pgd(model, x, y, epsilon, 2.5 * epsilon / k, k, restarts=restarts, seed=seed,
-                           batch_size=batch_size)
-    if match.group(3):
-        k = int(match.group(3))
-        return attacks.pgd(model, x, y, epsilon, 2.5 * epsilon / k, k, norm=2, restarts=restarts, seed=seed,
-                           batch_size=batch_size)
+        return lambda i, xb, yb: attacks.fgsm(model, xb, yb, epsilon, batch_size=batch_size)
+    if match.group(2) or match.group(3):
+        k = int(match.group(2) or match.group(3))
+        norm = np.inf if match.group(2) else 2
+
+        def run(i, xb, yb):
+            chunk_seed = None if seed is None else tf.constant([int(seed), 1000 * i], tf.int64)
+            return attacks.pgd(model, xb, yb, epsilon, 2.5 * epsilon / k, k, norm=norm, restarts=restarts,
+                               seed=chunk_seed, batch_size=batch_size)
+        return run
     if match.group(4):
         from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
         k = int(match.group(4))
-        out = [projected_gradient_descent(model, x[s:s + batch_size], epsilon, 2.5 * epsilon / k, k, np.inf,
-                                          clip_min=0.0, clip_max=1.0, y=y[s:s + batch_size], rand_init=True,
-                                          sanity_checks=False).numpy() for s in range(0, len(x), batch_size)]
-        return np.concatenate(out)
-    return _run_art(name, model, x, y, epsilon, batch_size, seed)
+        return lambda i, xb, yb: projected_gradient_descent(
+            model, xb, epsilon, 2.5 * epsilon / k, k, np.inf, clip_min=0.0, clip_max=1.0, y=yb, rand_init=True,
+            sanity_checks=False).numpy()
+    attack, classes = _art_attack(name, model, x, epsilon, batch_size)
+    np.random.seed(seed)
+    eye = np.eye(classes, dtype=np.float32)
+    return lambda i, xb, yb: attack.generate(x=xb, y=eye[yb]).astype(np.float32)
+
+
+def _progress_enabled(progress):
+    """``progress`` as a bool; ``None`` = on when stderr is a terminal."""
+    if progress is None:
+        isatty = getattr(sys.stderr, "isatty", None)
+        return bool(isatty and isatty())
+    if not isinstance(progress, (bool, np.bool_)):
+        raise invalid("progress", "True, False or None (on when stderr is a terminal)", progress)
+    return bool(progress)
 
 
 def _masking_warnings(rows, n):
@@ -245,7 +277,7 @@ def _masking_warnings(rows, n):
 
 
 def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilons=(0.3,), batch_size=256,
-                        restarts=1, seed=0, progress=False):
+                        restarts=1, seed=0, progress=None):
     """Accuracy of ``model`` on (x, y) under each attack at each epsilon (L-inf unless the name says L2).
 
     Args:
@@ -254,10 +286,13 @@ def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilo
       x: images (N, ...) float32 in [0, 1]. y: int labels (N,).
       attacks: names (module docstring). epsilons: budgets in pixel units.
       restarts: PGD restarts (worst case per sample kept). seed: attack noise seed.
-      progress: show a tqdm bar (CLIs pass True).
+      progress: a tqdm bar per attack that advances per batch; ``None`` (default) shows it when stderr
+        is a terminal.
 
     Returns:
-      ``RobustnessReport`` (rows, warnings; ``str()`` is a table; ``to_json``/``to_csv``).
+      ``RobustnessReport`` (rows, warnings; ``str()`` is a table; ``to_json``/``to_csv``). When the clean
+      predictions look collapsed (near chance, or one class for > 90% of x) it warns with a
+      ``kam.callbacks.CollapseWarning`` and sets ``report.collapse``.
     """
     if isinstance(attacks, str):
         attacks = [attacks]
@@ -275,21 +310,36 @@ def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilo
     model = _logits_model(model)
     y = check_labels("y", y, n=len(x))
 
-    rows = []
+    progress = _progress_enabled(progress)
     jobs = [(a, None) for a in attacks if a == "clean"] + [(a, e) for a in attacks if a != "clean" for e in epsilons]
-    iterator = jobs
+    for attack, eps in jobs:
+        if attack != "clean" and not attack.startswith("pgd-l2") and eps > 1:
+            raise invalid("epsilons", "L-inf budgets in [0, 1]", eps)
     if progress:
         from tqdm.auto import tqdm
-
-        iterator = tqdm(jobs, desc="robustness", unit="attack")
-    for attack, eps in iterator:
-        if attack == "clean" or eps == 0:
-            x_eval = x
-        else:
-            if attack not in ("pgd-l2",) and not attack.startswith("pgd-l2") and eps > 1:
-                raise invalid("epsilons", "L-inf budgets in [0, 1]", eps)
-            x_eval = _adversarial(attack, model, x, y, eps, batch_size, restarts, seed)
-        accuracy = float(np.mean(_predict(model, x_eval, batch_size) == y))
+    rows, clean_pred = [], None
+    for attack, eps in jobs:
+        clean = attack == "clean" or eps == 0
+        run = None if clean else _attack_fn(attack, model, x, eps, batch_size, restarts, seed)
+        bar = tqdm(total=len(x), desc=attack if eps is None else f"{attack} eps={eps:g}", unit="img") \
+            if progress else None
+        predictions = []
+        for i, start in enumerate(range(0, len(x), batch_size)):   # one bar step per batch
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            predictions.append(_predict(model, xb if clean else run(i, xb, yb), batch_size))
+            if bar is not None:
+                bar.update(len(xb))
+        predictions = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+        accuracy = float(np.mean(predictions == y))
+        if bar is not None:
+            bar.set_postfix(accuracy=f"{accuracy:.4f}")
+            bar.close()
+        if attack == "clean":
+            clean_pred = predictions
         rows.append({"attack": attack, "epsilon": 0.0 if eps is None else eps, "accuracy": accuracy, "n": len(x)})
         logger.info("%s eps=%s accuracy=%.4f", attack, eps, accuracy)
-    return RobustnessReport(rows, _masking_warnings(rows, len(x)))
+    if clean_pred is None:
+        clean_pred = _predict(model, x, batch_size)
+    classes = int(np.asarray(model(x[:1], training=False) if hasattr(model, "layers") else model(x[:1])).shape[-1])
+    collapse = warn_if_collapsed("evaluate_robustness", clean_pred, y, classes)
+    return RobustnessReport(rows, _masking_warnings(rows, len(x)), collapse)

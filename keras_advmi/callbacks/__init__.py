@@ -1,7 +1,9 @@
-"""Keras callbacks: catastrophic-overfitting monitor, neuron sensitivity and mutual-information loggers."""
+"""Keras callbacks: collapse and catastrophic-overfitting monitors, neuron sensitivity and mutual-information loggers."""
 
+from .collapse import CollapseMonitor, CollapseWarning
 from .mutual_information import MutualInformationLogger
 from .neuron_sensitivity import NeuronSensitivityLogger
 from .overfitting import CatastrophicOverfittingMonitor
 
-__all__ = ["CatastrophicOverfittingMonitor", "MutualInformationLogger", "NeuronSensitivityLogger"]
+__all__ = ["CatastrophicOverfittingMonitor", "CollapseMonitor", "CollapseWarning", "MutualInformationLogger",
+           "NeuronSensitivityLogger"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from .. import architectures
@@ -16,7 +18,9 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers):
     p = subparsers.add_parser("train", help="adversarially train a model (resumable)",
                               description="Train with a defense through model.fit; resumes an interrupted run "
-                                          "from OUT/backup; writes OUT/model.keras and OUT/robustness.json.")
+                                          "from OUT/backup (printing 'resuming from epoch N'); writes "
+                                          "OUT/model.keras and OUT/robustness.json. A finished run in OUT is "
+                                          "not retrained unless --force.")
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
     p.add_argument("--arch", default="small_cnn", choices=sorted(architectures.PRESETS),
                    help="architecture preset")
@@ -38,8 +42,11 @@ def add_parser(subparsers):
     p.add_argument("--base-epochs", type=int, default=0,
                    help="MIAT: epochs of the base defense before estimator pretraining (P2 step 1; 0 when --model "
                         "is already adversarially trained)")
-    p.add_argument("--epsilon-warmup-epochs", type=float, default=0.0,
-                   help="ramp the training epsilon linearly from 0 over this many epochs (0 = off)")
+    p.add_argument("--epsilon-warmup-epochs", type=float, default=None,
+                   help="ramp the training epsilon linearly from 0 over this many epochs (0 = off). Default: "
+                        f"for {'/'.join(WARMUP_DEFENSES)} at epsilon >= {WARMUP_EPSILON:g} (MNIST's 0.3), "
+                        f"min({WARMUP_EPOCHS:g}, EPOCHS/2) epochs, since from step 0 at such a budget the model "
+                        "can sit at chance (Madry et al.'s plateau); else 0")
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -53,11 +60,34 @@ def add_parser(subparsers):
     p.add_argument("--eval-attacks", nargs="+", default=["clean", "fgsm", "pgd-20"])
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/logs for TensorBoard")
     p.add_argument("--out", default="runs/train", help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="retrain from scratch even if OUT holds a finished run (model.keras) or a backup")
     p.set_defaults(run=run)
     return p
 
 
 DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
+
+#: The default epsilon warm-up: these defenses, at a training epsilon >= WARMUP_EPSILON, ramp epsilon
+#: over min(WARMUP_EPOCHS, epochs / 2) epochs (PGD-AT at MNIST's 0.3 from step 0 stays at chance).
+WARMUP_DEFENSES = ("pgd", "trades", "mart", "fast_at", "region_at", "sns")
+WARMUP_EPSILON = 0.25
+WARMUP_EPOCHS = 2.0
+
+
+def default_warmup_epochs(defense, epsilon, epochs):
+    """The CLI's default --epsilon-warmup-epochs for a defense name, training epsilon and epoch count."""
+    if defense in WARMUP_DEFENSES and epsilon >= WARMUP_EPSILON:
+        return min(WARMUP_EPOCHS, epochs / 2)
+    return 0.0
+
+
+def _resumed_epochs(backup):
+    """Finished epochs recorded by keras.callbacks.BackupAndRestore in ``backup`` (0 when none)."""
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None, epsilon_warmup_steps=0, **extra):
@@ -92,8 +122,9 @@ def run(args):
 
     from .. import data
     from ..architectures import build
+    from ..callbacks import CollapseMonitor
     from ..cli import UsageError
-    from ..evaluation import evaluate_robustness
+    from ..evaluation import RobustnessReport
     from ..models import AdversarialModel
 
     if args.lr <= 0:
@@ -107,14 +138,33 @@ def run(args):
         raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
     if args.alpha_warmup_epochs < 0:
         raise UsageError(f"--alpha-warmup-epochs must be >= 0, got {args.alpha_warmup_epochs}")
-    if not args.epsilon_warmup_epochs >= 0:
+    if args.epsilon_warmup_epochs is not None and not args.epsilon_warmup_epochs >= 0:
         raise UsageError(f"--epsilon-warmup-epochs must be >= 0, got {args.epsilon_warmup_epochs}")
     if args.ema is not None and not 0 < args.ema < 1:
         raise UsageError(f"--ema must be in (0, 1), e.g. 0.998, got {args.ema}")
     if args.defense == "none" and (args.epsilon_warmup_epochs or not args.clean_train_metrics):
         raise UsageError("--epsilon-warmup-epochs and --no-clean-train-metrics need a defense (not --defense none)")
+    out = Path(args.out)
+    if args.force and (out / "backup").exists():
+        shutil.rmtree(out / "backup")
     (x, y), (xt, yt) = load_dataset(args.dataset)
     epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
+    if (out / "model.keras").exists() and not args.force:
+        if (out / "robustness.json").exists():
+            print(f"{out} holds a finished run (model.keras, robustness.json): not retraining (--force retrains)")
+            print(RobustnessReport.from_dict(json.loads((out / "robustness.json").read_text())))
+            return 0
+        print(f"{out / 'model.keras'} exists (training finished, no robustness table yet): evaluating it, "
+              "not retraining (--force retrains)")
+        _final_table(load_model(str(out / "model.keras")), args, epsilon, xt, yt, out)
+        return 0
+    warmup_epochs = args.epsilon_warmup_epochs
+    if warmup_epochs is None:
+        warmup_epochs = default_warmup_epochs(args.defense, epsilon, args.epochs)
+        if warmup_epochs:
+            print(f"epsilon warm-up: {args.defense} at eps={epsilon:g} ramps epsilon from 0 over the first "
+                  f"{warmup_epochs:g} epochs (the default at eps >= {WARMUP_EPSILON:g}; "
+                  "--epsilon-warmup-epochs 0 turns it off)")
     keras.utils.set_random_seed(args.seed)
     classes = int(max(y.max(), yt.max()) + 1)
     if args.model:
@@ -126,8 +176,7 @@ def run(args):
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
                            attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha,
                            alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch,
-                           epsilon_warmup_steps=int(round(args.epsilon_warmup_epochs * steps_per_epoch)))
-    out = Path(args.out)
+                           epsilon_warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
     out.mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.Adam(args.lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     if defense is None:
@@ -150,7 +199,12 @@ def run(args):
             else:
                 defense.natural.pretrained.assign(1.0)
                 defense.adversarial.pretrained.assign(1.0)
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")),
+                 CollapseMonitor(xt[:1000], yt[:1000])]   # warns when the model sits at chance / on one class
+    done = _resumed_epochs(out / "backup")
+    if done:
+        print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
+              f"{out / 'backup'}")
     if args.defense == "fast_at":   # Wong et al.'s check: PGD vs FGSM accuracy on the validation data
         from ..callbacks import CatastrophicOverfittingMonitor
         callbacks.append(CatastrophicOverfittingMonitor())
@@ -160,10 +214,20 @@ def run(args):
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
     trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt),
                 callbacks=callbacks, verbose=1)
-    model.save(out / "model.keras")
+    tmp = out / ".model.tmp.keras"   # then renamed: a run killed while saving leaves no half-written model.keras
+    model.save(tmp)
+    os.replace(tmp, out / "model.keras")
+    _final_table(model, args, epsilon, xt, yt, out)
+    return 0
+
+
+def _final_table(model, args, epsilon, xt, yt, out):
+    """The clean/FGSM/PGD table of the trained model on up to 1,000 test images: printed and saved."""
+    from ..evaluation import evaluate_robustness
+
     n = min(len(xt), 1000)
     report = evaluate_robustness(model, xt[:n], yt[:n], attacks=args.eval_attacks, epsilons=[epsilon],
-                                 seed=args.seed, progress=True)
+                                 seed=args.seed, progress=None)
     report.to_json(out / "robustness.json")
     meta = {"dataset": args.dataset, "defense": args.defense, "epsilon": epsilon, "epochs": args.epochs,
             "arch": args.arch if not args.model else args.model, "test_images": n}
@@ -171,4 +235,3 @@ def run(args):
     print(f"\n{args.defense} on {args.dataset}, eps={epsilon:g}, {n} test images:")
     print(report)
     print(f"saved {out / 'model.keras'}")
-    return 0
