@@ -5,13 +5,15 @@
     robust.fit(x, y, validation_data=(xv, yv))   # history: loss, accuracy, adv_accuracy, val_adv_accuracy, ...
 
 The wrapped model must output logits. The defense defines the training loss (cross-entropy from
-logits, as in each paper), so ``compile(loss=...)`` is optional and, when given, is not used for
-training; compiled metrics are computed on clean inputs, ``adv_accuracy`` on adversarial ones.
+logits, as in each paper), so ``compile`` takes no ``loss`` (one given is dropped with a warning);
+compiled metrics are computed on clean inputs, ``adv_accuracy`` on adversarial ones.
+``robust.export("models/robust/1")`` is ``kam.export(robust, ...)``: TF Serving's SavedModel.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -167,6 +169,29 @@ class AdversarialModel(keras.Model):
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
         loss = self._weighted_mean(out.per_sample, sample_weight)
         return self._update_metrics(y, logits_clean, out, loss, sample_weight, extra)
+
+    def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
+        """``keras.Model.compile``; a ``loss`` is not used (the defense defines the loss), so it is dropped
+        with a warning."""
+        if loss is not None:
+            warnings.warn(f"AdversarialModel.compile: loss={getattr(loss, 'name', loss)!r} is ignored; the "
+                          f"defense {type(self.defense).__name__} defines the training loss (cross-entropy from "
+                          "logits, plus its own terms). Leave loss out.", UserWarning, stacklevel=2)
+        super().compile(optimizer, None, *args, **kwargs)
+
+    def export(self, filepath, detector=None, metadata=None, overwrite=False, format="tf_saved_model", verbose=None):
+        """``kam.export(self, filepath, detector, metadata, overwrite)``: an atomic TF-Serving SavedModel at
+        ``BASE/NAME/VERSION`` (``serving_default``, ``detect`` with a detector, metadata asset); returns its path.
+
+        Replaces ``keras.Model.export``, which cannot trace this wrapper; ``format`` must be
+        ``"tf_saved_model"`` (for other formats export ``robust.model``); ``verbose`` is accepted and unused.
+        """
+        if format != "tf_saved_model":
+            raise invalid("format", "'tf_saved_model' (AdversarialModel.export writes TF Serving's SavedModel; "
+                                    "for other formats call robust.model.export)", format)
+        from .export import export
+
+        return export(self, filepath, detector=detector, metadata=metadata, overwrite=overwrite)
 
     # -- input checks for in-memory data ------------------------------------------------------------
     def _check_arrays(self, x, y, name_x="x", name_y="y"):

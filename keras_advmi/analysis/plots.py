@@ -12,6 +12,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .promotion_suppression import TYPES
 
@@ -31,6 +32,22 @@ def to_png(fig, path=None, dpi=90):
         with open(path, "wb") as f:
             f.write(data)
     return data
+
+
+def _compact_tick(value, _pos=None):
+    """A short tick label at any scale: 0, 0.0004, 12.5, 16000, 2e+05, 2e-07 (never an offset)."""
+    if value == 0:
+        return "0"
+    if 1e3 <= abs(value) < 1e5 and float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.4g}" if 1e-3 <= abs(value) < 1e5 else f"{value:.2g}"
+
+
+def _readable_ticks(ax, nbins=4):
+    """At most ``nbins`` + 1 ticks per axis, compact labels: they stay apart whatever the data's scale."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=nbins))
+        axis.set_major_formatter(FuncFormatter(_compact_tick))
 
 
 def _figure(ncols, nrows=1, width=4.2, height=3.4):
@@ -119,6 +136,7 @@ def plot_pse_scatter(results, path=None, max_points=500):
             ax.plot([0, top / 2], [0, top], ":", color="k", lw=0.7)
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
+            _readable_ticks(ax)
             ax.set_xlabel("suppression S = z_y(x) - z_y(x')")
             ax.set_ylabel("promotion P = z_t(x') - z_t(x)")
             ax.set_title(f"{label}, {attack} (success {res['n_success']}/{res['n']})", fontsize=9)
