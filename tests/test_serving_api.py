@@ -9,6 +9,7 @@ import pytest
 import requests
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
@@ -85,7 +86,10 @@ def test_status_metadata_and_metrics(served):
     assert sigs["serving_default"]["inputs"]["inputs"]["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in sigs["serving_default"]["inputs"]["inputs"]["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
     text = requests.get(server.rest_url + "/monitoring/prometheus/metrics").text
-    assert ':tensorflow:serving:request_count{model_name="digits",API="predict"' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    counts = [s for s in families[":tensorflow:serving:request_count"].samples if s.value > 0]
+    assert any(s.labels["model_name"] == "digits" and s.labels["API"] == "predict" and
+               s.labels["entrypoint"] == "REST" for s in counts), counts
 
 
 def test_grpc_official_stub_equals_in_process(served):
@@ -170,7 +174,15 @@ BAD = [
     ("/v1/models/digits/labels/nope:predict", {"instances": GOOD}, 400, "Unrecognized servable version label"),
     ("/v1/models/..:predict", {"instances": GOOD}, 404, "Servable not found"),
     ("/v1/models/%2e%2e%2fetc:predict", {"instances": GOOD}, 400, "Malformed request"),
-    ("/v1/models/digits:classify", {"instances": GOOD}, 400, "Malformed request"),
+    ("/v1/models/digits:classify", {"instances": GOOD}, 400,
+     "When method is classify, key 'examples' is expected and was not found"),
+    ("/v1/models/digits:classify", {"examples": [{"x": 1.0}]}, 400,
+     "Expected classification signature method_name to be tensorflow/serving/classify. "
+     "Was: tensorflow/serving/predict"),
+    ("/v1/models/digits:regress", {"signature_name": "detect", "examples": [{"x": 1}]}, 400,
+     "Expected regression signature method_name to be tensorflow/serving/regress. "
+     "Was: tensorflow/serving/predict"),
+    ("/v1/models/digits:explain", {"instances": GOOD}, 400, "Malformed request"),
     ("/v1/models/digits:predict", b"x" * (MAX_BODY + 1), 413, "exceeds the limit"),
     ("/v1/models/digits:predict", "[" * 100000 + "]" * 100000, 400, "JSON Parse error"),
 ]

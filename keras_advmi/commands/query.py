@@ -8,13 +8,16 @@ import numpy as np
 
 from . import UsageError
 
+DEFAULT_URL = {"rest": "http://127.0.0.1:8501", "grpc": "127.0.0.1:8500"}
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("query", help="query a served model (predict, detect, status, metadata)",
                               description="Query TF Serving or `keras-advmi serve`. Images come from an .npy/.npz "
                                           "file (float32 in [0, 1]) or the first N test images of --dataset.")
     p.add_argument("model", help="model name")
-    p.add_argument("--url", default="http://127.0.0.1:8501", help="REST URL or gRPC host:port")
+    p.add_argument("--url", help="REST URL or gRPC host:port (default http://127.0.0.1:8501 for REST, "
+                                 "127.0.0.1:8500 for gRPC: TF Serving's ports)")
     p.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
     p.add_argument("--action", choices=("predict", "detect", "status", "metadata"), default="predict")
     p.add_argument("--images", help=".npy or .npz (key x or the first array) with images")
@@ -44,6 +47,8 @@ def _images(args):
 def run(args):
     from ..serving.client import Client, ServingClientError
 
+    if args.url is None:
+        args.url = DEFAULT_URL[args.protocol]
     client = Client(args.url, args.model, protocol=args.protocol, version=args.version)
     try:
         if args.action in ("predict", "detect"):

@@ -27,7 +27,13 @@ def add_parser(subparsers):
                    help="seconds between polls for new versions (0 = never poll; default 1)")
     p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus path)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--max_body_bytes", type=int, default=64 * 1024 * 1024, help="request size cap in bytes")
+    p.add_argument("--max_body_bytes", type=int, default=64 * 1024 * 1024,
+                   help="request size cap in bytes, on the wire and decoded (default 64 MiB)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="REST read timeout for a request's head and body, as TF Serving's flag (default 30000)")
+    p.add_argument("--max_request_rows", type=int, default=10000,
+                   help="without batching, the most rows one request may carry (default 10000; with "
+                        "batching the limit is max_batch_size)")
     p.set_defaults(run=run)
     return p
 
@@ -49,6 +55,9 @@ def run(args):
     for flag in ("rest_api_port", "port"):
         if not 0 <= getattr(args, flag) < 65536:
             raise UsageError(f"--{flag} must be in [0, 65535], got {getattr(args, flag)}")
+    for flag in ("max_body_bytes", "rest_api_timeout_in_ms", "max_request_rows"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
     for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
@@ -56,7 +65,8 @@ def run(args):
     if args.model_base_path and not os.path.isdir(args.model_base_path):
         raise UsageError(f"--model_base_path {args.model_base_path!r} does not exist")
     kwargs = dict(host=args.host, rest_port=args.rest_api_port, grpc_port=args.port,
-                  poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes)
+                  poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
+                  read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows)
     if args.base and not (args.model_config_file or args.model_name):
         from ..serving import config
 

@@ -5,7 +5,14 @@ oldest request, then merge following requests with the same key until ``max_batc
 ``batch_timeout_micros`` after the first request's arrival, run one model call on the concatenated
 rows and split the outputs back. The queue holds at most ``max_enqueued_batches * max_batch_size``
 rows: a request that does not fit is refused at once with UNAVAILABLE (HTTP 503), never parked.
-Without batching, ``Direct`` runs each request on a thread pool with the same bound.
+A request of more rows than ``max_batch_size`` is refused with INVALID_ARGUMENT (TF's batch
+scheduler: "Task size N is larger than maximum input batch size M"); with
+``enable_large_batch_splitting`` it is split into batches of at most ``max_execution_batch_size``
+rows, as TF Serving's ``BatchingParameters`` define both. Requests are validated by the front ends
+before they are queued (``tensors.py``); if a merged batch still fails, each request is rerun alone,
+so a bad one never fails its batch-mates.
+Without batching, ``Direct`` runs each request on a thread pool with the same bound, and refuses
+requests of more than ``max_rows`` rows the same way.
 
 ``submit(..., loop=None)`` returns a ``concurrent.futures.Future``; with ``loop=`` (an asyncio event
 loop, e.g. the REST front end's) it returns an ``asyncio.Future`` of that loop, and a batch wakes
@@ -17,12 +24,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
 import time
 
 import numpy as np
 
 from .errors import ServingError
+from .tensors import check_rows
+
+logger = logging.getLogger(__name__)
 
 
 class _Task:
@@ -49,6 +60,9 @@ class Batcher:
 
     def __init__(self, settings):
         self.s = settings
+        self.max_rows = settings.max_batch_size
+        self.exec_rows = (settings.max_execution_batch_size or settings.max_batch_size
+                          if settings.enable_large_batch_splitting else settings.max_batch_size)
         self.capacity = settings.max_enqueued_batches * settings.max_batch_size
         self._queue = collections.deque()
         self._rows = 0
@@ -62,19 +76,59 @@ class Batcher:
             t.start()
 
     def submit(self, servable, signature, inputs, loop=None):
-        task = _Task(servable, signature, inputs, _rows(inputs), loop)
+        rows = _rows(inputs)
+        check_rows(rows, self.max_rows)
+        if rows > self.exec_rows:
+            return self._submit_split(servable, signature, inputs, rows, loop)
+        task = _Task(servable, signature, inputs, rows, loop)
+        self._enqueue([task])
+        return task.future
+
+    def _enqueue(self, tasks):
+        rows = sum(t.rows for t in tasks)
         with self._cv:
-            if self._stop or self._rows + task.rows > self.capacity and self._queue:
+            if self._stop or self._rows + rows > self.capacity and self._queue:
                 raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was "
                                    "submitted is full")
-            self._queue.append(task)
-            self._rows += task.rows
+            self._queue.extend(tasks)
+            self._rows += rows
             # wake a worker only when one is idle or a batch can be closed early (full); a worker
             # filling a batch wakes by itself at its deadline. One futex wake per request was a
             # measurable share of the event loop's CPU (docs/benchmarks.md, REST throughput section).
-            if self._idle or self._rows >= self.s.max_batch_size:
-                self._cv.notify()
-        return task.future
+            if self._idle or self._rows >= self.exec_rows:
+                self._cv.notify(len(tasks))
+
+    def _submit_split(self, servable, signature, inputs, rows, loop):
+        """Large-batch splitting: chunks of ``exec_rows`` rows, answers concatenated in order."""
+        parts = [_Task(servable, signature, {k: v[i:i + self.exec_rows] for k, v in inputs.items()},
+                       min(self.exec_rows, rows - i)) for i in range(0, rows, self.exec_rows)]
+        whole = concurrent.futures.Future() if loop is None else loop.create_future()
+        left = [len(parts)]
+        lock = threading.Lock()
+
+        def done(_):
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            errors = [p.future.exception() for p in parts if p.future.exception() is not None]
+            if errors:
+                outcome = (False, errors[0])
+            else:
+                outs = [p.future.result() for p in parts]
+                outcome = (True, {k: np.concatenate([o[k] for o in outs]) if np.ndim(outs[0][k]) else outs[0][k]
+                                  for k in outs[0]})
+            if loop is None:
+                _settle(whole, *outcome)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_settle, whole, *outcome)
+                except RuntimeError:  # pragma: no cover - loop closed during shutdown
+                    pass
+        self._enqueue(parts)
+        for p in parts:
+            p.future.add_done_callback(done)
+        return whole
 
     def _take(self):
         """Oldest task plus same-key followers, waiting up to the timeout for more rows."""
@@ -90,14 +144,14 @@ class Batcher:
             first = self._queue.popleft()
             batch, rows = [first], first.rows
             deadline = first.t0 + self.s.batch_timeout_micros / 1e6
-            while rows < self.s.max_batch_size:
+            while rows < self.exec_rows:
                 for t in list(self._queue):
-                    if t.key == first.key and rows + t.rows <= self.s.max_batch_size:
+                    if t.key == first.key and rows + t.rows <= self.exec_rows:
                         self._queue.remove(t)
                         batch.append(t)
                         rows += t.rows
                 remaining = deadline - time.monotonic()
-                if rows >= self.s.max_batch_size or remaining <= 0 or self._stop:
+                if rows >= self.exec_rows or remaining <= 0 or self._stop:
                     break
                 self._cv.wait(remaining)
             self._rows -= rows
@@ -154,8 +208,10 @@ def _outcome(task):
         return True, task.servable.run(task.signature, task.inputs)
     except ServingError as exc:
         return False, exc
-    except Exception as exc:  # pragma: no cover - unexpected model failure
-        return False, ServingError("INTERNAL", str(exc)[:300])
+    except Exception:  # pragma: no cover - unexpected model failure: logged, not sent to the client
+        logger.exception("model %s version %s, signature %s failed", task.servable.name,
+                         task.servable.version, task.signature)
+        return False, ServingError("INTERNAL", "Internal error while running the model; see the server log")
 
 
 def run_batch(batch):
@@ -166,13 +222,10 @@ def run_batch(batch):
     try:
         merged = {k: np.concatenate([np.asarray(t.inputs[k]) for t in batch]) for k in head.inputs}
         out = head.servable.run(head.signature, merged)
-    except ServingError:
-        # one bad request must not fail its batch-mates: rerun each alone
+    except Exception:
+        # one bad request must not fail its batch-mates (a value the graph refuses, or inputs that
+        # do not concatenate): rerun each alone, so each gets its own answer
         _deliver(batch, [_outcome(t) for t in batch])
-        return
-    except Exception as exc:  # pragma: no cover - unexpected model failure
-        err = ServingError("INTERNAL", str(exc)[:300])
-        _deliver(batch, [(False, err)] * len(batch))
         return
     outcomes, start = [], 0
     for t in batch:
@@ -188,14 +241,16 @@ def _run_alone(task):
 class Direct:
     """No batching: one model call per request on a bounded thread pool."""
 
-    def __init__(self, threads=4, max_pending=256):
+    def __init__(self, threads=4, max_pending=256, max_rows=None):
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="predict")
         self._pending = 0
         self._max = max_pending
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         self.batches = 0
 
     def submit(self, servable, signature, inputs, loop=None):
+        check_rows(_rows(inputs), self.max_rows)
         with self._lock:
             if self._pending >= self._max:
                 raise ServingError("UNAVAILABLE", "too many pending requests")

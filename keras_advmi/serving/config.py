@@ -33,7 +33,10 @@ def _build_messages():
             ("num_batch_threads", 4, _F.TYPE_MESSAGE, i64, _F.LABEL_OPTIONAL),
             ("thread_pool_name", 5, _F.TYPE_MESSAGE, ".google.protobuf.StringValue", _F.LABEL_OPTIONAL),
             ("allowed_batch_sizes", 6, _F.TYPE_INT64, None, _F.LABEL_REPEATED),
-            ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, None, _F.LABEL_OPTIONAL)]:
+            ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, None, _F.LABEL_OPTIONAL),
+            ("enable_large_batch_splitting", 8, _F.TYPE_MESSAGE, ".google.protobuf.BoolValue",
+             _F.LABEL_OPTIONAL),
+            ("max_execution_batch_size", 9, _F.TYPE_MESSAGE, i64, _F.LABEL_OPTIONAL)]:
         f = bp.field.add(name=name, number=num, type=typ, label=label)
         if tname:
             f.type_name = tname
@@ -61,6 +64,8 @@ class Batching:
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 10
     num_batch_threads: int = 4
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0          # 0: max_batch_size
 
 
 def _read(path_or_text):
@@ -88,7 +93,12 @@ def parse_batching(path_or_text):
     for k, v in vals.items():
         if v < (0 if k == "batch_timeout_micros" else 1):
             raise ValueError(f"batching_parameters_file: invalid {k}={v}")
-    return Batching(**vals)
+    split = msg.enable_large_batch_splitting.value
+    exec_size = msg.max_execution_batch_size.value if msg.HasField("max_execution_batch_size") else 0
+    if exec_size < 0 or exec_size > vals["max_batch_size"]:
+        raise ValueError(f"batching_parameters_file: invalid max_execution_batch_size={exec_size}, expected "
+                         f"1..max_batch_size ({vals['max_batch_size']})")
+    return Batching(**vals, enable_large_batch_splitting=split, max_execution_batch_size=exec_size)
 
 
 def parse_monitoring(path_or_text):

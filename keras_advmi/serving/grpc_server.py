@@ -1,18 +1,29 @@
-"""gRPC front end on ``grpc.aio``: PredictionService.Predict / GetModelMetadata and
-ModelService.GetModelStatus, on tensorflow-serving-api's generated servicers, so the official
-``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged."""
+"""gRPC front end on ``grpc.aio``: PredictionService.Predict / Classify / Regress / MultiInference /
+GetModelMetadata and ModelService.GetModelStatus, on tensorflow-serving-api's generated servicers,
+so the official ``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged.
+
+Each request is decoded and checked alone on the event loop (``tensors.from_proto``: dtype, shape,
+rows, decoded bytes) before it is queued, and joins the batcher with ``loop=`` so a batch wakes the
+loop once (the same path as REST). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND /
+RESOURCE_EXHAUSTED with TF Serving's messages; anything unexpected is logged and answers INTERNAL
+with no exception text. Every RPC is counted in the metrics with ``entrypoint="GRPC"``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import grpc
-import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
+from . import examples, tensors
 from .errors import ServingError
 
+logger = logging.getLogger(__name__)
 _STATES = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -22,77 +33,184 @@ def _spec_args(spec):
     return spec.name, version, label
 
 
+def _set_spec(spec, servable, signature=None):
+    spec.name = servable.name
+    spec.version.value = servable.version
+    if signature is not None:
+        spec.signature_name = signature
+
+
+def decode_inputs(proto_inputs, specs, max_rows, max_bytes):
+    """PredictRequest.inputs -> {alias: ndarray}, checked as TF Serving's ``PreProcessPrediction``."""
+    sent, want = set(proto_inputs), set(specs)
+    if len(sent) != len(want):
+        raise ServingError("INVALID_ARGUMENT", (
+            f"input size does not match signature: {len(sent)}!={len(want)} len({{{','.join(sorted(sent))}}}) "
+            f"!= len({{{','.join(sorted(want))}}}). Sent extra: {{{','.join(sorted(sent - want))}}}. "
+            f"Missing but required: {{{','.join(sorted(want - sent))}}}."))
+    extra = sorted(sent - want)
+    if extra:
+        raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: {extra[0]}. Inputs "
+                                               f"expected to be in the set {{{','.join(sorted(want))}}}.")
+    return {k: tensors.from_proto(proto_inputs[k], k, specs[k], i, max_rows, max_bytes)
+            for i, k in enumerate(sorted(specs))}
+
+
 class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, server):
         self.server = server
 
-    async def _fail(self, context, exc):
-        await context.abort(exc.grpc_code, exc.message)
+    async def _call(self, api, name, context, work):
+        """Run ``work()``; map ServingError to its gRPC code, anything else to INTERNAL; count it."""
+        t0, status = time.perf_counter(), "INTERNAL"
+        try:
+            resp = await work()
+            status = "OK"
+            return resp
+        except ServingError as exc:
+            status = exc.code
+            await context.abort(exc.grpc_code, exc.message)
+        except Exception:  # never exception text to the client
+            logger.exception("gRPC %s failed", api)
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal error; see the server log")
+        finally:
+            self.server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "GRPC")
+
+    def _resolve(self, spec):
+        return self.server.registry.resolve(*_spec_args(spec))
+
+    async def _run(self, servable, sig, inputs):
+        loop = asyncio.get_running_loop()
+        return await self.server.executor.submit(servable, sig, inputs, loop=loop)
 
     async def Predict(self, request, context):
-        try:
-            servable = self.server.registry.resolve(*_spec_args(request.model_spec))
+        async def work():
+            servable = self._resolve(request.model_spec)
             sig, specs = servable.input_specs_for(request.model_spec.signature_name)
-            loop = asyncio.get_running_loop()
+            inputs = decode_inputs(request.inputs, specs, self.server.executor.max_rows,
+                                   self.server.max_body_bytes)
+            outputs = await self._run(servable, sig, inputs)
+            wanted = list(request.output_filter) or sorted(outputs)
+            if len(set(wanted)) != len(wanted):
+                dup = next(a for a in wanted if wanted.count(a) > 1)
+                raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {dup}")
+            for alias in wanted:
+                if alias not in outputs:
+                    raise ServingError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} "
+                                       f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
+            resp = predict_pb2.PredictResponse()
+            _set_spec(resp.model_spec, servable, sig)
+            for alias in wanted:
+                resp.outputs[alias].CopyFrom(tensors.to_proto(outputs[alias]))
+            return resp
+        return await self._call("predict", request.model_spec.name, context, work)
 
-            def decode():
-                out = {}
-                for k in specs:
-                    if k not in request.inputs:
-                        raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: "
-                                                               f"{k}")
-                    out[k] = tf.make_ndarray(request.inputs[k])
-                extra = set(request.inputs) - set(specs)
-                if extra:
-                    raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: "
-                                                           f"{sorted(extra)[0]}")
-                return out
-            inputs = await loop.run_in_executor(self.server.io_pool, decode)
-            outputs = await asyncio.wrap_future(self.server.executor.submit(servable, sig, inputs))
-        except ServingError as exc:
-            await self._fail(context, exc)
-        resp = predict_pb2.PredictResponse()
-        resp.model_spec.name = servable.name
-        resp.model_spec.version.value = servable.version
-        resp.model_spec.signature_name = sig
-        wanted = set(request.output_filter) or set(outputs)
-        for k in wanted & set(outputs):
-            resp.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
-        return resp
+    async def _infer(self, servable, signature_name, method, inp):
+        """One classify/regress evaluation -> (signature, ClassificationResult | RegressionResult)."""
+        sig = examples.signature_for(servable, signature_name, method)
+        batch = examples.serialized(inp, self.server.executor.max_rows, self.server.max_body_bytes)
+        outputs = await self._run(servable, sig, {"inputs": batch})
+        if method == examples.CLASSIFY:
+            return sig, examples.classification_result(outputs, len(batch))
+        return sig, examples.regression_result(outputs, len(batch))
+
+    async def Classify(self, request, context):
+        async def work():
+            servable = self._resolve(request.model_spec)
+            sig, result = await self._infer(servable, request.model_spec.signature_name, examples.CLASSIFY,
+                                            request.input)
+            resp = classification_pb2.ClassificationResponse()
+            _set_spec(resp.model_spec, servable, sig)
+            resp.result.CopyFrom(result)
+            return resp
+        return await self._call("classify", request.model_spec.name, context, work)
+
+    async def Regress(self, request, context):
+        async def work():
+            servable = self._resolve(request.model_spec)
+            sig, result = await self._infer(servable, request.model_spec.signature_name, examples.REGRESS,
+                                            request.input)
+            resp = regression_pb2.RegressionResponse()
+            _set_spec(resp.model_spec, servable, sig)
+            resp.result.CopyFrom(result)
+            return resp
+        return await self._call("regress", request.model_spec.name, context, work)
+
+    async def MultiInference(self, request, context):
+        """Several classify/regress signatures of one model on one input (``multi_inference.cc``)."""
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+
+        async def work():
+            if not request.tasks:
+                raise ServingError("INVALID_ARGUMENT", "Found MultiInferenceRequest with no tasks.")
+            seen = set()
+            for task in request.tasks:
+                if not task.model_spec.name:
+                    raise ServingError("INVALID_ARGUMENT", "Found ModelSpec with an empty model name.")
+                if task.model_spec.name != name:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+                sig = task.model_spec.signature_name or "serving_default"
+                if sig in seen:
+                    raise ServingError("INVALID_ARGUMENT", f"Duplicate evaluation of signature: {sig}")
+                seen.add(sig)
+                if task.method_name not in (examples.CLASSIFY, examples.REGRESS):
+                    raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}")
+            servable = self._resolve(request.tasks[0].model_spec)
+            for sig in seen:
+                if sig not in servable.signature_defs:
+                    raise ServingError("INVALID_ARGUMENT", f"Requested signature not found in model graph: {sig}")
+            resp = inference_pb2.MultiInferenceResponse()
+            for task in request.tasks:
+                sig, result = await self._infer(servable, task.model_spec.signature_name, task.method_name,
+                                                request.input)
+                out = resp.results.add()
+                _set_spec(out.model_spec, servable, sig)
+                if task.method_name == examples.CLASSIFY:
+                    out.classification_result.CopyFrom(result)
+                else:
+                    out.regression_result.CopyFrom(result)
+            return resp
+        return await self._call("multi_inference", name, context, work)
 
     async def GetModelMetadata(self, request, context):
-        try:
-            if list(request.metadata_field) != ["signature_def"]:
-                raise ServingError("INVALID_ARGUMENT", "Metadata field signature_def must be requested")
-            servable = self.server.registry.resolve(*_spec_args(request.model_spec))
-        except ServingError as exc:
-            await self._fail(context, exc)
-        resp = get_model_metadata_pb2.GetModelMetadataResponse()
-        resp.model_spec.name = servable.name
-        resp.model_spec.version.value = servable.version
-        sdm = get_model_metadata_pb2.SignatureDefMap()
-        for k, v in servable.signature_defs.items():
-            sdm.signature_def[k].CopyFrom(v)
-        resp.metadata["signature_def"].Pack(sdm)
-        return resp
+        async def work():
+            if not request.metadata_field:
+                raise ServingError("INVALID_ARGUMENT",
+                                   "GetModelMetadataRequest must specify at least one metadata_field")
+            for field in request.metadata_field:
+                if field != "signature_def":
+                    raise ServingError("INVALID_ARGUMENT", f"Metadata field {field} is not supported")
+            servable = self._resolve(request.model_spec)
+            resp = get_model_metadata_pb2.GetModelMetadataResponse()
+            _set_spec(resp.model_spec, servable)
+            sdm = get_model_metadata_pb2.SignatureDefMap()
+            for k, v in servable.signature_defs.items():
+                sdm.signature_def[k].CopyFrom(v)
+            resp.metadata["signature_def"].Pack(sdm)
+            return resp
+        return await self._call("metadata", request.model_spec.name, context, work)
 
 
 class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, server):
         self.server = server
+        self._call = _Prediction(server)._call
 
     async def GetModelStatus(self, request, context):
-        name, version, _ = _spec_args(request.model_spec)
-        try:
+        """As ``GetModelStatusImpl``: ``model_spec.version`` narrows the answer, a label does not."""
+        async def work():
+            if not request.HasField("model_spec"):
+                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+            name, version, _ = _spec_args(request.model_spec)
             rows = self.server.registry.status(name, version)
-        except ServingError as exc:
-            await context.abort(exc.grpc_code, exc.message)
-        resp = get_model_status_pb2.GetModelStatusResponse()
-        for r in rows:
-            s = resp.model_version_status.add(version=int(r["version"]), state=_STATES.Value(r["state"]))
-            s.status.error_code = getattr(grpc.StatusCode, r["status"]["error_code"]).value[0]
-            s.status.error_message = r["status"]["error_message"]
-        return resp
+            resp = get_model_status_pb2.GetModelStatusResponse()
+            for r in rows:
+                s = resp.model_version_status.add(version=int(r["version"]), state=_STATES.Value(r["state"]))
+                s.status.error_code = getattr(grpc.StatusCode, r["status"]["error_code"]).value[0]
+                s.status.error_message = r["status"]["error_message"]
+            return resp
+        return await self._call("status", request.model_spec.name, context, work)
 
 
 def make_server(server, host, port):

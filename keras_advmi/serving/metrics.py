@@ -1,48 +1,72 @@
-"""Prometheus text exposition of the server's counters (TF Serving metric names where they exist)."""
+"""Prometheus metrics of the server through ``prometheus_client``, under TF Serving's metric names.
+
+``:tensorflow:serving:request_count{model_name, API, entrypoint, status}`` and the histogram
+``:tensorflow:serving:request_latency{model_name, API, entrypoint}`` (microseconds), as
+``tensorflow_serving/servables/tensorflow/util.cc`` records them; ``entrypoint`` is ``REST`` or
+``GRPC``. Values live in ``prometheus_client`` metrics (thread-safe) and the page is
+``prometheus_client.generate_latest`` (escaping by the library). Counters keep TF Serving's sample
+names (no ``_total`` suffix, which ``prometheus_client`` would add), so they are exposed as
+``untyped`` families, as TF Serving's names cannot be both a counter and suffix-free in the
+library's exposition. Only configured model names become label values; any other name a URL or
+RPC carries is counted under ``UNKNOWN_MODEL``, so the page cannot be grown by unknown names.
+"""
 
 from __future__ import annotations
 
-import collections
-import threading
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
 
 _BUCKETS = (1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, float("inf"))  # microseconds
+UNKNOWN_MODEL = "_unknown_"     # cannot be a configured name (those start with a letter or digit)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    """Thread-safe counters: request count by model/API/status, latency histogram (us), rejects."""
+    """Request count and latency per configured model, API, entrypoint; ``text()`` is the page."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.requests = collections.Counter()
-        self.latency = collections.defaultdict(lambda: [0] * len(_BUCKETS))
-        self.latency_sum = collections.Counter()
+    def __init__(self, model_names=()):
+        self._known = frozenset(model_names)
+        self._count = Counter(":tensorflow:serving:request_count", "The total number of requests.",
+                              ["model_name", "API", "entrypoint", "status"], registry=None)
+        self._latency = Histogram(":tensorflow:serving:request_latency",
+                                  "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+                                  ["model_name", "API", "entrypoint"], buckets=_BUCKETS, registry=None)
+        self._batches = 0
+        self._batches_fn = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
-    def observe(self, model, api, status, micros):
-        with self._lock:
-            self.requests[(model, api, status)] += 1
-            buckets = self.latency[(model, api)]
-            for i, b in enumerate(_BUCKETS):
-                if micros <= b:
-                    buckets[i] += 1
-            self.latency_sum[(model, api)] += micros
+    def label(self, model):
+        return model if model in self._known else UNKNOWN_MODEL
 
-    def text(self, batches=0):
-        """Prometheus text format 0.0.4."""
-        lines = ["# TYPE :tensorflow:serving:request_count counter"]
-        with self._lock:
-            for (m, api, st), n in sorted(self.requests.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{m}",API="{api}",'
-                             f'entrypoint="REST",status="{st}"}} {n}')
-            lines.append("# TYPE :tensorflow:serving:request_latency histogram")
-            for (m, api), buckets in sorted(self.latency.items()):
-                for b, n in zip(_BUCKETS, buckets):
-                    le = "+Inf" if b == float("inf") else f"{b:g}"
-                    lines.append(f':tensorflow:serving:request_latency_bucket{{model_name="{m}",'
-                                 f'API="{api}",le="{le}"}} {n}')
-                lines.append(f':tensorflow:serving:request_latency_sum{{model_name="{m}",API="{api}"}} '
-                             f'{self.latency_sum[(m, api)]:g}')
-                lines.append(f':tensorflow:serving:request_latency_count{{model_name="{m}",API="{api}"}} '
-                             f'{buckets[-1]}')
-        lines.append("# TYPE :tensorflow:serving:batching_session:batch_count counter")
-        lines.append(f":tensorflow:serving:batching_session:batch_count {batches}")
-        return "\n".join(lines) + "\n"
+    def observe(self, model, api, status, micros, entrypoint="REST"):
+        model = self.label(model)
+        self._count.labels(model, api, entrypoint, status).inc()
+        self._latency.labels(model, api, entrypoint).observe(micros)
+
+    def batch_count(self, fn):
+        """Report ``fn()`` as ``:tensorflow:serving:batching_session:batch_count``."""
+        self._batches_fn = fn
+
+    def collect(self):
+        """prometheus_client Collector protocol: TF Serving's sample names, no ``_created``."""
+        for metric in self._count.collect():
+            out = Metric(metric.name, metric.documentation, "unknown")
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    out.add_sample(metric.name, s.labels, s.value)
+            yield out
+        for metric in self._latency.collect():
+            out = Metric(metric.name, metric.documentation, "histogram")
+            for s in metric.samples:
+                if not s.name.endswith("_created"):
+                    out.add_sample(s.name, s.labels, s.value)
+            yield out
+        batches = Metric(":tensorflow:serving:batching_session:batch_count", "Model calls run by the batcher.",
+                         "unknown")
+        batches.add_sample(batches.name, {}, float(self._batches_fn() if self._batches_fn else 0))
+        yield batches
+
+    def text(self):
+        """The exposition page (Prometheus text format 0.0.4), bytes."""
+        return generate_latest(self.registry)

@@ -1,7 +1,10 @@
 """Model registry: versions polled from configured base paths, version policies, labels, hot swap.
 
-A model is ``BASE/VERSION/saved_model.pb`` (VERSION a positive integer; hidden temp dirs are
-ignored). Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1),
+A model is ``BASE/VERSION/saved_model.pb``. As TF Serving's file-system source reads it
+(``file_system_storage_path_source.cc``), the directory name is kept for the path and its integer
+value is the version, so ``00000123`` is version 123; only ASCII digits that fit an int64 count
+(``²`` is ``str.isdigit()`` but no version; hidden temp dirs are skipped too). Anything else is
+skipped with one log line per name, and polling goes on for every other version and model. Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1),
 ``all``, ``specific`` (listed versions). Every poll loads new wanted versions *before* unloading
 unwanted ones; a request holds a reference to its ``Servable`` so an unload never fails it.
 A version that fails to load is reported and retried at the next poll; a loaded version is
@@ -22,6 +25,18 @@ from .errors import ServingError
 logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOAD_LOCK = threading.Lock()
+
+
+_VERSION_RE = re.compile(r"[0-9]{1,19}")
+MAX_VERSION = 2 ** 63 - 1
+
+
+def parse_version(text):
+    """int64 version of a directory name or URL segment of ASCII digits, else None."""
+    if not isinstance(text, str) or not _VERSION_RE.fullmatch(text):
+        return None
+    v = int(text)
+    return v if v <= MAX_VERSION else None
 
 
 def valid_model_name(name):
@@ -96,6 +111,7 @@ class ModelEntry:
         self.labels = dict(labels or {})
         self.loaded = {}          # version -> Servable
         self.states = {}          # version -> (state, error_code, message)
+        self.skipped = set()      # directory names already logged as not a version
 
 
 def entries_from_config(msg):
@@ -126,13 +142,24 @@ class Registry:
         return list(self._entries)
 
     @staticmethod
-    def _on_disk(base):
+    def _on_disk(entry):
+        """{version: directory name} of the complete versions under the entry's base path."""
         try:
-            names = os.listdir(base)
+            names = os.listdir(entry.base_path)
         except OSError:
-            return []
-        return sorted(int(n) for n in names if n.isdigit() and int(n) > 0
-                      and os.path.isfile(os.path.join(base, n, "saved_model.pb")))
+            return {}
+        found = {}
+        for n in sorted(names, key=lambda n: (len(n), n)):
+            v = parse_version(n)
+            if v is None or v in found:
+                if not n.startswith(".") and n not in entry.skipped:
+                    entry.skipped.add(n)
+                    logger.warning("model %s: skipping %r under %s (%s)", entry.name, n, entry.base_path,
+                                   "not a version number" if v is None else f"duplicate of version {v}")
+                continue
+            if os.path.isfile(os.path.join(entry.base_path, n, "saved_model.pb")):
+                found[v] = n
+        return found
 
     @staticmethod
     def _wanted(entry, disk):
@@ -146,28 +173,37 @@ class Registry:
         """Load wanted new versions, then unload unwanted ones. Returns the number of changes."""
         changes = 0
         for entry in self._entries.values():
-            disk = self._on_disk(entry.base_path)
-            wanted = self._wanted(entry, disk)
-            for v in sorted(wanted - set(entry.loaded)):
-                try:
-                    servable = Servable(entry.name, v, os.path.join(entry.base_path, str(v)))
-                except Exception as exc:  # a bad version must not take the server down
-                    logger.warning("model %s version %d failed to load: %s", entry.name, v, exc)
-                    entry.states[v] = ("END", "UNKNOWN", str(exc)[:300])
-                    continue
+            try:
+                changes += self._poll_entry(entry)
+            except Exception:  # one model's trouble must not stop polling the others
+                logger.exception("polling model %s failed", entry.name)
+        return changes
+
+    def _poll_entry(self, entry):
+        changes = 0
+        paths = self._on_disk(entry)
+        disk = sorted(paths)
+        wanted = self._wanted(entry, disk)
+        for v in sorted(wanted - set(entry.loaded)):
+            try:
+                servable = Servable(entry.name, v, os.path.join(entry.base_path, paths[v]))
+            except Exception as exc:  # a bad version must not take the server down
+                logger.warning("model %s version %d failed to load: %s", entry.name, v, exc)
+                entry.states[v] = ("END", "UNKNOWN", str(exc)[:300])
+                continue
+            with self._lock:
+                entry.loaded[v] = servable
+                entry.states[v] = ("AVAILABLE", "OK", "")
+            changes += 1
+            logger.info("loaded %s version %d", entry.name, v)
+        # unload only once something wanted is available, so a model never goes dark
+        if any(v in entry.loaded for v in wanted):
+            for v in sorted(set(entry.loaded) - wanted):
                 with self._lock:
-                    entry.loaded[v] = servable
-                    entry.states[v] = ("AVAILABLE", "OK", "")
+                    entry.loaded.pop(v)
+                    entry.states[v] = ("END", "OK", "")
                 changes += 1
-                logger.info("loaded %s version %d", entry.name, v)
-            # unload only once something wanted is available, so a model never goes dark
-            if any(v in entry.loaded for v in wanted):
-                for v in sorted(set(entry.loaded) - wanted):
-                    with self._lock:
-                        entry.loaded.pop(v)
-                        entry.states[v] = ("END", "OK", "")
-                    changes += 1
-                    logger.info("unloaded %s version %d", entry.name, v)
+                logger.info("unloaded %s version %d", entry.name, v)
         return changes
 
     def entry(self, name):
@@ -196,15 +232,16 @@ class Registry:
             return entry.loaded[max(entry.loaded)]
 
     def status(self, name, version=None):
-        """TF Serving's model_version_status list (dicts)."""
-        entry = self.entry(name)
+        """TF Serving's model_version_status list (dicts), as ``GetModelStatusImpl`` answers it: a
+        version label is not looked at there (only ``model_spec.version``), so callers pass none."""
+        entry = self._entries.get(name) if valid_model_name(name) else None
         with self._lock:
-            states = dict(entry.states)
+            states = dict(entry.states) if entry else {}
         if version is not None:
             if int(version) not in states:
-                raise ServingError("NOT_FOUND",
-                                   f"Could not find version {version} of model {name}")
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
             states = {int(version): states[int(version)]}
+        elif not states:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
         return [{"version": str(v), "state": st, "status": {"error_code": code, "error_message": msg}}
                 for v, (st, code, msg) in sorted(states.items(), reverse=True)]
-

@@ -1,14 +1,17 @@
 """REST front end on aiohttp, speaking TF Serving's REST API.
 
-Routes: ``POST /v1/models/NAME[/versions/N|/labels/L]:predict``, ``GET /v1/models/NAME[/versions/N]``
-(model_version_status), ``GET .../metadata`` (signature_def), ``GET <monitoring path>`` (Prometheus).
-Errors answer ``{"error": msg}`` with TF Serving's status for the canonical code (400, 404, 413,
-503...). The model call runs off the event loop (batcher threads / Direct pool) and wakes the loop
-once per batch. JSON decoding and encoding (orjson, tens of microseconds for an MNIST image) run
-on the loop for bodies up to ``INLINE_BODY_BYTES``: a thread hop costs more than the work and buys
-no parallelism under the GIL. Larger bodies are decoded and encoded on the ``io_pool`` so one huge
-request does not stall the others. Measurements: docs/benchmarks.md, "REST throughput of the
-embedded server".
+Routes, as ``tensorflow_serving/model_servers/http_rest_api_util.cc`` matches them (ASCII digits for
+versions, case-insensitive): ``POST /v1/models/NAME[/versions/N|/labels/L]:(predict|classify|regress)``,
+``GET /v1/models/NAME[/versions/N|/labels/L]`` (model_version_status; like TF Serving's
+``GetModelStatusImpl``, a label does not narrow it), ``GET .../metadata`` (signature_def),
+``GET <monitoring path>`` (Prometheus). Errors answer ``{"error": msg}`` with TF Serving's status for
+the canonical code (400, 404, 413, 503...); nothing unexpected reaches a client as a traceback
+(it is logged; the client gets a JSON 500). The model call runs off the event loop (batcher
+threads / Direct pool) and wakes the loop once per batch. JSON decoding and encoding (orjson, tens
+of microseconds for an MNIST image) run on the loop for bodies up to ``INLINE_BODY_BYTES``: a
+thread hop costs more than the work and buys no parallelism under the GIL. Larger bodies are
+decoded and encoded on the ``io_pool`` so one huge request does not stall the others.
+Measurements: docs/benchmarks.md, "REST throughput of the embedded server".
 
 Why aiohttp: already a dependency of the project (no new package), one process, and the batching
 queue needs no ASGI layer; see docs/benchmarks.md ("Serving load") for the measured throughput.
@@ -19,32 +22,42 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import re
 import time
 
 from aiohttp import web
 from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
-from . import codec
+from . import codec, examples
 from .errors import ServingError
+from .registry import parse_version
 
+logger = logging.getLogger(__name__)
 INLINE_BODY_BYTES = 256 * 1024
-_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-                    r"(?P<rest>/metadata|:[A-Za-z]+)?$")
+_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
+                    r"(?P<rest>/metadata|:[A-Za-z]+)?$", re.IGNORECASE)
+_API = {":predict": "predict", ":classify": "classify", ":regress": "regress"}
 
 
-def _parse_without_gc(body, input_specs_for):
-    """``codec.parse_predict`` with the cyclic GC paused: the JSON document's lists (one per pixel
-    row for images) are all freed by refcount before it returns, so pausing keeps them from
+def _parse_without_gc(fn, *args):
+    """``fn(*args)`` (a JSON parse) with the cyclic GC paused: the JSON document's lists (one per
+    pixel row for images) are all freed by refcount before it returns, so pausing keeps them from
     triggering collections that would promote live request data into the old generations."""
     enabled = gc.isenabled()
     if enabled:
         gc.disable()
     try:
-        return codec.parse_predict(body, input_specs_for)
+        return fn(*args)
     finally:
         if enabled:
             gc.enable()
+
+
+def _print(message):
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
+                                     preserving_proto_field_name=True)
 
 
 def _error(exc):
@@ -58,19 +71,25 @@ def make_app(server):
     async def dispatch(request):
         t0 = time.perf_counter()
         m = _ROUTE.match(request.path)
-        name, api, status = (m["name"] if m else "?"), "other", "INTERNAL"
+        name, api, status = (m["name"] if m else ""), "other", "INTERNAL"
         try:
             if not m:
                 raise ServingError("INVALID_ARGUMENT", f"Malformed request: {request.method} {request.path}")
-            version = int(m["version"]) if m["version"] is not None else None
-            label, rest = m["label"], m["rest"]
-            if request.method == "POST" and rest == ":predict":
-                api = "predict"
-                resp = await _predict(request, name, version, label)
+            version = None
+            if m["version"] is not None:
+                version = parse_version(m["version"])
+                if version is None:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       f"Failed to convert version: {m['version'][:32]} to numeric.")
+            label, rest = m["label"], (m["rest"] or "").lower() or None
+            if request.method == "POST" and rest in _API:
+                api = _API[rest]
+                resp = await (_predict(request, name, version, label) if api == "predict"
+                              else _classify_regress(request, name, version, label, api))
             elif request.method == "GET" and rest == "/metadata":
                 api = "metadata"
                 resp = _metadata(name, version, label)
-            elif request.method == "GET" and rest is None and label is None:
+            elif request.method == "GET" and rest is None:
                 api = "status"
                 resp = {"model_version_status": server.registry.status(name, version)}
             else:
@@ -81,27 +100,40 @@ def make_app(server):
         except ServingError as exc:
             status = exc.code
             return _error(exc)
+        except Exception:  # never a traceback to the client
+            logger.exception("REST %s %s failed", request.method, request.path[:200])
+            return _error(ServingError("INTERNAL", "Internal error; see the server log"))
         finally:
-            server.metrics.observe(name, api, status,
-                                   (time.perf_counter() - t0) * 1e6)
+            server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "REST")
 
-    async def _predict(request, name, version, label):
+    async def _body(request):
         if request.content_length is not None and request.content_length > server.max_body_bytes:
             raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {request.content_length} bytes "
                                f"exceeds the limit of {server.max_body_bytes} bytes")
         try:
-            body = await request.read()
+            return await asyncio.wait_for(request.read(), server.read_timeout)
         except web.HTTPRequestEntityTooLarge:
             raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
                                f"{server.max_body_bytes} bytes") from None
+        except asyncio.TimeoutError:
+            raise ServingError("REQUEST_TIMEOUT", f"Request body not received within {server.read_timeout:g} s"
+                               ) from None
+        except Exception as exc:   # aiohttp's payload errors: bad Content-Encoding, broken chunking
+            raise ServingError("INVALID_ARGUMENT", f"Failed to read the request body: {type(exc).__name__}"
+                               ) from None
+
+    async def _predict(request, name, version, label):
+        body = await _body(request)
         servable = server.registry.resolve(name, version, label)
+        max_rows, max_bytes = server.executor.max_rows, server.max_body_bytes
+        codec.precheck(body, servable.specs.values(), max_rows, max_bytes)
         loop = asyncio.get_running_loop()
         inline = len(body) <= INLINE_BODY_BYTES
+        args = (body, servable.input_specs_for, max_rows, max_bytes)
         if inline:
-            sig, inputs, row = _parse_without_gc(body, servable.input_specs_for)
+            sig, inputs, row = _parse_without_gc(codec.parse_predict, *args)
         else:
-            sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, body,
-                                                          servable.input_specs_for)
+            sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, *args)
         outputs = await server.executor.submit(servable, sig, inputs, loop=loop)
         if inline:
             data = codec.encode_predict(outputs, row)
@@ -109,16 +141,36 @@ def make_app(server):
             data = await loop.run_in_executor(server.io_pool, codec.encode_predict, outputs, row)
         return web.Response(body=data, content_type="application/json", charset="utf-8")
 
+    async def _classify_regress(request, name, version, label, api):
+        body = await _body(request)
+        servable = server.registry.resolve(name, version, label)
+        loop = asyncio.get_running_loop()
+        doc = await loop.run_in_executor(server.io_pool, codec.parse_json, body) if len(body) > INLINE_BODY_BYTES \
+            else codec.parse_json(body)
+        sig = doc.get("signature_name", "")
+        if not isinstance(sig, str):
+            raise ServingError("INVALID_ARGUMENT", "'signature_name' key must be a string value.")
+        inp = examples.input_from_json(doc)       # TF Serving reads the body before the signature
+        sig = examples.signature_for(servable, sig, examples.CLASSIFY if api == "classify" else examples.REGRESS)
+        batch = examples.serialized(inp, server.executor.max_rows, server.max_body_bytes)
+        outputs = await server.executor.submit(servable, sig, {"inputs": batch}, loop=loop)
+        if api == "classify":
+            return examples.classification_json(examples.classification_result(outputs, len(batch)))
+        return examples.regression_json(examples.regression_result(outputs, len(batch)))
+
     def _metadata(name, version, label):
+        """GetModelMetadataResponse printed as ``http_rest_api_util.cc`` prints it: each proto with
+        its default-valued fields (``"name": ""`` of a dim, ``"unknown_rank": false``...)."""
         s = server.registry.resolve(name, version, label)
-        defs = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
-                for k, v in s.signature_defs.items()}
-        return {"model_spec": {"name": name, "signature_name": "", "version": str(s.version)},
-                "metadata": {"signature_def": {"signature_def": defs}}}
+        spec = model_pb2.ModelSpec(name=name)
+        spec.version.value = s.version
+        sdm = get_model_metadata_pb2.SignatureDefMap()
+        for k, v in s.signature_defs.items():
+            sdm.signature_def[k].CopyFrom(v)
+        return {"model_spec": _print(spec), "metadata": {"signature_def": _print(sdm)}}
 
     async def metrics(request):
-        return web.Response(text=server.metrics.text(server.executor.batches),
-                            content_type="text/plain", charset="utf-8")
+        return web.Response(body=server.metrics.text(), content_type="text/plain", charset="utf-8")
 
     async def too_large(request, handler):
         try:

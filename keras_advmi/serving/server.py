@@ -7,6 +7,12 @@
 
 Binds 127.0.0.1 unless ``host`` says otherwise; port 0 picks a free port. Models load only from
 the configured base paths (names in URLs are looked up, never joined into paths).
+
+Slow clients: a REST connection must deliver a complete request head within ``read_timeout``
+seconds of opening (or of its previous answer, on keep-alive), else it is closed; a body must arrive
+within ``read_timeout`` (408). TF Serving's ``--rest_api_timeout_in_ms`` (default 30,000) sets it.
+The head deadline is aiohttp's keep-alive timer, which runs from the moment a connection opens and
+closes it while no complete request has arrived (``aiohttp/web_protocol.py``, ``_process_keepalive``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from .rest import make_app
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 30.0       # TF Serving's --rest_api_timeout_in_ms default, in seconds
+DEFAULT_MAX_ROWS = 10_000
 
 
 class ModelServer:
@@ -37,23 +45,36 @@ class ModelServer:
       rest_port / grpc_port: ports (0 = free port; None = do not start that front end).
       poll_seconds: seconds between base-path polls (0 = load once, never poll).
       monitoring_path: Prometheus path or None.
-      max_body_bytes: request size cap (REST 413, gRPC RESOURCE_EXHAUSTED).
+      max_body_bytes: request size cap (REST 413, gRPC RESOURCE_EXHAUSTED), applied to the wire size
+        and to the decoded tensors.
+      read_timeout: seconds a REST client has for its request head and for its body.
+      max_request_rows: without batching, the most rows one request may carry (with batching,
+        ``max_batch_size`` is the limit, as in TF Serving).
     """
 
     def __init__(self, entries, batching_settings=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
-                 poll_seconds=1.0, monitoring_path=None, max_body_bytes=DEFAULT_MAX_BODY):
+                 poll_seconds=1.0, monitoring_path=None, max_body_bytes=DEFAULT_MAX_BODY,
+                 read_timeout=DEFAULT_READ_TIMEOUT, max_request_rows=DEFAULT_MAX_ROWS):
         if poll_seconds < 0:
             raise ValueError(f"Received an invalid value for `poll_seconds`, expected >= 0. "
                              f"Received: poll_seconds={poll_seconds}")
         if int(max_body_bytes) < 1:
             raise ValueError(f"Received an invalid value for `max_body_bytes`, expected a positive integer. "
                              f"Received: max_body_bytes={max_body_bytes}")
+        if not read_timeout > 0:
+            raise ValueError(f"Received an invalid value for `read_timeout`, expected seconds > 0. "
+                             f"Received: read_timeout={read_timeout}")
+        if int(max_request_rows) < 1:
+            raise ValueError(f"Received an invalid value for `max_request_rows`, expected a positive integer. "
+                             f"Received: max_request_rows={max_request_rows}")
         self.registry = registry.Registry(entries)
         self.batching = batching_settings
         self.host, self.rest_port, self.grpc_port = host, rest_port, grpc_port
         self.poll_seconds, self.monitoring_path = poll_seconds, monitoring_path
         self.max_body_bytes = int(max_body_bytes)
-        self.metrics = Metrics()
+        self.read_timeout = float(read_timeout)
+        self.max_request_rows = int(max_request_rows)
+        self.metrics = Metrics(self.registry.names)
         self.io_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="json")
         self.executor = None
         self._loop = None
@@ -84,7 +105,8 @@ class ModelServer:
         """Load models, start polling and both front ends in a background thread."""
         self.registry.poll()
         self.executor = (batching.Batcher(self.batching) if self.batching
-                         else batching.Direct(threads=4, max_pending=1024))
+                         else batching.Direct(threads=4, max_pending=1024, max_rows=self.max_request_rows))
+        self.metrics.batch_count(lambda: self.executor.batches)
         self._thread = threading.Thread(target=self._run, daemon=True, name="model-server")
         self._thread.start()
         if not self._ready.wait(timeout) or self._error:
@@ -119,7 +141,7 @@ class ModelServer:
         self._runner = None
         self._grpc = None
         if self.rest_port is not None:
-            self._runner = web.AppRunner(make_app(self), access_log=None)
+            self._runner = web.AppRunner(make_app(self), access_log=None, keepalive_timeout=self.read_timeout)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.rest_port, backlog=1024)
             await site.start()

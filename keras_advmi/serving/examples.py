@@ -1,0 +1,214 @@
+"""Classify and Regress on ``tf.Example`` inputs, as TF Serving serves them.
+
+A signature with method name ``tensorflow/serving/classify`` takes the serialized examples as input
+``inputs`` and answers ``classes`` (string [n, k]) and/or ``scores`` (float [n, k]); one with
+``tensorflow/serving/regress`` answers ``outputs`` (float [n] or [n, 1]). The checks and their
+messages are those of ``tensorflow_serving/servables/tensorflow/classifier.cc`` and
+``regressor.cc``. REST ``examples`` / ``context`` JSON becomes ``tf.train.Example`` protos as
+``tensorflow_serving/util/json_tensor.cc`` builds them (a number with a fraction or exponent is a
+float feature, an integer or bool an int64 feature, a string or ``{"b64": ...}`` a bytes feature);
+an example with context is serialized as context + example (protobuf merge, example wins), as
+``InputToSerializedExampleTensor`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+
+from .errors import ServingError
+
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+PREDICT = "tensorflow/serving/predict"
+_KIND = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
+
+
+def _bad(msg):
+    return ServingError("INVALID_ARGUMENT", msg)
+
+
+def _json_type(v):
+    if v is None:
+        return "Null"
+    return {bool: "True" if v else "False", dict: "Object", list: "Array", str: "String"}.get(
+        type(v), "Number")
+
+
+def _add_value(value, name, feature):
+    kind = feature.WhichOneof("kind")
+
+    def want(k):
+        if kind not in (None, k):
+            raise _bad(f"Unexpected element type in feature: {name} expecting type: {_KIND[kind]}")
+    if isinstance(value, bool):
+        want("int64_list")
+        feature.int64_list.value.append(int(value))
+    elif isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        want("bytes_list")
+        try:
+            feature.bytes_list.value.append(base64.b64decode(value["b64"], validate=True))
+        except ValueError:
+            raise _bad("Unable to base64 decode") from None
+    elif isinstance(value, str):
+        want("bytes_list")
+        feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, float):
+        want("float_list")
+        feature.float_list.value.append(value)
+    elif isinstance(value, int):
+        want("int64_list")
+        if value >= 2 ** 63:
+            raise _bad(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        if value < -2 ** 63:
+            raise _bad(f"Feature: {name} has element with unexpected JSON type: Number")
+        feature.int64_list.value.append(value)
+    else:
+        raise _bad(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+
+
+def example_from_json(value, example):
+    if not isinstance(value, dict):
+        raise _bad(f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for v in content if isinstance(content, list) else [content]:
+            _add_value(v, name, feature)
+        example.features.feature[name].CopyFrom(feature)
+
+
+def input_from_json(doc):
+    """A parsed REST classify/regress body (dict) -> tensorflow.serving.Input."""
+    inp = input_pb2.Input()
+    if "context" in doc:
+        example_from_json(doc["context"], inp.example_list_with_context.context)
+    if "examples" not in doc:
+        raise _bad(f"JSON Value: {_debug(doc)} When method is classify, key 'examples' is expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise _bad(f"JSON Value: {_debug(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _bad(f"JSON Value: {_debug(doc)} 'examples' value is an empty array")
+    target = (inp.example_list_with_context.examples if "context" in doc else inp.example_list.examples)
+    for e in examples:
+        example_from_json(e, target.add())
+    return inp
+
+
+def _debug(doc):
+    text = json.dumps(doc, separators=(",", ":"))
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def serialized(inp, max_rows=None, max_bytes=None):
+    """tensorflow.serving.Input -> object ndarray of serialized tf.Example (shape [n])."""
+    kind = inp.WhichOneof("kind")
+    if kind is None:
+        raise _bad("Input is empty.")
+    if kind == "example_list":
+        out = [e.SerializeToString() for e in inp.example_list.examples]
+    else:
+        ctx = inp.example_list_with_context.context.SerializeToString()
+        out = [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
+    if not out:
+        raise _bad("Input is empty.")
+    if max_rows is not None and len(out) > max_rows:
+        raise _bad(f"Task size {len(out)} is larger than maximum input batch size {max_rows}")
+    if max_bytes is not None and sum(map(len, out)) > max_bytes:
+        raise ServingError("RESOURCE_EXHAUSTED", f"Decoded request tensors of {sum(map(len, out))} bytes "
+                                                 f"exceed the limit of {max_bytes} bytes")
+    return np.array(out, dtype=object)
+
+
+def signature_for(servable, name, method):
+    """Resolve and check a classify/regress signature; returns its name. TF Serving's messages."""
+    name = name or "serving_default"
+    sig = servable.signature_defs.get(name)
+    if sig is None:
+        raise _bad(f"No signature was found with the name: {name}")
+    what = "classification" if method == CLASSIFY else "regression"
+    if sig.method_name != method:
+        raise _bad(f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise _bad("Expected one input Tensor.")
+    if "inputs" not in sig.inputs:
+        raise _bad(f"No {what} inputs found in SignatureDef: {sig}")
+    if method == CLASSIFY:
+        if len(sig.outputs) not in (1, 2):
+            raise _bad(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+        if "classes" not in sig.outputs and "scores" not in sig.outputs:
+            raise _bad('Expected classification signature outputs to contain at least one of "classes" or '
+                       f'"scores". Signature was: {sig}')
+    else:
+        if len(sig.outputs) != 1:
+            raise _bad(f"Expected one output Tensor, found {len(sig.outputs)}")
+        if "outputs" not in sig.outputs:
+            raise _bad(f"No regression outputs found in SignatureDef: {sig}")
+    return name
+
+
+def classification_result(outputs, n):
+    """Signature outputs -> ClassificationResult (checks of PostProcessClassificationResult)."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for label, t, kind in (("classes", classes, "O"), ("scores", scores, "f")):
+        if t is None:
+            continue
+        t = np.asarray(t)
+        if t.ndim != 2:
+            raise _bad(f"Expected Tensor shape: [batch_size num_classes] but got {list(t.shape)}")
+        if (t.dtype.kind in "OS") != (kind == "O") or (kind == "f" and t.dtype != np.float32):
+            raise _bad(f"Expected {label} Tensor of {'DT_STRING' if kind == 'O' else 'DT_FLOAT'}. Got: {t.dtype}")
+        if t.shape[0] != n:
+            raise _bad(f"Expected {label} output batch size of {n}. Got: {t.shape[0]}")
+    if classes is not None and scores is not None and np.shape(classes)[1] != np.shape(scores)[1]:
+        raise _bad(f"Tensors class and score should match in dim_size(1). Got {np.shape(classes)[1]} vs. "
+                   f"{np.shape(scores)[1]}")
+    k = np.shape(classes if classes is not None else scores)[1]
+    result = classification_pb2.ClassificationResult()
+    for i in range(n):
+        c = result.classifications.add()
+        for j in range(k):
+            cl = c.classes.add()
+            if classes is not None:
+                cl.label = classes[i][j] if isinstance(classes[i][j], bytes) else str(classes[i][j]).encode()
+            if scores is not None:
+                cl.score = float(scores[i][j])
+    return result
+
+
+def regression_result(outputs, n):
+    """Signature outputs -> RegressionResult (checks of PostProcessRegressionResult)."""
+    t = np.asarray(outputs["outputs"])
+    if not (t.ndim == 1 or t.ndim == 2 and t.shape[1] == 1):
+        raise _bad(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                   f"{list(t.shape)}")
+    if t.shape[0] != n:
+        raise _bad(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
+    if t.dtype != np.float32:
+        raise _bad(f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
+    result = regression_pb2.RegressionResult()
+    for v in t.reshape(-1):
+        result.regressions.add(value=float(v))
+    return result
+
+
+def _float32_json(v):
+    """A float32 in its shortest round-trip digits (as TF Serving's WriteDecimal keeps float32)."""
+    return float(np.format_float_positional(np.float32(v), unique=True, trim="0")) if np.isfinite(v) else v
+
+
+def classification_json(result):
+    if not result.classifications:
+        raise _bad("Cannot convert empty ClassificationResults to JSON")
+    return {"results": [[[c.label.decode("utf-8", "replace"), _float32_json(c.score)] for c in cls.classes]
+                        for cls in result.classifications]}
+
+
+def regression_json(result):
+    if not result.regressions:
+        raise _bad("Cannot convert empty RegressionResults to JSON")
+    return {"results": [_float32_json(r.value) for r in result.regressions]}
