@@ -63,6 +63,18 @@ def test_evaluate_robustness_warns_on_a_constant_model_and_not_on_a_trained_one(
     assert good.collapse is None and "collapsed" not in str(good)
 
 
+def test_analyze_reports_a_collapsed_model(digits, tmp_path):
+    from keras_advmi.analysis.report import analyze, write_report
+
+    _, (xt, yt) = digits
+    with pytest.warns(CollapseWarning, match="analyze: model 'const': the model looks collapsed"):
+        results, figures = analyze({"const": constant_model()}, xt[:60], yt[:60], 0.1, analyses=["texture_shape"],
+                                   pgd_steps=2)
+    assert "class 3 is predicted for 100.0% of 60 inputs" in results["models"]["const"]["collapse"]
+    page = write_report(tmp_path, results, figures).read_text()
+    assert "<b>WARNING</b>: analyze: model &#x27;const&#x27;: the model looks collapsed" in page
+
+
 def test_pgd_at_large_eps_without_warmup_collapses_on_digits_and_is_flagged(digits):
     """The 1-epoch MNIST PGD-AT situation (eps 0.3 from step 0: a constant classifier), reproduced on digits:
     at eps 0.5 without warm-up the CLI's small CNN ends predicting one class (measured: 100% of the test set

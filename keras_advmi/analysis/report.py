@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_fraction, check_labels, check_positive_int, invalid
+from ..callbacks.collapse import warn_if_collapsed
 from ._common import check_model, check_model_images, predict_logits
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,11 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
                    "targeted PGD": pgd(model, x, targets, epsilon, step_size, pgd_steps, targeted=True, seed=seed,
                                        batch_size=batch_size)}
             state[label] = adv
-            acc = {"clean": float(np.mean(predict_logits(model, x, batch_size).argmax(-1) == y))}
+            clean_pred = predict_logits(model, x, batch_size).argmax(-1)
+            acc = {"clean": float(np.mean(clean_pred == y))}
+            collapse = warn_if_collapsed(f"analyze: model {label!r}", clean_pred, y, num_classes)
+            if collapse:   # a constant classifier is no robust model: say so before any figure
+                out["collapse"] = collapse
             for name in ("FGSM", "PGD"):
                 acc[name] = float(np.mean(predict_logits(model, adv[name], batch_size).argmax(-1) == y))
             acc["targeted PGD success"] = float(np.mean(
@@ -306,6 +311,8 @@ def write_report(out_dir, results, figures, title="keras-advmi analysis"):
             f"{' of ' + html.escape(str(cfg['dataset'])) if cfg.get('dataset') else ''}, epsilon {cfg.get('epsilon')}, "
             f"PGD-{cfg.get('pgd_steps')}, seed {cfg.get('seed')}. All numbers: "
             f"<a href='results.json'>results.json</a>.</p>"]
+    body += [f"<p style='color:#b00'><b>WARNING</b>: {html.escape(m['collapse'])}</p>"
+             for m in results.get("models", {}).values() if m.get("collapse")]
     body += overview
     for name, heading, text in _SECTIONS:
         if name not in figures:

@@ -31,7 +31,7 @@ def run(args):
     _, (xt, yt) = load_dataset(args.dataset)
     epsilons = args.epsilons or [data.default_epsilon(args.dataset)]
     report = evaluate_robustness(model, xt[: args.n], yt[: args.n], attacks=args.attacks, epsilons=epsilons,
-                                 restarts=args.restarts, seed=args.seed, progress=True)
+                                 restarts=args.restarts, seed=args.seed, progress=None)
     print(report)
     if args.out:
         out = Path(args.out)
