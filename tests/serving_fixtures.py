@@ -82,3 +82,35 @@ def mnist_cnn(seed=0):
                              keras.layers.MaxPooling2D(), keras.layers.Conv2D(64, 3, activation="relu"),
                              keras.layers.MaxPooling2D(), keras.layers.Flatten(),
                              keras.layers.Dense(128, activation="relu"), keras.layers.Dense(CLASSES)])
+
+
+def half_plus_two(path):
+    """TF Serving's ``saved_model_half_plus_two`` example, rebuilt with ``tf.compat.v1``: y = 0.5 x + 2
+    with a ``serving_default`` predict signature on input ``x`` [-1, 1], and ``classify_x_to_y`` /
+    ``regress_x_to_y`` signatures on serialized ``tf.Example``s (float feature ``x``). Written to
+    ``path`` (e.g. BASE/NAME/00000123, zero-padded as TF Serving's test data lays it out)."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        parsed = v1.parse_example(serialized, {"x": v1.FixedLenFeature([1], tf.float32)})
+        x_ex = tf.identity(parsed["x"], name="x")
+        x = v1.placeholder(tf.float32, shape=[None, 1], name="x_direct")
+        a, b = v1.Variable(0.5, name="a"), v1.Variable(2.0, name="b")
+        y, y_ex = tf.add(a * x, b, name="y"), tf.add(a * x_ex, b, name="y_ex")
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils
+        predict = sig.predict_signature_def({"x": x}, {"y": y})
+        regress = sig.build_signature_def({"inputs": info(serialized)}, {"outputs": info(y_ex)},
+                                          v1.saved_model.signature_constants.REGRESS_METHOD_NAME)
+        classify = sig.build_signature_def({"inputs": info(serialized)}, {"scores": info(y_ex)},
+                                           v1.saved_model.signature_constants.CLASSIFY_METHOD_NAME)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(os.fspath(path))
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": predict, "regress_x_to_y": regress,
+                                   "classify_x_to_y": classify})
+            builder.save()
+    return path

@@ -174,7 +174,8 @@ def classification_result(outputs, n):
         for j in range(k):
             cl = c.classes.add()
             if classes is not None:
-                cl.label = classes[i][j] if isinstance(classes[i][j], bytes) else str(classes[i][j]).encode()
+                label = classes[i][j]
+                cl.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
             if scores is not None:
                 cl.score = float(scores[i][j])
     return result
@@ -204,7 +205,7 @@ def _float32_json(v):
 def classification_json(result):
     if not result.classifications:
         raise _bad("Cannot convert empty ClassificationResults to JSON")
-    return {"results": [[[c.label.decode("utf-8", "replace"), _float32_json(c.score)] for c in cls.classes]
+    return {"results": [[[c.label, _float32_json(c.score)] for c in cls.classes]
                         for cls in result.classifications]}
 
 

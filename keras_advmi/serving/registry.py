@@ -45,15 +45,38 @@ def valid_model_name(name):
 
 
 class Servable:
-    """One loaded SavedModel version; ``run(signature, inputs)`` -> dict of NumPy arrays."""
+    """One loaded SavedModel version; ``run(signature, inputs)`` -> dict of NumPy arrays.
+
+    A TF2 SavedModel (one with an object graph, as ``kam.export`` / ``keras.export`` write) runs
+    its restored signature functions, and requests are checked against their ``TensorSpec``s (rank
+    and fixed dimensions). A TF1 SavedModel (``tf.compat.v1.saved_model.Builder``, no object graph)
+    is fed as TF Serving's C++ ``Session::Run`` feeds it: the signature's tensors take the values as
+    sent and the graph decides (y = 0.5 x + 2 on ``x`` [-1, 1] answers [3] for [3] values, as TF
+    Serving does); only the dtype is checked before queueing. Each signature runs through the
+    loaded graph's ``prune(feeds, fetches)``, whose function does not hold its arguments to the
+    feed tensors' static shapes.
+    """
 
     def __init__(self, name, version, path):
         self.name, self.version, self.path = name, int(version), path
+        meta = _serving_meta_graph(path)
+        self.signature_defs = {k: meta.signature_def[k] for k in meta.signature_def if not k.startswith("__")}
+        self.tf1 = not meta.object_graph_def.nodes
         with _LOAD_LOCK:
             self._obj = tf.saved_model.load(path)
-        self.signatures = dict(self._obj.signatures)
-        self.specs = {sig: dict(fn.structured_input_signature[1]) for sig, fn in self.signatures.items()}
-        self.signature_defs = _signature_defs(path)
+        if self.tf1:
+            self._pruned, self.specs = {}, {}
+            for sig, sdef in self.signature_defs.items():
+                aliases = sorted(sdef.inputs)
+                fn = self._obj.prune([sdef.inputs[a].name for a in aliases],
+                                     {o: sdef.outputs[o].name for o in sdef.outputs})
+                self._pruned[sig] = (aliases, fn)
+                self.specs[sig] = {a: tf.TensorSpec(None, tf.dtypes.as_dtype(sdef.inputs[a].dtype), name=a)
+                                   for a in aliases}
+            self.signatures = dict(self._pruned)
+        else:
+            self.signatures = dict(self._obj.signatures)
+            self.specs = {sig: dict(fn.structured_input_signature[1]) for sig, fn in self.signatures.items()}
 
     def signature(self, name):
         name = name or "serving_default"
@@ -68,6 +91,15 @@ class Servable:
         return name, self.specs[name]
 
     def run(self, signature, inputs):
+        if self.tf1:
+            aliases, fn = self._pruned[signature]
+            try:
+                out = fn(*[tf.convert_to_tensor(inputs[a], dtype=self.specs[signature][a].dtype) for a in aliases])
+            except KeyError as exc:
+                raise ServingError("INVALID_ARGUMENT", f"Missing input: {exc.args[0]}") from None
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+                raise ServingError("INVALID_ARGUMENT", _tf_message(exc)) from None
+            return {k: v.numpy() for k, v in out.items()}
         fn = self.signatures[signature]
         specs = self.specs[signature]
         feed = {}
@@ -91,15 +123,17 @@ def _tf_message(exc):
     return (lines[0] if lines else text.strip().splitlines()[0])[:500]
 
 
-def _signature_defs(path):
-    """The SavedModel's SignatureDef protos (for GetModelMetadata / REST metadata)."""
+def _serving_meta_graph(path):
+    """The MetaGraphDef TF Serving loads: the one tagged ``serve`` (else the first)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     sm = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
         sm.ParseFromString(fh.read())
-    defs = sm.meta_graphs[0].signature_def
-    return {k: defs[k] for k in defs if not k.startswith("__")}
+    for meta in sm.meta_graphs:
+        if "serve" in meta.meta_info_def.tags:
+            return meta
+    return sm.meta_graphs[0]
 
 
 class ModelEntry:
