@@ -35,37 +35,50 @@ def test_default_warmup_rule_and_help():
     assert "epsilon >= 0.25 (MNIST's 0.3), min(2, EPOCHS/2) epochs" in text and "--force" in text
 
 
-def test_finished_run_is_not_retrained_without_force(tmp_path):
+class _Run:
+    def __init__(self, code, captured):
+        self.returncode, self.stdout, self.stderr = code, captured.out, captured.err
+
+
+def in_process(capsys, *args):
+    """The CLI in this process (a fresh one costs ~7 s of TensorFlow import)."""
+    from keras_advmi.cli import main
+
+    code = main([str(a) for a in args])
+    return _Run(code, capsys.readouterr())
+
+
+def test_finished_run_is_not_retrained_without_force(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--dataset", "digits", "--epsilon", "0.3", "--steps", "2", "--epochs", "1",
             "--eval-attacks", "clean", "fgsm", "--out", out]
-    first = cli(*args)
+    first = in_process(capsys, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert ("epsilon warm-up: pgd at eps=0.3 ramps epsilon from 0 over the first 0.5 epochs" in first.stdout)
     assert " - adv_accuracy:" in first.stdout          # Keras' progress bar of the training epoch
     stamp = (out / "model.keras").stat().st_mtime_ns
     table = json.loads((out / "robustness.json").read_text())
 
-    again = cli(*args)
+    again = in_process(capsys, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "holds a finished run (model.keras, robustness.json): not retraining (--force retrains)" in again.stdout
     assert " - adv_accuracy:" not in again.stdout and "fgsm" in again.stdout
     assert (out / "model.keras").stat().st_mtime_ns == stamp
 
     (out / "robustness.json").unlink()     # killed during the final table: the model is kept, the table redone
-    table_only = cli(*args)
+    table_only = in_process(capsys, *args)
     assert table_only.returncode == 0, table_only.stderr[-3000:]
     assert "evaluating it, not retraining" in table_only.stdout and " - adv_accuracy:" not in table_only.stdout
     assert json.loads((out / "robustness.json").read_text())["rows"] == table["rows"]
     assert (out / "model.keras").stat().st_mtime_ns == stamp
 
-    forced = cli(*args, "--force")
+    forced = in_process(capsys, *args, "--force")
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert " - adv_accuracy:" in forced.stdout and (out / "model.keras").stat().st_mtime_ns != stamp
 
 
 @pytest.mark.timeout(600)
-def test_resumed_run_says_where_it_resumes(tmp_path):
+def test_resumed_run_says_where_it_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "keras_advmi.cli", "train", "--dataset", "digits", "--steps", "2", "--epochs", "3",
            "--eval-attacks", "clean", "--out", str(out)]
@@ -79,7 +92,7 @@ def test_resumed_run_says_where_it_resumes(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
     assert not (out / "model.keras").exists()
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    rerun = in_process(capsys, *cmd[3:])
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming from epoch 2 of 3: 1 finished epoch(s) restored from {out / 'backup'}" in rerun.stdout
     assert "Epoch 2/3" in rerun.stdout and "Epoch 1/3" not in rerun.stdout
