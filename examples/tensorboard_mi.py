@@ -26,7 +26,7 @@ def train(kind, data, args):
     log_dir = os.path.join(args.logdir, kind)
     logger = kam.callbacks.MutualInformationLogger(
         xt[:args.probe], yt[:args.probe], log_dir=log_dir, epsilon=eps, steps=10, noise_var=args.noise_var,
-        estimators=("kde_upper", "binning"))
+        seed=args.seed)
     callbacks = [logger, keras.callbacks.TensorBoard(log_dir, update_freq="epoch")]
     if kind == "nt":
         net.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
@@ -52,19 +52,21 @@ def main():
     parser.add_argument("--epsilon", type=float, default=None, help="default: the dataset's (MNIST 0.3)")
     parser.add_argument("--probe", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise-var", type=float, default=0.1,
-                        help="KDE noise variance (P1: 0.1; on MNIST every layer then saturates at log N, "
-                             "try 100 to separate the models)")
+    parser.add_argument("--noise-var", type=lambda t: t if t == "relative" else float(t), default="relative",
+                        help="KDE noise variance: 'relative' (default: 0.1 x each layer's median squared pairwise "
+                             "distance, scale-aware) or an absolute number (P1: 0.1, which saturates at log N on MNIST)")
     args = parser.parse_args()
     args.epsilon = args.epsilon or kam.data.default_epsilon(args.dataset)
     data = kam.data.load(args.dataset)
-    summary = {}
+    summary, histories = {}, {}
     for kind in ("nt", "pgd_at"):
         logger = train(kind, data, args)
-        last = {tag: values[-1] for tag, values in logger.history.items() if tag != "epoch"}
-        summary[kind] = last
+        histories[kind] = logger.history
+        summary[kind] = {tag: values[-1] for tag, values in logger.history.items() if tag != "epoch"}
     with open(os.path.join(args.logdir, "final_mi.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    with open(os.path.join(args.logdir, "mi_histories.json"), "w") as f:
+        json.dump(histories, f)
     print(f"{'tag':34s} {'NT':>8s} {'PGD-AT':>8s}")
     for tag in sorted(summary["nt"]):
         print(f"{tag:34s} {summary['nt'][tag]:8.3f} {summary['pgd_at'].get(tag, float('nan')):8.3f}")

@@ -263,9 +263,14 @@ def test_information_plane_matches_mi_on_digits(trained_digits_model, digits):
     plane = information_plane(trained_digits_model, x, y)
     assert plane["layers"] == ["conv1", "conv2", "dense1", "logits"]
     h = keras.Model(trained_digits_model.inputs, trained_digits_model.get_layer("dense1").output).predict(x, verbose=0)
-    np.testing.assert_allclose(plane["clean"]["dense1"][0], [mi.kde_upper(h, 0.1), mi.kde_label_mi(h, y, 0.1)],
+    s2 = mi.kde_noise_var(h)          # the default: scale-aware noise (0.1 x median squared distance)
+    np.testing.assert_allclose(plane["clean"]["dense1"][0], [mi.kde_upper(h, s2), mi.kde_label_mi(h, y, s2)],
                                rtol=1e-5)
     assert np.all(plane["clean"]["conv1"] <= plane["log_n"] + 1e-9) and plane["adv"] == {}
+    assert plane["h_y"] == pytest.approx(mi.label_entropy(y))
+    p1 = information_plane(trained_digits_model, x, y, noise_var=0.1, layers=["dense1"])   # P1's absolute s2
+    np.testing.assert_allclose(p1["clean"]["dense1"][0], [mi.kde_upper(h, 0.1), mi.kde_label_mi(h, y, 0.1)],
+                               rtol=1e-5)
 
 
 def test_information_plane_from_history():

@@ -47,6 +47,74 @@ def test_kde_translation_invariant_large_offsets():
     assert mi.kde_upper(h + 1e4) == pytest.approx(mi.kde_upper(h), rel=1e-6)
 
 
+def test_relative_noise_is_the_median_heuristic_and_scale_free():
+    # two points: the median squared distance is their distance, so s2 = 0.1 D reproduces the s2 = 0.1, D = 1
+    # fixture at any scale
+    for scale in (1.0, 3.0, 1e-3, 1e4):
+        h = scale * np.asarray(TWO)
+        assert mi.kde_noise_var(h) == pytest.approx(0.1 * scale ** 2, rel=1e-9)
+        assert mi.kde_upper(h, "relative") == pytest.approx(0.686432, abs=1e-5)
+        assert mi.kde_lower(h, "relative") == pytest.approx(0.441218, abs=1e-5)
+    # the square: squared distances 1, 1, 1, 1, 2, 2 -> median 1 -> the s2 = 0.1 fixtures
+    big = 50.0 * np.asarray(SQUARE)
+    assert mi.kde_upper(big, "relative") == pytest.approx(1.372864, abs=1e-5)
+    assert mi.kde_label_mi(big, SQUARE_Y, "relative") == pytest.approx(0.686432, abs=1e-5)
+    assert mi.kde_information_plane(big, SQUARE_Y, "relative", "lower") == pytest.approx((0.882436, 0.441218), abs=1e-5)
+    rng = np.random.default_rng(0)
+    h = np.maximum(rng.normal(size=(400, 32)), 0.0)
+    assert mi.kde_upper(1e3 * h, "relative") == pytest.approx(mi.kde_upper(h, "relative"), rel=1e-9)
+    assert mi.kde_upper(h, "relative", relative_noise=0.05) > mi.kde_upper(h, "relative") > \
+        mi.kde_upper(h, "relative", relative_noise=0.2)
+    # where the absolute s2 saturates at log N, the relative one does not
+    assert mi.kde_upper(1e3 * h, 0.1) == pytest.approx(math.log(400), abs=1e-9)
+    assert 0.05 * math.log(400) < mi.kde_upper(1e3 * h, "relative") < 0.95 * math.log(400)
+    # identical rows: s2 = 0 and no information; more than half the pairs identical: the mean is used
+    assert mi.kde_noise_var(np.ones((20, 3))) == 0.0
+    assert mi.kde_upper(np.ones((20, 3)), "relative") == 0.0
+    assert mi.kde_information_plane(np.ones((20, 3)), [0, 1] * 10, "relative") == (0.0, 0.0)
+    mostly_same = np.zeros((10, 1))
+    mostly_same[0] = 1.0                                     # 9 of 45 pairs at distance 1, the rest 0
+    assert mi.kde_noise_var(mostly_same) == pytest.approx(0.1 * 9 / 45)
+
+
+def test_median_of_a_large_set_uses_a_seeded_subsample():
+    rng = np.random.default_rng(3)
+    h = rng.normal(size=(2500, 4))
+    assert mi.kde_noise_var(h) == mi.kde_noise_var(h)                   # deterministic
+    assert mi.kde_noise_var(h) == pytest.approx(0.1 * 2 * 4 * 0.839, rel=0.05)   # median of 2 chi2_4
+
+
+def test_label_entropy():
+    assert mi.label_entropy([0, 0, 1, 1]) == pytest.approx(math.log(2))
+    assert mi.label_entropy([3, 3, 3]) == 0.0
+    assert mi.label_entropy([0, 1, 2, 3], unit="bits") == pytest.approx(2.0)
+
+
+def test_online_label_mi_tracks_a_changing_representation():
+    from keras_advmi.mi.online import OnlineLabelMI, Standardizer
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 800)
+    informative = np.eye(4)[y] * 3.0 + rng.normal(size=(800, 4))         # separable classes
+    noise = rng.normal(size=(800, 4))                                     # no label information
+    wide = informative @ rng.normal(size=(4, 300)) + 0.5 * rng.normal(size=(800, 300))   # projected to 64 dims
+    feats = [Standardizer(a)(a) for a in (informative, noise, wide)]
+    assert [f.shape[1] for f in feats] == [4, 4, 64]
+    bank = OnlineLabelMI(3, 4, steps=50, seed=0)
+    first = bank.update(feats, y)
+    later = [bank.update(feats, y) for _ in range(4)][-1]
+    h_y = mi.label_entropy(y)
+    assert 0.8 * h_y < later[0] <= h_y + 0.05, later       # near H(Y) on held-out rows
+    assert abs(later[1]) < 0.1, later                       # ~0 without information
+    assert later[2] > 0.4 * h_y, later                      # found through a random projection too
+    assert later[0] >= first[0] - 0.05                      # warm start: training continues
+    np.testing.assert_allclose(OnlineLabelMI(3, 4, steps=50, seed=0).update(feats, y), first, rtol=1e-5)
+    # a rescaled layer gives the same features, hence the same bound
+    np.testing.assert_allclose(Standardizer(10 * informative)(10 * informative), feats[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="features"):
+        bank.update(feats[:2], y)
+
+
 def test_binning_fixture():
     ixt, ity = mi.binning_mi(BINS_H, BINS_Y, 0.5, unit="bits")
     assert ixt == pytest.approx(1.918296, abs=1e-5)
@@ -126,6 +194,9 @@ def test_concat_critic():
     (lambda: mi.kde_upper([[0.0, np.nan], [1.0, 2.0]]), "finite"),
     (lambda: mi.kde_upper(TWO, noise_var=0.0), "noise_var"),
     (lambda: mi.kde_lower(TWO, noise_var=-1), "noise_var"),
+    (lambda: mi.kde_upper(TWO, noise_var="median"), "noise_var.*'relative'"),
+    (lambda: mi.kde_upper(TWO, noise_var="relative", relative_noise=0), "relative_noise"),
+    (lambda: mi.kde_noise_var([[0.0, np.inf], [1.0, 2.0]]), "finite"),
     (lambda: mi.kde_label_mi(SQUARE, [0, 1]), "4 labels"),
     (lambda: mi.kde_mi(TWO, bound="middle"), "bound"),
     (lambda: mi.binning_mi(BINS_H, BINS_Y, bin_width=0), "bin_width"),

@@ -4,12 +4,16 @@ adversarial robustness of convolutional neural networks by mutual information", 
 For each layer T and each training epoch, the point (I(X;T), I(T;Y)) in nats, once for clean inputs
 and once for their adversarial counterparts (P1: PGD), estimated by the KDE upper bound
 (Kolchinsky & Tracey 2017; Saxe et al. 2018) on the layer's activations seen through Gaussian noise
-of variance s2 (P1: 0.1), D_ij = ||h_i - h_j||^2:
+of variance s2, D_ij = ||h_i - h_j||^2:
 
     I(X;T) = -(1/N) sum_i log( (1/N) sum_j exp(-D_ij / (2 s2)) )
     I(T;Y) = I(X;T) - sum_c p(c) I(X;T | Y = c)
 
-Every estimate lies in [0, log N] and saturates there; the result carries log N for the plots.
+s2 is scale-aware by default: 0.1 x the median squared pairwise distance of the layer's clean
+activations (``kam.mi.kde_noise_var``), the same s2 for the adversarial ones, so a function-preserving
+rescale of a layer leaves its point where it is. P1's absolute s2 = 0.1 (``noise_var=0.1``) puts every
+layer of an MNIST CNN at the ceiling. I(X;T) lies in [0, log N] and I(T;Y) in [0, H(Y)]; the result
+carries both ceilings for the plots.
 Input: either the per-epoch history a ``MutualInformationLogger`` recorded, or models (one
 checkpoint per epoch, or one final model) plus probe data, estimated here with ``kam.mi``.
 """
@@ -70,9 +74,13 @@ def _from_history(history, estimator="kde_upper"):
     meta = {}
     if callable(getattr(history, "information_plane", None)) and isinstance(getattr(history, "history", None), dict):
         meta = {"n": len(history.x_probe), "unit": getattr(history, "unit", "nats")}
+        if getattr(history, "h_y", None) is not None:
+            meta["h_y"] = history.h_y
         history = _from_tags(history.history, estimator)
     elif isinstance(history, dict) and isinstance(history.get("history"), dict):   # mi_history.json
         meta = {"unit": history.get("unit", "nats")}
+        if "h_y" in history:
+            meta["h_y"] = history["h_y"]
         if "n_probe" in history:
             meta["n"] = history["n_probe"]
         history = _from_tags(history["history"], estimator)
@@ -83,7 +91,7 @@ def _from_history(history, estimator="kde_upper"):
     if not history:
         raise invalid("model_or_history", "a non-empty dict", history)
     if set(history) & {"clean", "adv"}:
-        extra = set(history) - {"clean", "adv", "log_n", "unit", "n", "layers", "epochs"}
+        extra = set(history) - {"clean", "adv", "log_n", "h_y", "unit", "n", "layers", "epochs"}
         if extra:
             raise invalid("model_or_history", "keys 'clean' and 'adv' (each {layer: [(I_XT, I_TY), ...]})",
                           sorted(extra))
@@ -101,6 +109,8 @@ def _from_history(history, estimator="kde_upper"):
         raise invalid("model_or_history", "unit 'nats' or 'bits'", unit)
     result = {"clean": out.get("clean", {}), "adv": out.get("adv", {}), "unit": unit}
     result["layers"] = list(result["clean"] or result["adv"])
+    if "h_y" in history:
+        result["h_y"] = float(history["h_y"])
     if "n" in history:
         result["n"] = int(history["n"])
         result["log_n"] = float(np.log(result["n"]) / (np.log(2.0) if unit == "bits" else 1.0))
@@ -119,8 +129,8 @@ def _activations(extractor, x, batch_size):
     return [np.concatenate(c, axis=0) for c in chunks]
 
 
-def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var=0.1, batch_size=256,
-                      estimator="kde_upper"):
+def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var="relative",
+                      batch_size=256, estimator="kde_upper", relative_noise=0.1):
     """(I(X;T), I(T;Y)) per layer and epoch, clean and adversarial, in nats.
 
     Args:
@@ -130,16 +140,18 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
           per epoch]}, "adv": {...}}`` (or ``{layer: [...]}``, taken as clean): validated and returned
           as arrays (in the logger's unit);
         * a Keras model (one point per layer) or a list of models (checkpoints, one per epoch): the
-          estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_upper`` and
-          ``kam.mi.kde_label_mi`` (noise variance ``noise_var``).
+          estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_information_plane``
+          (noise variance ``noise_var``).
       x: probe images (N, ...) in [0, 1] (needed with models; P1 probes with >= 1,000 samples).
       y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
       layers: layer names (default: every layer with weights).
-      noise_var: s2 > 0 of the KDE. batch_size: rows per forward pass.
+      noise_var: 'relative' (default: s2 = ``relative_noise`` x the median squared pairwise distance of
+        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (P1: 0.1).
+      batch_size: rows per forward pass.
       estimator: which logged estimator to read from a logger history: 'kde_upper', 'kde_lower', 'binning'.
     Returns:
       {"clean": {layer: np.ndarray (E, 2)}, "adv": {layer: (E, 2)} (empty without x_adv),
-       "layers": [...], "unit": "nats", "n": N, "log_n": log N (the saturation ceiling)}; column 0 is
+       "layers": [...], "unit": "nats", "n": N, "log_n": log N, "h_y": H(Y) (the ceilings)}; column 0 is
       I(X;T), column 1 I(T;Y), row e is epoch/checkpoint e.
     """
     if isinstance(model_or_history, dict) or (hasattr(model_or_history, "history") and
@@ -150,8 +162,9 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
         raise invalid("model_or_history", "a model, a non-empty list of models, or a history dict", model_or_history)
     if x is None or y is None:
         raise invalid("x", "probe images and labels (x, y) when model_or_history is a model", None)
-    if isinstance(noise_var, bool) or not isinstance(noise_var, numbers.Real) or not noise_var > 0:
-        raise invalid("noise_var", "a number > 0", noise_var)
+    if noise_var != "relative" and (isinstance(noise_var, bool) or not isinstance(noise_var, numbers.Real)
+                                    or not noise_var > 0):
+        raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; P1: 0.1)", noise_var)
     batch_size = check_positive_int("batch_size", batch_size)
     from .. import mi  # lazy: the estimators pull in TF Probability
 
@@ -167,16 +180,19 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
     if not layers:
         raise invalid("layers", "a non-empty list of layer names", layers)
     result = {"clean": {name: [] for name in layers}, "adv": {name: [] for name in layers} if x_adv is not None
-              else {}, "layers": layers, "unit": "nats", "n": int(len(x)), "log_n": float(np.log(len(x)))}
+              else {}, "layers": layers, "unit": "nats", "n": int(len(x)), "log_n": float(np.log(len(x))),
+              "h_y": mi.label_entropy(y)}
     for model in models:
         for name in layers:
             check_layer(model, name, "layers")
         extractor = multi_output_model(model, layers)
-        for kind, data in (("clean", x), ("adv", x_adv)):
-            if data is None:
-                continue
-            for name, h in zip(layers, _activations(extractor, data, batch_size)):
-                result[kind][name].append((mi.kde_upper(h, noise_var), mi.kde_label_mi(h, y, noise_var)))
+        clean = _activations(extractor, x, batch_size)
+        adv = _activations(extractor, x_adv, batch_size) if x_adv is not None else [None] * len(layers)
+        for name, h, h_adv in zip(layers, clean, adv):
+            s2 = mi.kde_noise_var(h, relative_noise) if noise_var == "relative" else noise_var
+            for kind, acts in (("clean", h), ("adv", h_adv)):
+                if acts is not None:
+                    result[kind][name].append(mi.kde_information_plane(acts, y, s2) if s2 > 0 else (0.0, 0.0))
     for kind in ("clean", "adv"):
         result[kind] = {name: np.asarray(pts, np.float64).reshape(-1, 2) for name, pts in result[kind].items()}
     return result

@@ -56,12 +56,26 @@ def _figure(ncols, nrows=1, width=4.2, height=3.4):
     return fig, axes
 
 
-def plot_information_plane(planes, path=None):
-    """One panel per model: per layer, I(T;Y) against I(X;T) (nats); clean solid/circles, adversarial
-    dashed/crosses; epochs connected in order (one checkpoint: the layers connected in depth order);
-    dotted lines at log N."""
+def plot_information_plane(planes, path=None, title=None):
+    """One panel per model: per layer, I(T;Y) against I(X;T); clean solid/circles, adversarial
+    dashed/crosses; epochs connected in order (one checkpoint: the layers connected in depth order),
+    each layer named at its last clean point.
+
+    Every panel has the same fixed axes, x in [0, log N] and y in [0, H(Y)] (the ceilings of the
+    estimates, drawn dotted; the largest over the panels), so models are compared on one scale; ticks
+    are plain numbers (no offset). ``planes``: {label: plane} with plane as ``information_plane``
+    returns it ("clean", "adv", "layers", "unit", and "log_n" / "h_y" when known).
+    """
     labels = list(planes)
-    fig, axes = _figure(len(labels))
+    fig, axes = _figure(len(labels), width=4.6, height=3.8)
+    unit = next((planes[label].get("unit", "nats") for label in labels), "nats")
+    all_points = [pts for label in labels for kind in ("clean", "adv")
+                  for pts in (planes[label].get(kind) or {}).values() if len(pts)]
+    data_max = np.max([np.max(np.asarray(pts), axis=0) for pts in all_points], axis=0) if all_points else (1.0, 1.0)
+    x_ceiling = max((planes[label].get("log_n", 0.0) for label in labels), default=0.0)
+    y_ceiling = max((planes[label].get("h_y", 0.0) for label in labels), default=0.0)
+    x_max = 1.05 * max(x_ceiling, float(data_max[0]), 1e-9)
+    y_max = 1.05 * max(y_ceiling, float(data_max[1]), 1e-9)
     for ax, label in zip(axes[0], labels):
         plane = planes[label]
         layers = plane["layers"]
@@ -75,18 +89,27 @@ def plot_information_plane(planes, path=None):
                 path_pts = np.array([points[name][0] for name in layers if name in points])
                 ax.plot(path_pts[:, 0], path_pts[:, 1], style, color="0.6", zorder=1)
             for name, color in zip(layers, colors):
-                if name in points:
-                    pts = points[name]
-                    ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, color=color, zorder=2,
+                if name in points and len(points[name]):
+                    pts = np.asarray(points[name])
+                    ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, ms=4, color=color, zorder=2,
                             label=f"{name} ({kind})")
-        if "log_n" in plane:
-            ax.axvline(plane["log_n"], ls=":", color="k", lw=0.8)
-            ax.axhline(plane["log_n"], ls=":", color="k", lw=0.8)
-        ax.ticklabel_format(useOffset=False)
-        ax.set_xlabel("I(X;T) [nats]")
-        ax.set_ylabel("I(T;Y) [nats]")
-        ax.set_title(f"{label}: information plane")
-        ax.legend(fontsize=6, ncol=2)
+                    ax.plot(pts[-1, 0], pts[-1, 1], marker=marker, ms=8, color=color, zorder=3)
+                    if kind == "clean":
+                        ax.annotate(name, (pts[-1, 0], pts[-1, 1]), textcoords="offset points", xytext=(4, 4),
+                                    fontsize=7, color=color)
+        if x_ceiling:
+            ax.axvline(x_ceiling, ls=":", color="k", lw=0.8)
+            ax.text(x_ceiling, 0.02 * y_max, " log N", rotation=90, fontsize=7, va="bottom", ha="right")
+        if y_ceiling:
+            ax.axhline(y_ceiling, ls=":", color="k", lw=0.8)
+            ax.text(0.02 * x_max, y_ceiling, "H(Y)", fontsize=7, va="bottom")
+        ax.set_xlim(0.0, x_max)
+        ax.set_ylim(0.0, y_max)
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.set_xlabel(f"I(X;T) [{unit}]")
+        ax.set_ylabel(f"I(T;Y) [{unit}]")
+        ax.set_title(title or f"{label}: information plane", fontsize=9)
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
     return to_png(fig, path)
 
 

@@ -75,7 +75,7 @@ def _random_targets(y, num_classes, seed):
 
 
 def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_steps=40, cam_samples=4,
-            info_plane_n=1000, noise_var=0.1, layer=None, cam_layer=None, histories=None, seed=0, batch_size=256, progress=False):
+            info_plane_n=1000, noise_var="relative", layer=None, cam_layer=None, histories=None, seed=0, batch_size=256, progress=False):
     """Run the analyses on each model; returns ``(results, figures)``.
 
     Args:
@@ -87,7 +87,8 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
       cam_samples: images shown with Grad-CAM per model. info_plane_n: probe size of the information plane.
       layer: layer of the neuron-level PSE (default: the last 4-D layer, else the penultimate one).
         cam_layer: Grad-CAM layer (default: the last 4-D layer).
-      noise_var: KDE noise variance of the information plane (P1: 0.1).
+      noise_var: KDE noise variance of the information plane: 'relative' (scale-aware, default) or an
+        absolute s2 (P1: 0.1); see ``information_plane``.
       histories: optional {label: MutualInformationLogger history} for per-epoch information planes.
       seed: attack and shuffle seed. progress: show a tqdm bar.
     Returns:
@@ -239,7 +240,8 @@ _SECTIONS = [
      "One image-agnostic perturbation per target class, fitted on the first half of the images, "
      "evaluated on the second half."),
     ("information_plane", "Information plane, clean vs PGD (P1)",
-     "KDE upper bound (noise variance 0.1), nats; dotted lines at log N, the ceiling every estimate saturates at."),
+     "KDE upper bound, nats, noise variance 0.1 x each layer's median squared pairwise distance (scale-aware); "
+     "every panel on the same axes, dotted lines at the ceilings log N (I(X;T)) and H(Y) (I(T;Y))."),
 ]
 
 

@@ -9,23 +9,34 @@ current model, unless ``attack=None``), reads each layer's activations for x and
     mi/<layer>/I_TY/clean|adv             I(T;Y), KDE upper bound
     mi/<layer>/I_XT_lower/..., I_TY_lower KDE lower bound                (estimator 'kde_lower')
     mi/<layer>/I_XT_binning/..., ...      binning, bin width 0.5         (estimator 'binning')
+    mi/<layer>/I_TY_infonce/clean|adv     I(T;Y), neural InfoNCE bound of a critic trained online
+                                          (``kam.mi.OnlineLabelMI``; ``neural=True``)
     mi/output/mi_natural/clean|adv        MIAT's natural MI, v_n(x -> h(x)) | v_n(x -> h(x_adv))
     mi/output/mi_adversarial/clean|adv    MIAT's adversarial MI, v_a(n -> h(x)) | v_a(n -> h(x_adv))
-    mi/log_N                              log N: the ceiling every estimate saturates at
+    mi/log_N, mi/H_Y                      the ceilings: log N of I(X;T), H(Y) of I(T;Y)
+    mi/saturated                          how many estimates lie within 5% of their ceiling
 
-(the MIAT rows appear when the model's defense has ``mi_scores``). Values in nats (``unit='bits'``
-converts), step = epoch index (0-based). Events go to ``<log_dir>/mi``. At the start of training a
-custom-scalars layout is written so that TensorBoard's "Custom Scalars" tab shows, per layer, the clean
-and adversarial curves of each quantity in one chart; each logged epoch also writes an
-information-plane picture (``mi/information_plane`` image). ``history`` keeps every value, and
-``<log_dir>/mi/mi_history.json`` mirrors it for ``keras_advmi.analysis.information_plane``.
+(the MIAT rows appear when the model's defense has ``mi_scores``). The KDE's noise variance is
+scale-aware by default (``noise_var='relative'``): per layer, 0.1 x the median squared pairwise distance
+of the clean probe's activations at that epoch, used for the adversarial ones too, so clean and
+adversarial share one yardstick and a function-preserving rescale of a layer changes nothing
+(``kam.mi.kde_noise_var``; P1's absolute 0.1 saturates at log N on MNIST CNNs and stays available as
+``noise_var=0.1``). Values in nats (``unit='bits'`` converts), step = epoch index (0-based). Events go
+to ``<log_dir>/mi``. At the start of training a custom-scalars layout is written so that TensorBoard's
+"Custom Scalars" tab shows, per layer, one I(X;T) chart and one I(T;Y) chart, each with the clean and
+adversarial curves of every estimator and the ceiling. Each logged epoch also writes an
+information-plane picture (``mi/information_plane`` image, axes fixed at [0, log N] x [0, H(Y)]).
+Estimates within 5% of their ceiling are counted in ``mi/saturated``, passed on as ``logs["mi_saturated"]``
+(History, CSVLogger and a later TensorBoard callback see it) and named in a logged warning. ``history``
+keeps every value, and ``<log_dir>/mi/mi_history.json`` mirrors it for
+``keras_advmi.analysis.information_plane``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import math
 import os
 import re
 
@@ -33,11 +44,12 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_positive_int, invalid
+from .._checks import check_bool, check_fraction, check_positive_int, check_seed, invalid
 from ..analysis.neuron_sensitivity import feature_model, resolve_layers
 from ..attacks._common import logits_model
-from ..mi import binning_mi, kde_information_plane, log_n
+from ..mi import binning_mi, kde_information_plane, kde_noise_var, label_entropy, log_n
 from ..mi._inputs import check_positive, check_unit
+from ..mi.online import OnlineLabelMI, Standardizer
 from ._probe import check_layer_names, check_log_dir, check_probe
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]
@@ -46,29 +58,39 @@ log = logging.getLogger(__name__)
 
 #: estimator name -> tag suffix
 ESTIMATORS = {"kde_upper": "", "kde_lower": "_lower", "binning": "_binning"}
+NEURAL_SUFFIX = "_infonce"
+SATURATION = 0.95   #: an estimate at or above this fraction of its ceiling is flagged as saturated
 _KINDS = ("clean", "adv")
 
 
-def mi_layout(layers, estimators=("kde_upper",), miat=False):
-    """The custom-scalars layout (``layout_pb2.Layout``): one chart per layer and quantity, with the clean and
-    adversarial curves (and, across runs, e.g. NT vs AT) drawn together."""
+def mi_layout(layers, estimators=("kde_upper",), miat=False, neural=False):
+    """The custom-scalars layout (``layout_pb2.Layout``): per layer, one I(X;T) chart and one I(T;Y) chart,
+    each holding the clean and adversarial curves of every estimator and the ceiling (``mi/log_N``,
+    ``mi/H_Y``); across runs (e.g. NT vs AT) the same chart overlays them."""
     from tensorboard.plugins.custom_scalar import layout_pb2
 
+    suffixes = "|".join(re.escape(ESTIMATORS[e]) for e in estimators if ESTIMATORS[e])
+    names = ", ".join(estimators)
     categories = []
-    for quantity, title in (("I_XT", "I(X;T)"), ("I_TY", "I(T;Y)")):
-        for est in estimators:
-            suffix = ESTIMATORS[est]
-            charts = [layout_pb2.Chart(
-                title=f"{title} {layer}{' (' + est + ')' if suffix else ''}: clean vs adv",
-                multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/{re.escape(layer)}/{quantity}{suffix}/(clean|adv)$"]))
-                for layer in layers]
-            categories.append(layout_pb2.Category(title=f"MI {title}{' ' + est if suffix else ''} per layer",
-                                                  chart=charts))
+    for quantity, title, ceiling in (("I_XT", "I(X;T)", "log_N"), ("I_TY", "I(T;Y)", "H_Y")):
+        extra = suffixes + ("|" + NEURAL_SUFFIX if neural and quantity == "I_TY" else "")
+        extra = extra.strip("|")
+        group = f"({extra})?" if extra else ""
+        label = names + (", infonce" if neural and quantity == "I_TY" else "")
+        charts = [layout_pb2.Chart(
+            title=f"{layer} {title}: clean vs adv, ceiling {ceiling.replace('_', ' ')} ({label})",
+            multiline=layout_pb2.MultilineChartContent(
+                tag=[rf"^mi/{re.escape(layer)}/{quantity}{group}/(clean|adv)$", rf"^mi/{ceiling}$"]))
+            for layer in layers]
+        categories.append(layout_pb2.Category(title=f"MI {title} per layer", chart=charts))
     if miat:
         charts = [layout_pb2.Chart(title=f"{name}: clean vs adv",
                                    multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/output/{name}/(clean|adv)$"]))
                   for name in ("mi_natural", "mi_adversarial")]
         categories.append(layout_pb2.Category(title="MIAT natural / adversarial MI", chart=charts))
+    categories.append(layout_pb2.Category(title="MI estimates at their ceiling", chart=[layout_pb2.Chart(
+        title="saturated estimates (within 5% of log N or H(Y)); 0 is healthy",
+        multiline=layout_pb2.MultilineChartContent(tag=[r"^mi/saturated$"]))]))
     return layout_pb2.Layout(category=categories)
 
 
@@ -76,23 +98,30 @@ class MutualInformationLogger(keras.callbacks.Callback):
     """Log per-layer MI of a probe set, clean and under attack, to TensorBoard during ``fit``.
 
     Args:
-      x_probe, y_probe: a fixed probe set (>= 1,000 images recommended: estimates saturate at log N).
+      x_probe, y_probe: a fixed probe set, at least as many images as classes (>= 1,000 recommended: the
+        KDE's I(X;T) is at most log N).
       log_dir: TensorBoard log directory; events go to ``<log_dir>/mi``.
       layers: layer names of the (wrapped) model; default every layer with weights (conv, dense, logits).
       attack: 'pgd' (L-inf PGD, default), None (clean only), or a callable ``attack(model, x, y) -> x_adv``.
       estimators: any of 'kde_upper' (default), 'kde_lower', 'binning'.
       every_n_epochs: log every this many epochs.
-      noise_var: KDE noise variance (P1: 0.1); bin_width: binning width (P1: 0.5); unit: 'nats' or 'bits'.
+      noise_var: KDE noise variance: 'relative' (default, scale-aware: ``relative_noise`` x the median
+        squared pairwise distance of each layer's clean probe activations) or an absolute s2 (P1: 0.1).
+      relative_noise: see ``noise_var``. bin_width: binning width (P1: 0.5, absolute). unit: 'nats' or 'bits'.
+      neural: also log the neural InfoNCE bound on I(T;Y) (``I_TY_infonce``) of a critic per layer and
+        probe kind, trained ``neural_steps`` steps at each logged epoch on half the probe set and evaluated
+        on the other half, warm-started from the previous epoch (``kam.mi.OnlineLabelMI``).
       epsilon, steps, step_size, seed: the PGD attack (epsilon defaults to the AdversarialModel's defense
-        epsilon; step size to 2.5 * epsilon / steps).
+        epsilon; step size to 2.5 * epsilon / steps); the seed also seeds the critics.
       batch_size: probe batch for activations and attack.
       plane_image: also write the information-plane picture.
-    Reference: P1 (METHODS.md); Saxe et al. 2018; Shwartz-Ziv & Tishby 2017.
+    Reference: P1 (METHODS.md); Saxe et al. 2018; Shwartz-Ziv & Tishby 2017; Goldfeld et al. 2019.
     """
 
     def __init__(self, x_probe, y_probe, log_dir, layers=None, attack="pgd", estimators=("kde_upper",),
-                 every_n_epochs=1, noise_var=0.1, bin_width=0.5, unit="nats", epsilon=None, steps=10,
-                 step_size=None, seed=0, batch_size=500, plane_image=True):
+                 every_n_epochs=1, noise_var="relative", bin_width=0.5, unit="nats", epsilon=None, steps=10,
+                 step_size=None, seed=0, batch_size=500, plane_image=True, relative_noise=0.1, neural=True,
+                 neural_steps=50):
         super().__init__()
         self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=2)
         self.log_dir = check_log_dir(log_dir)
@@ -107,18 +136,25 @@ class MutualInformationLogger(keras.callbacks.Callback):
             raise invalid("estimators", f"a non-empty subset of {sorted(ESTIMATORS)}", estimators)
         self.estimators = tuple(estimators)
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        self.noise_var = check_positive("noise_var", noise_var)
+        if noise_var != "relative":
+            noise_var = check_positive("noise_var", noise_var)
+        self.noise_var = noise_var
+        self.relative_noise = check_positive("relative_noise", relative_noise)
         self.bin_width = check_positive("bin_width", bin_width)
         self.unit = check_unit(unit)
         self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon, low_open=True)
         self.steps = check_positive_int("steps", steps)
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
-        self.seed = seed
+        self.seed = check_seed("seed", seed, allow_none=False)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        self.plane_image = bool(plane_image)
+        self.plane_image = check_bool("plane_image", plane_image)
+        self.neural = check_bool("neural", neural)
+        self.neural_steps = check_positive_int("neural_steps", neural_steps)
+        self.h_y = label_entropy(self.y_probe, self.unit)   #: H(Y) of the probe labels, the ceiling of I(T;Y)
         self.history = {"epoch": []}   #: tag -> list of values, one per logged epoch
         self._writer = None
         self._features = None
+        self._critics = None
 
     # -- model plumbing -------------------------------------------------------------------------
     def _net(self):
@@ -143,6 +179,12 @@ class MutualInformationLogger(keras.callbacks.Callback):
         if self.layers is None:
             self.layers = self._default_layers(net)
         self.layers = resolve_layers(net, self.layers)
+        self._classes = int(net.outputs[0].shape[-1])
+        if len(self.x_probe) < self._classes:
+            raise invalid("x_probe", f"at least as many probe images as the model has classes ({self._classes})",
+                          f"{len(self.x_probe)} images")
+        if int(self.y_probe.max()) >= self._classes:
+            raise invalid("y_probe", f"labels in [0, {self._classes}) (the model's classes)", int(self.y_probe.max()))
         if self.attack == "pgd":
             self._epsilon()
         self._features = feature_model(net, self.layers)
@@ -151,9 +193,9 @@ class MutualInformationLogger(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "mi"))
             from tensorboard.plugins.custom_scalar import summary as cs_summary
 
+            layout = mi_layout(self.layers, self.estimators, self._miat, self.neural)
             with self._writer.as_default():
-                tf.summary.experimental.write_raw_pb(
-                    cs_summary.pb(mi_layout(self.layers, self.estimators, self._miat)).SerializeToString(), step=0)
+                tf.summary.experimental.write_raw_pb(cs_summary.pb(layout).SerializeToString(), step=0)
             self._writer.flush()
 
     # -- measurement ----------------------------------------------------------------------------
@@ -174,42 +216,86 @@ class MutualInformationLogger(keras.callbacks.Callback):
         return np.asarray(pgd(net, self.x_probe, self.y_probe, eps, step, self.steps, seed=self.seed,
                               batch_size=self.batch_size))
 
-    def _activations(self, x):
+    def _activations(self, x, kind):
         outs = [[] for _ in self.layers]
         for start in range(0, len(x), self.batch_size):
             batch = self._features(tf.constant(x[start:start + self.batch_size]), training=False)
             batch = batch if isinstance(batch, (list, tuple)) else [batch]
             for acc, b in zip(outs, batch):
                 acc.append(np.asarray(b).reshape(len(b), -1))
-        return [np.concatenate(o) for o in outs]
+        acts = [np.concatenate(o) for o in outs]
+        for layer, h in zip(self.layers, acts):
+            bad = int(np.sum(~np.isfinite(h)))
+            if bad:
+                raise ValueError(f"Layer {layer!r} of the model gives {bad} non-finite activations (NaN or Inf) on "
+                                 f"the {kind} probe (`x_probe`, {len(x)} images): the model has diverged "
+                                 "(try a lower learning rate), or drop the layer from `layers`.")
+        return acts
 
-    def _layer_values(self, h):
+    def _noise_var(self, h_clean):
+        if self.noise_var == "relative":
+            return kde_noise_var(h_clean, self.relative_noise)
+        return self.noise_var
+
+    def _layer_values(self, h, s2):
         values = {}
         for est in self.estimators:
             suffix = ESTIMATORS[est]
             if est == "binning":
                 ixt, ity = binning_mi(h, self.y_probe, self.bin_width, unit=self.unit)
-            else:
-                ixt, ity = kde_information_plane(h, self.y_probe, self.noise_var, est.split("_")[1], unit=self.unit)
+            elif s2 > 0:
+                ixt, ity = kde_information_plane(h, self.y_probe, s2, est.split("_")[1], unit=self.unit)
+            else:   # every clean row identical ('relative' s2 = 0): the layer carries no information
+                ixt = ity = 0.0
             values[f"I_XT{suffix}"], values[f"I_TY{suffix}"] = ixt, ity
         return values
 
+    def _neural_values(self, features):
+        """{(layer, kind): I(T;Y) InfoNCE bound} from one warm-started critic bank for every layer and kind."""
+        if self._critics is None:
+            self._critics = OnlineLabelMI(len(features), self._classes, steps=self.neural_steps, seed=self.seed)
+        bounds = self._critics.update(list(features.values()), self.y_probe)
+        return {key: float(v) / (math.log(2.0) if self.unit == "bits" else 1.0) for key, v in zip(features, bounds)}
+
     def measure(self):
         """{tag: value} for the current model (the tags of the module docstring)."""
+        if self._features is None:
+            self.on_train_begin()
         probes = {"clean": self.x_probe}
         x_adv = self.adversarial_probe()
         if x_adv is not None:
             probes["adv"] = x_adv
-        values = {"mi/log_N": log_n(len(self.x_probe), self.unit)}
-        for kind, x in probes.items():
-            for layer, h in zip(self.layers, self._activations(x)):
-                for quantity, v in self._layer_values(h).items():
+        values = {"mi/log_N": log_n(len(self.x_probe), self.unit), "mi/H_Y": self.h_y}
+        acts = {kind: self._activations(x, kind) for kind, x in probes.items()}
+        features = {}
+        for i, layer in enumerate(self.layers):
+            s2 = self._noise_var(acts["clean"][i])
+            standardize = Standardizer(acts["clean"][i], seed=self.seed + i) if self.neural else None
+            for kind in probes:
+                h = acts[kind][i]
+                for quantity, v in self._layer_values(h, s2).items():
                     values[f"mi/{layer}/{quantity}/{kind}"] = float(v)
+                if self.neural:
+                    features[(layer, kind)] = standardize(h)
+        if features:
+            for (layer, kind), v in self._neural_values(features).items():
+                values[f"mi/{layer}/I_TY{NEURAL_SUFFIX}/{kind}"] = v
         if self._miat and x_adv is not None:
             scores = self._defense().mi_scores(self._net(), self.x_probe, x_adv)
             for key, per_sample in scores.items():   # keys like 'mi_natural/clean'
                 values[f"mi/output/{key}"] = float(np.mean(per_sample))
+        values["mi/saturated"] = float(len(self.saturated(values)))
         return values
+
+    def saturated(self, values):
+        """Tags of the estimates in ``values`` at or above 95% of their ceiling (log N or H(Y))."""
+        ceilings = {"I_XT": values["mi/log_N"], "I_TY": values["mi/H_Y"]}
+        flagged = []
+        for tag, v in values.items():
+            parts = tag.split("/")
+            if len(parts) == 4 and parts[2][:4] in ceilings and v >= SATURATION * ceilings[parts[2][:4]]:
+                flagged.append(tag)
+        return flagged
 
     # -- logging --------------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
@@ -218,6 +304,14 @@ class MutualInformationLogger(keras.callbacks.Callback):
         if self._writer is None:
             self.on_train_begin()
         values = self.measure()
+        flagged = self.saturated(values)
+        if flagged:
+            log.warning("epoch %d: %d MI estimates within 5%% of their ceiling (log N = %.3f for I(X;T), "
+                        "H(Y) = %.3f for I(T;Y)); at the ceiling an estimate cannot rise further and cannot "
+                        "tell runs apart: %s", epoch, len(flagged), values["mi/log_N"], values["mi/H_Y"],
+                        ", ".join(flagged))
+        if logs is not None:
+            logs["mi_saturated"] = values["mi/saturated"]
         self.history["epoch"].append(int(epoch))
         for tag, v in values.items():
             self.history.setdefault(tag, []).append(v)
@@ -232,7 +326,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
         self._writer.flush()
         with open(os.path.join(self.log_dir, "mi", "mi_history.json"), "w") as f:
             json.dump({"unit": self.unit, "layers": self.layers, "estimators": list(self.estimators),
-                       "n_probe": len(self.x_probe), "history": self.history}, f)
+                       "n_probe": len(self.x_probe), "h_y": self.h_y, "noise_var": self.noise_var,
+                       "relative_noise": self.relative_noise, "history": self.history}, f)
 
     def information_plane(self, estimator="kde_upper"):
         """{'clean'|'adv': {layer: [(I_XT, I_TY) per logged epoch]}} from ``history``."""
@@ -249,34 +344,16 @@ class MutualInformationLogger(keras.callbacks.Callback):
         return plane
 
     def _plane_png(self):
-        import matplotlib
+        from ..analysis.plots import plot_information_plane
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        plane = self.information_plane(self.estimators[0])
-        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-        colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(self.layers), 1)))
-        for kind, style in (("clean", dict(ls="-", marker="o")), ("adv", dict(ls="--", marker="x"))):
-            for colour, layer in zip(colours, self.layers):
-                pts = np.asarray(plane.get(kind, {}).get(layer, []))
-                if len(pts):
-                    ax.plot(pts[:, 0], pts[:, 1], color=colour, ms=4, label=f"{layer} ({kind})", **style)
-                    ax.plot(pts[-1, 0], pts[-1, 1], color=colour, marker=style["marker"], ms=9)
-        ceiling = log_n(len(self.x_probe), self.unit)
-        ax.axvline(ceiling, color="grey", lw=0.8, ls=":")
-        ax.text(ceiling, 0.02, " log N", color="grey", fontsize=8, rotation=90, va="bottom",
-                transform=ax.get_xaxis_transform())   # x in data units, y in axes units
-        ax.set_xlabel(f"I(X;T) [{self.unit}]")
-        ax.set_ylabel(f"I(T;Y) [{self.unit}]")
-        ax.set_title(f"Information plane, epoch {self.history['epoch'][-1]} (solid clean, dashed adversarial)",
-                     fontsize=9)
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return tf.image.decode_png(buf.getvalue(), channels=4)[None]
+        plane = {kind: {layer: np.asarray(pts, np.float64).reshape(-1, 2) for layer, pts in layers.items()}
+                 for kind, layers in self.information_plane(self.estimators[0]).items()}
+        plane.update(layers=self.layers, unit=self.unit, log_n=log_n(len(self.x_probe), self.unit), h_y=self.h_y)
+        plane.setdefault("clean", {})
+        title = (f"Information plane ({self.estimators[0]}), epoch {self.history['epoch'][-1]}: "
+                 "solid clean, dashed adversarial")
+        png = plot_information_plane({"model": plane}, title=title)
+        return tf.image.decode_png(png, channels=4)[None]
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -32,8 +32,9 @@ def add_parser(subparsers):
     p.add_argument("--history", nargs="+", metavar="JSON",
                    help="per-epoch information planes, one file per model: the mi_history.json a "
                         "MutualInformationLogger writes, or {'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}")
-    p.add_argument("--noise-var", type=positive_float, default=0.1,
-                   help="KDE noise variance of the information plane (P1: 0.1)")
+    p.add_argument("--noise-var", type=_noise_var, default="relative",
+                   help="KDE noise variance of the information plane: 'relative' (default; 0.1 x each layer's "
+                        "median squared pairwise distance, scale-aware) or an absolute number (P1: 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
     return p
@@ -46,6 +47,10 @@ def _check_layers(label, model, names):
     for option, name in names:
         if name is not None and name not in available:
             raise UsageError(f"{option} {name!r} is not a layer of {label} (available: {', '.join(available)})")
+
+
+def _noise_var(text):
+    return text if text == "relative" else positive_float(text)
 
 
 def run(args):

@@ -9,7 +9,8 @@ Formulas and references: each module's docstring and METHODS.md ("MI estimators"
 from .binning import binning_mi
 from .bounds import BOUNDS, PER_SAMPLE_BOUNDS, dv, dv_per_sample, infonce, js, nwj, per_sample_bound
 from .estimate import MIEstimate, correlated_gaussians, estimate, gaussian_mi
-from .kde import kde_information_plane, kde_label_mi, kde_lower, kde_mi, kde_upper, log_n
+from .kde import (RELATIVE_NOISE, kde_information_plane, kde_label_mi, kde_lower, kde_mi, kde_noise_var, kde_upper,
+                  label_entropy, log_n)
 
 __all__ = ["BOUNDS", "MIEstimate", "binning_mi", "correlated_gaussians", "dv", "dv_per_sample", "estimate",
-           "gaussian_mi", "infonce", "kde_information_plane", "js", "kde_label_mi", "kde_lower", "kde_mi", "kde_upper", "log_n", "nwj", "per_sample_bound", "PER_SAMPLE_BOUNDS"]
+           "gaussian_mi", "infonce", "kde_information_plane", "kde_noise_var", "js", "label_entropy", "RELATIVE_NOISE", "kde_label_mi", "kde_lower", "kde_mi", "kde_upper", "log_n", "nwj", "per_sample_bound", "PER_SAMPLE_BOUNDS"]

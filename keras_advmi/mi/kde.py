@@ -10,6 +10,21 @@ seen through additive Gaussian noise of variance ``noise_var`` (s2); with D_ij =
 
 Every value lies in [0, log N] nats: estimates saturate at log N, so probe with >= 1,000 samples.
 
+Noise scale. P1 uses an absolute s2 = 0.1 (``noise_var=0.1``, kept for reproducing P1). The value of
+I(X;T) of a deterministic layer is then set by the ratio of the pairwise distances to s2, not by the
+network: activations of 1,000 distinct images lie far apart, every estimate sits at log N, and a
+function-preserving rescale of a layer (ReLU kernel x10, next kernel x0.1) moves it arbitrarily (Saxe et
+al. 2018 show the noise choice drives such results; Goldfeld et al. 2019, "Estimating information flow
+in deep neural networks", tie the noise to the network). ``noise_var="relative"`` ties s2 to the
+layer's own spread instead, by the median heuristic of kernel methods (Gretton et al. 2012, "A kernel
+two-sample test"; Garreau et al. 2017, "Large sample analysis of the median heuristic"):
+
+    s2 = relative_noise * median_{i < j} ||h_i - h_j||^2          (``kde_noise_var``)
+
+so the estimate is invariant to rescaling h, and the kernel exp(-D_ij / (2 s2)) = exp(-5 D_ij / median)
+at the default relative_noise = 0.1 resolves the cluster structure of the layer: ~log(#clusters) for
+tight classes, up to log N for points with no near neighbours, 0 for a collapsed layer.
+
 Implementation: float64, log-sum-exp, rows in chunks, so memory is O(N x chunk) (never O(N^2 x d)).
 Distances use ||a||^2 + ||b||^2 - 2 a.b on mean-centred float64 data, clamped at 0 (P1's float32
 version of this identity can go negative).
@@ -25,9 +40,12 @@ import tensorflow as tf
 from .._checks import check_positive_int, invalid
 from ._inputs import activations_2d, check_positive, in_unit, labels_1d
 
-__all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "log_n"]
+__all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "kde_noise_var", "log_n",
+           "label_entropy", "RELATIVE_NOISE"]
 
 _BOUND_SCALE = {"upper": 2.0, "lower": 8.0}   # D_ij / (scale * s2)
+RELATIVE_NOISE = 0.1   #: default s2 / median squared pairwise distance of ``noise_var="relative"``
+_MEDIAN_ROWS = 2000    # the median is taken over the pairs of at most this many rows (a seeded subsample)
 
 
 def _scaled_neg_distances(h, sq, start, stop, inv_scale):
@@ -72,14 +90,49 @@ def _row_logmeanexp_with_classes(h, labels, inv_scale, chunk):
     return all_rows.concat() - tf.math.log(n64), class_rows.concat() - tf.math.log(counts)
 
 
+def _median_sq_distance(h64: np.ndarray) -> float:
+    """Median of ||h_i - h_j||^2 over pairs i < j (of a seeded subsample of ``_MEDIAN_ROWS`` rows when N is larger);
+    the mean when more than half of the pairs coincide (median 0); 0 when every row is the same."""
+    if len(h64) > _MEDIAN_ROWS:
+        h64 = h64[np.sort(np.random.default_rng(0).choice(len(h64), _MEDIAN_ROWS, replace=False))]
+    centred = h64 - h64.mean(axis=0, keepdims=True)
+    sq = np.einsum("ij,ij->i", centred, centred)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * centred @ centred.T, 0.0)[np.triu_indices(len(h64), 1)]
+    median = float(np.median(dist))
+    return median if median > 0 else float(dist.mean())
+
+
+def kde_noise_var(h, relative_noise: float = RELATIVE_NOISE) -> float:
+    """The scale-aware noise variance s2 = ``relative_noise`` * median_{i<j} ||h_i - h_j||^2 (module doc).
+
+    Args:
+      h: activations (N, ...), N >= 2, finite. relative_noise: > 0.
+    Returns:
+      s2 in the squared units of h; 0.0 when every row of h is the same (the layer carries no information).
+    The median is taken over all pairs for N <= 2,000, else over the pairs of 2,000 rows drawn with seed 0;
+    where over half of the pairs coincide (median 0) the mean squared distance is used.
+    """
+    return check_positive("relative_noise", relative_noise) * _median_sq_distance(activations_2d(h))
+
+
+def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
+    """s2 for ``noise_var`` = a positive number (absolute, P1) or 'relative' (``kde_noise_var`` of h64)."""
+    if isinstance(noise_var, str):
+        if noise_var != "relative":
+            raise invalid("noise_var", "a positive number (absolute s2, P1: 0.1) or 'relative'", noise_var)
+        return check_positive("relative_noise", relative_noise) * _median_sq_distance(h64)
+    return check_positive("noise_var", noise_var)
+
+
 def _kde_nats(h64: np.ndarray, noise_var: float, bound: str, chunk: int) -> float:
-    if h64.shape[0] < 2:
-        return 0.0  # one sample carries no information; I = log 1 = 0
+    if h64.shape[0] < 2 or noise_var == 0.0:
+        return 0.0  # one sample, or identical rows ('relative' s2 = 0): no information; I = log 1 = 0
     centred = h64 - h64.mean(axis=0, keepdims=True)
     inv_scale = 1.0 / (_BOUND_SCALE[bound] * noise_var)
     value = -float(_mean_row_logmeanexp(tf.constant(centred), tf.constant(inv_scale, tf.float64),
                                         tf.constant(chunk, tf.int32)))
-    return max(value, 0.0) + 0.0  # exact arithmetic gives >= 0; clamp rounding of order 1e-16 (and -0.0)
+    # exact arithmetic gives [0, log N]; clamp rounding (the Gram identity leaves D_ii ~ 1e-16 ||h||^2, not 0)
+    return min(max(value, 0.0), math.log(h64.shape[0])) + 0.0
 
 
 def _check_bound(bound):
@@ -88,74 +141,89 @@ def _check_bound(bound):
     return bound
 
 
-def kde_mi(h, noise_var: float = 0.1, bound: str = "upper", *, unit: str = "nats", chunk: int = 512) -> float:
+def kde_mi(h, noise_var=0.1, bound: str = "upper", *, unit: str = "nats", chunk: int = 512,
+           relative_noise: float = RELATIVE_NOISE) -> float:
     """I(X;T) of activations ``h`` (N, ...) by the KDE ``bound`` ('upper' or 'lower'); see the module doc.
 
     Args:
       h: activations, shape (N, ...), flattened per sample; N >= 2, finite.
-      noise_var: variance s2 of the Gaussian noise, > 0 (P1: 0.1).
+      noise_var: variance s2 of the Gaussian noise: a number > 0 (absolute; P1: 0.1), or 'relative' for
+        ``relative_noise`` times the median squared pairwise distance of h (scale-aware; module doc).
       bound: 'upper' (kernel width 2 s2) or 'lower' (8 s2).
       unit: 'nats' (default) or 'bits'.
       chunk: rows per block; peak memory ~ 3 * 8 bytes * N * chunk.
+      relative_noise: s2 / median distance with ``noise_var='relative'``.
     Returns:
       float in [0, log N].
     """
     h64 = activations_2d(h)
-    noise_var = check_positive("noise_var", noise_var)
+    noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
     chunk = check_positive_int("chunk", chunk)
     return in_unit(_kde_nats(h64, noise_var, _check_bound(bound), chunk), unit)
 
 
-def kde_upper(h, noise_var: float = 0.1, *, unit: str = "nats", chunk: int = 512) -> float:
+def kde_upper(h, noise_var=0.1, *, unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
     """Upper KDE bound on I(X;T): -(1/N) sum_i log((1/N) sum_j exp(-||h_i - h_j||^2 / (2 s2))).
 
+    ``noise_var``: absolute s2 (P1: 0.1) or 'relative' (scale-aware; see ``kde_mi``).
     Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.686432 nats.
     """
-    return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk)
+    return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk, relative_noise=relative_noise)
 
 
-def kde_lower(h, noise_var: float = 0.1, *, unit: str = "nats", chunk: int = 512) -> float:
+def kde_lower(h, noise_var=0.1, *, unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
     """Lower KDE bound on I(X;T): as ``kde_upper`` with kernel width 8 s2 instead of 2 s2.
 
     Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.441218 nats.
     """
-    return kde_mi(h, noise_var, "lower", unit=unit, chunk=chunk)
+    return kde_mi(h, noise_var, "lower", unit=unit, chunk=chunk, relative_noise=relative_noise)
 
 
-def kde_label_mi(h, y, noise_var: float = 0.1, bound: str = "upper", *, unit: str = "nats",
-                 chunk: int = 512) -> float:
+def kde_label_mi(h, y, noise_var=0.1, bound: str = "upper", *, unit: str = "nats",
+                 chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
     """I(T;Y) = I(X;T) on all N minus sum_c p(c) I(X;T | Y = c), both by the same KDE ``bound``.
 
     Args:
       h: activations (N, ...); y: integer labels (N,) (or one-hot).
     Returns:
-      float in [0, log N] (in ``unit``); clamped at 0 (the difference of two bounds can dip below).
+      float in [0, H(Y)] (in ``unit``); clamped at 0 (the difference of two bounds can dip below).
+    With ``noise_var='relative'`` one s2, from all N rows, serves both terms.
     Fixture: h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1], s2 = 0.1 -> upper 0.686432, lower 0.441218.
     """
-    return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk)[1]
+    return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk, relative_noise=relative_noise)[1]
 
 
-def kde_information_plane(h, y, noise_var: float = 0.1, bound: str = "upper", *, unit: str = "nats",
-                          chunk: int = 512):
+def kde_information_plane(h, y, noise_var=0.1, bound: str = "upper", *, unit: str = "nats",
+                          chunk: int = 512, relative_noise: float = RELATIVE_NOISE):
     """(I(X;T), I(T;Y)) by one KDE ``bound`` in one pass: I(X;T) is the first term of I(T;Y).
 
     Costs ~(1 + 1/C) times one ``kde_mi`` for C balanced classes, instead of 2x for two calls.
     """
     h64 = activations_2d(h)
     labels = labels_1d(y, h64.shape[0])
-    noise_var = check_positive("noise_var", noise_var)
+    noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
     bound = _check_bound(bound)
     chunk = check_positive_int("chunk", chunk)
+    if noise_var == 0.0:   # identical rows: no information about X or Y
+        return in_unit(0.0, unit), in_unit(0.0, unit)
     _, dense_labels = np.unique(labels, return_inverse=True)
     centred = h64 - h64.mean(axis=0, keepdims=True)
     row_all, row_class = _row_logmeanexp_with_classes(
         tf.constant(centred), tf.constant(dense_labels.astype(np.int32)),
         tf.constant(1.0 / (_BOUND_SCALE[bound] * noise_var), tf.float64), tf.constant(chunk, tf.int32))
-    total = max(-float(tf.reduce_mean(row_all)), 0.0) + 0.0
+    total = min(max(-float(tf.reduce_mean(row_all)), 0.0), math.log(len(h64))) + 0.0
     within = -float(tf.reduce_mean(row_class))      # sum_c p(c) I(X;T | Y = c)
     return in_unit(total, unit), in_unit(max(total - within, 0.0) + 0.0, unit)
 
 
 def log_n(n: int, unit: str = "nats") -> float:
-    """The ceiling log N every estimate here saturates at (for plotting beside the curves)."""
+    """The ceiling log N every I(X;T) estimate here saturates at (for plotting beside the curves)."""
     return in_unit(math.log(check_positive_int("n", n)), unit)
+
+
+def label_entropy(y, unit: str = "nats") -> float:
+    """H(Y) of the empirical label distribution of ``y`` (N,): the ceiling of every I(T;Y) estimate."""
+    labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+    counts = np.unique(labels_1d(labels, len(labels)), return_counts=True)[1]
+    p = counts / counts.sum()
+    return in_unit(float(-(p * np.log(p)).sum()) + 0.0, unit)
