@@ -4,8 +4,8 @@ forms (``predictions`` / ``outputs``), ``{"b64": ...}`` strings, and shape/dtype
 Error texts follow ``tensorflow_serving/util/json_tensor.cc`` (e.g. "Missing 'inputs' or
 'instances' key", "No values in 'instances' array"); all are INVALID_ARGUMENT (HTTP 400).
 
-Size limits (``tensors.py``): ``precheck`` refuses, before the JSON is parsed, a body that must hold
-more rows or decoded bytes than allowed. In a JSON document every array of n values has n - 1
+Size limits (``tensors.py``): ``BodyBound`` refuses, while the body streams in and before the JSON
+is parsed, a body that must hold more rows or decoded bytes than allowed. In a JSON document every array of n values has n - 1
 commas, so a numeric tensor of E elements per row written as R rows (row or columnar form, nested to
 any depth) carries R * E - 1 commas; ``bytes.count(b",")`` (C speed) therefore bounds the rows and
 elements a body can decode to without building its millions of Python objects (82 MB of
@@ -67,29 +67,52 @@ def _per_row(spec):
     return int(np.prod(dims, dtype=np.int64)), spec.dtype.size
 
 
-def precheck(body, signatures, max_rows=None, max_bytes=None):
-    """Refuse, before parsing, a body too big for every signature in ``signatures`` (an iterable of
-    {input: tf.TensorSpec}); string inputs disable the check (their text may hold any commas)."""
-    if max_rows is None and max_bytes is None:
-        return
-    per_sig = []
-    for specs in signatures:
-        if any(s.dtype.name == "string" for s in specs.values()):
+class BodyBound:
+    """Refuse, while the body streams in, a body too big for every signature in ``signatures`` (an
+    iterable of {input: tf.TensorSpec}); string inputs disable it (their text may hold any commas).
+
+    ``feed(chunk)`` counts commas; ``exceeded`` turns true as soon as the body must hold more rows
+    or decoded bytes than allowed, and the caller then stops keeping the chunks. ``error()`` is the
+    refusal, with the count of the whole body once it has been read."""
+
+    def __init__(self, signatures, max_rows=None, max_bytes=None):
+        self.max_rows, self.max_bytes, self.commas, self.exceeded = max_rows, max_bytes, 0, False
+        self.per_row = self.item = None
+        per_sig = []
+        for specs in signatures:
+            if any(s.dtype.name == "string" for s in specs.values()):
+                return
+            rows = [_per_row(s) for s in specs.values()]
+            per_sig.append((None if any(r is None for r in rows) else sum(r[0] for r in rows),
+                            min(s.dtype.size for s in specs.values())))
+        if not per_sig:
             return
-        rows = [_per_row(s) for s in specs.values()]
-        per_sig.append((None if any(r is None for r in rows) else sum(r[0] for r in rows),
-                        min(s.dtype.size for s in specs.values())))
-    if not per_sig:
-        return
-    commas = body.count(b",") - _SLACK_COMMAS
-    if commas <= 0:
-        return
-    if max_bytes is not None and (commas + 1) * min(i for _, i in per_sig) > max_bytes:
-        raise tensors.too_large_error((commas + 1) * min(i for _, i in per_sig), max_bytes, "PAYLOAD_TOO_LARGE")
-    if max_rows is not None and all(e for e, _ in per_sig):
-        rows = (commas + 1) // min(e for e, _ in per_sig)
-        if rows > max_rows:
-            raise tensors.task_size_error(rows, max_rows)
+        self.item = min(i for _, i in per_sig)
+        if max_rows is not None and all(e for e, _ in per_sig):
+            self.per_row = min(e for e, _ in per_sig)
+
+    def feed(self, chunk):
+        if self.item is None:
+            return
+        self.commas += chunk.count(b",")
+        sure = self.commas + 1 - _SLACK_COMMAS      # at least this many values are tensor elements
+        if self.max_bytes is not None and sure * self.item > self.max_bytes or \
+                self.per_row is not None and sure // self.per_row > self.max_rows:
+            self.exceeded = True
+
+    def error(self):
+        values = self.commas + 1
+        if self.per_row is not None and (values - _SLACK_COMMAS) // self.per_row > self.max_rows:
+            return tensors.task_size_error(values // self.per_row, self.max_rows)
+        return tensors.too_large_error(values * self.item, self.max_bytes, "PAYLOAD_TOO_LARGE")
+
+
+def precheck(body, signatures, max_rows=None, max_bytes=None):
+    """``BodyBound`` on a whole body: raises its error when the body must hold too much."""
+    bound = BodyBound(signatures, max_rows, max_bytes)
+    bound.feed(body)
+    if bound.exceeded:
+        raise bound.error()
 
 
 def _json_shape(value):

@@ -106,15 +106,34 @@ def make_app(server):
         finally:
             server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "REST")
 
-    async def _body(request):
+    async def _body(request, bound=None):
+        """The request body, read in chunks within ``read_timeout``; over ``max_body_bytes`` it is
+        413, and once ``bound`` (a ``codec.BodyBound``) says it is too big the chunks are counted,
+        not kept, so a 27 MB body of 100,000 rows never sits in memory."""
         if request.content_length is not None and request.content_length > server.max_body_bytes:
             raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {request.content_length} bytes "
                                f"exceeds the limit of {server.max_body_bytes} bytes")
+
+        async def read():
+            chunks, size = [], 0
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > server.max_body_bytes:
+                    raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
+                                       f"{server.max_body_bytes} bytes")
+                if bound is not None:
+                    bound.feed(chunk)
+                    if bound.exceeded:
+                        chunks.clear()
+                        continue
+                chunks.append(chunk)
+            if bound is not None and bound.exceeded:
+                raise bound.error()
+            return b"".join(chunks)
         try:
-            return await asyncio.wait_for(request.read(), server.read_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
-                               f"{server.max_body_bytes} bytes") from None
+            return await asyncio.wait_for(read(), server.read_timeout)
+        except ServingError:
+            raise
         except asyncio.TimeoutError:
             raise ServingError("REQUEST_TIMEOUT", f"Request body not received within {server.read_timeout:g} s"
                                ) from None
@@ -123,10 +142,9 @@ def make_app(server):
                                ) from None
 
     async def _predict(request, name, version, label):
-        body = await _body(request)
         servable = server.registry.resolve(name, version, label)
         max_rows, max_bytes = server.executor.max_rows, server.max_body_bytes
-        codec.precheck(body, servable.specs.values(), max_rows, max_bytes)
+        body = await _body(request, codec.BodyBound(servable.specs.values(), max_rows, max_bytes))
         loop = asyncio.get_running_loop()
         inline = len(body) <= INLINE_BODY_BYTES
         args = (body, servable.input_specs_for, max_rows, max_bytes)
@@ -172,14 +190,18 @@ def make_app(server):
     async def metrics(request):
         return web.Response(body=server.metrics.text(), content_type="text/plain", charset="utf-8")
 
-    async def too_large(request, handler):
+    async def json_errors(request, handler):
+        """aiohttp's own answers as TF Serving JSON: a path its router cannot match (a name with a
+        newline) goes to ``dispatch``; a body over the cap is 413."""
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return _error(ServingError("PAYLOAD_TOO_LARGE", "Request body exceeds the limit of "
                                        f"{server.max_body_bytes} bytes"))
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            return await dispatch(request)
 
-    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(too_large)])
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(json_errors)])
     if server.monitoring_path:
         app.router.add_get(server.monitoring_path, metrics)
     app.router.add_route("*", "/{tail:.*}", dispatch)

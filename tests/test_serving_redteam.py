@@ -1,0 +1,524 @@
+"""The embedded server tried as an attacker would (issue 22), on 127.0.0.1 with bounded counts and time:
+a bad request never fails its batch-mates, expanding and huge requests are refused before they
+allocate, metrics cannot be flooded, odd version directories do not stop polling, malformed bodies and
+TensorProtos get TF Serving's 4xx / INVALID_ARGUMENT (never a 500, UNKNOWN or exception text), slow
+clients are cut off, and the rest of TF Serving's API (classify, regress, MultiInference, labels)
+answers as TF Serving does."""
+
+import concurrent.futures
+import gzip
+import json
+import logging
+import socket
+import time
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+
+from keras_advmi.serving import Batching, ModelEntry, ModelServer
+from tests import serving_fixtures as sf
+
+METRICS = "/monitoring/prometheus/metrics"
+MAX_BODY = 4 * 1024 * 1024
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("redteam")
+    model = sf.small_model(0)
+    sf.export_version(model, base / "digits" / "1")
+    sf.half_plus_two(base / "hpt" / "00000123")
+    return base, model
+
+
+@pytest.fixture(scope="module")
+def batched(base):
+    """Batching on (16 rows, 5 ms window), labels, 1 s read timeout, a 4 MiB request cap."""
+    path, model = base
+    entries = [ModelEntry("digits", path / "digits", labels={"stable": 1}), ModelEntry("hpt", path / "hpt")]
+    server = ModelServer(entries, Batching(16, 5000, 64, 2), rest_port=0, grpc_port=0, poll_seconds=0,
+                         monitoring_path=METRICS, max_body_bytes=MAX_BODY, read_timeout=1.0).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    yield server, model, prediction_service_pb2_grpc.PredictionServiceStub(channel), channel
+    channel.close()
+    server.stop()
+
+
+def _predict_request(x, name="digits", alias="inputs"):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    req.inputs[alias].CopyFrom(tf.make_tensor_proto(x))
+    return req
+
+
+def _grpc_code(fn, req):
+    try:
+        return fn(req, timeout=30), grpc.StatusCode.OK, ""
+    except grpc.RpcError as exc:
+        return None, exc.code(), exc.details()
+
+
+# -- 1. a bad request never fails its batch-mates ------------------------------------------------
+def test_mixed_good_and_bad_requests_20_clients_rest_and_grpc(batched):
+    server, model, stub, _ = batched
+    x = sf.images(1, seed=3)
+    want = sf.reference(model, x)[0]["class_ids"].tolist()
+    good_body = json.dumps({"instances": x.tolist()})
+    bad_bodies = [json.dumps({"instances": x[:, :, :, 0].tolist()}),              # rank 3
+                  json.dumps({"instances": [[[["a"]] * 8] * 8]})]                   # wrong dtype
+    bad_protos = [_predict_request(x[:, :, :, 0]),                                 # rank 3 (1, 8, 8)
+                  _predict_request(x.astype(np.int32)),                            # int32
+                  _predict_request(x.astype(np.float64))]                          # double
+    good_proto = _predict_request(x)
+    url = server.rest_url + "/v1/models/digits:predict"
+
+    def client(i):
+        out = []
+        session = requests.Session()
+        for j in range(12):
+            kind = (i + j) % 4
+            if kind == 0:
+                r = session.post(url, data=good_body, timeout=30)
+                out.append(("good", r.status_code == 200 and [p["class_ids"] for p in r.json()["predictions"]] == want))
+            elif kind == 1:
+                r = session.post(url, data=bad_bodies[j % 2], timeout=30)
+                out.append(("bad", r.status_code == 400 and set(r.json()) == {"error"}))
+            elif kind == 2:
+                resp, code, _ = _grpc_code(stub.Predict, good_proto)
+                out.append(("good", code == grpc.StatusCode.OK and
+                            tf.make_ndarray(resp.outputs["class_ids"]).tolist() == want))
+            else:
+                _, code, details = _grpc_code(stub.Predict, bad_protos[j % 3])
+                out.append(("bad", code == grpc.StatusCode.INVALID_ARGUMENT and "Traceback" not in details))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = [r for rs in pool.map(client, range(20)) for r in rs]
+    assert len(results) == 240
+    assert all(ok for kind, ok in results if kind == "good"), sum(not ok for k, ok in results if k == "good")
+    assert all(ok for kind, ok in results if kind == "bad"), sum(not ok for k, ok in results if k == "bad")
+    assert server.executor.batches < 240       # requests were batched together
+
+
+def test_wrong_rank_grpc_requests_in_one_batch_do_not_fail_good_ones(batched):
+    """Item 1 exactly: rank-3 gRPC Predicts merged with good ones (the 5 ms window gathers them)."""
+    server, model, stub, _ = batched
+    x = sf.images(1, seed=4)
+    want = sf.reference(model, x)[0]["class_ids"].tolist()
+    reqs = [_predict_request(x[:, :, :, 0]) if i % 4 == 0 else _predict_request(x) for i in range(64)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda r: _grpc_code(stub.Predict, r), reqs))
+    for i, (resp, code, details) in enumerate(answers):
+        if i % 4 == 0:
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "expected shape [-1, 8, 8, 1]" in details, details
+        else:
+            assert code == grpc.StatusCode.OK, details
+            assert tf.make_ndarray(resp.outputs["class_ids"]).tolist() == want
+
+
+# -- 2, 3. expanding and huge requests are refused before they allocate -----------------------------
+def test_58_byte_grpc_request_claiming_512_mb_is_refused_fast(batched):
+    server, _, stub, _ = batched
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.5], tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (2_000_000, 8, 8, 1)]))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "digits"
+    req.inputs["inputs"].CopyFrom(proto)
+    assert req.ByteSize() < 64
+    rss0, t0 = _rss_mb(), time.perf_counter()
+    _, code, details = _grpc_code(stub.Predict, req)
+    assert time.perf_counter() - t0 < 1.0
+    assert _rss_mb() - rss0 < 50
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "Task size 2000000 is larger than maximum input batch size 16"
+    # within the row limit but over the byte cap once broadcast: refused before allocating
+    proto.tensor_shape.dim[0].size = 16
+    proto.tensor_shape.dim[1].size = 8
+    req.inputs["inputs"].CopyFrom(proto)
+    small = ModelServer([ModelEntry("digits", server.registry.resolve("digits").path.rsplit("/", 1)[0])],
+                        rest_port=None, grpc_port=0, poll_seconds=0, max_body_bytes=1000).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{small.grpc_port}") as ch:
+            _, code, details = _grpc_code(prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict, req)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details == "Decoded request tensors of 4096 bytes exceed the limit of 1000 bytes"
+    finally:
+        small.stop()
+
+
+def _rows_body(n):
+    row = json.dumps(np.full((8, 8, 1), 0.5).tolist()).encode()
+    return b'{"instances": [' + b",".join([row] * n) + b"]}"
+
+
+def test_100000_row_rest_request_refused_fast_without_batching(base):
+    path, _ = base
+    body = _rows_body(100_000)
+    assert 20e6 < len(body) < 64 * 2 ** 20          # under the default 64 MiB body cap
+    with ModelServer([ModelEntry("digits", path / "digits")], rest_port=0, grpc_port=None, poll_seconds=0) as server:
+        session = requests.Session()
+        assert session.post(server.rest_url + "/v1/models/digits:predict", data=_rows_body(2)).status_code == 200
+        rss0, t0 = _rss_mb(), time.perf_counter()
+        r = session.post(server.rest_url + "/v1/models/digits:predict", data=body, timeout=30)
+        elapsed = time.perf_counter() - t0
+        assert r.status_code == 400
+        assert r.json() == {"error": "Task size 100000 is larger than maximum input batch size 10000"}
+        assert elapsed < 1.0, elapsed
+        assert _rss_mb() - rss0 < 50
+        # at the row cap's edge the exact count decides (no false refusal from the comma bound)
+        r = session.post(server.rest_url + "/v1/models/digits:predict", data=_rows_body(10_001), timeout=60)
+        assert r.status_code == 400 and "Task size 10001" in r.json()["error"]
+
+
+def test_task_larger_than_max_batch_size_refused_or_split(base, batched):
+    server, model, stub, _ = batched
+    r = requests.post(server.rest_url + "/v1/models/digits:predict", data=_rows_body(5_000), timeout=30)
+    assert r.status_code == 400
+    assert r.json() == {"error": "Task size 5000 is larger than maximum input batch size 16"}
+    x = sf.images(17, seed=5)
+    _, code, details = _grpc_code(stub.Predict, _predict_request(x))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Task size 17" in details
+    # large-batch splitting: up to max_batch_size rows, run in batches of max_execution_batch_size
+    path, _ = base
+    split = Batching(64, 1000, 8, 2, enable_large_batch_splitting=True, max_execution_batch_size=8)
+    with ModelServer([ModelEntry("digits", path / "digits")], split, rest_port=0, grpc_port=None,
+                     poll_seconds=0) as s2:
+        x = sf.images(50, seed=6)
+        r = requests.post(s2.rest_url + "/v1/models/digits:predict", json={"inputs": x.tolist()}, timeout=30)
+        assert r.status_code == 200
+        np.testing.assert_allclose(r.json()["outputs"]["probabilities"], sf.reference(model, x)[0]["probabilities"],
+                                   rtol=1e-5, atol=1e-6)
+        assert s2.executor.batches >= 7                          # 50 rows in batches of <= 8
+        r = requests.post(s2.rest_url + "/v1/models/digits:predict", json={"inputs": sf.images(65).tolist()})
+        assert r.status_code == 400 and "Task size 65 is larger than maximum input batch size 64" in r.text
+
+
+# -- 4. metrics cannot be flooded, gRPC is counted ---------------------------------------------------
+def test_unknown_model_names_do_not_grow_metrics_and_grpc_is_counted(batched):
+    server, _, stub, _ = batched
+    page = lambda: requests.get(server.rest_url + METRICS, timeout=30).text  # noqa: E731
+    x = sf.images(1, seed=7)
+    for _ in range(3):
+        _grpc_code(stub.Predict, _predict_request(x))
+    before = page()
+    session = requests.Session()
+    body = json.dumps({"instances": x.tolist()})
+    for i in range(300):
+        name = ("n%d" % i) * 700 if i % 3 else 'a"b}c\\d%0A' + "x" * 7000
+        r = session.post(server.rest_url + f"/v1/models/{name}:predict", data=body, timeout=30)
+        assert r.status_code == 404 and r.json()["error"].startswith("Servable not found for request: Latest(")
+    for i in range(20):
+        _, code, _ = _grpc_code(stub.Predict, _predict_request(x, name="z" * 7000 + str(i)))
+        assert code == grpc.StatusCode.NOT_FOUND
+    after = page()
+    assert len(after) - len(before) < 20_000, len(after) - len(before)
+    fams = {f.name: f for f in text_string_to_metric_families(after)}
+    counts = fams[":tensorflow:serving:request_count"].samples
+    assert {s.labels["model_name"] for s in counts} <= {"digits", "hpt", "_unknown_"}
+    grpc_ok = [s for s in counts if s.labels == {"model_name": "digits", "API": "predict", "entrypoint": "GRPC",
+                                                 "status": "OK"}]
+    assert grpc_ok and grpc_ok[0].value >= 3
+    unknown = [s for s in counts if s.labels["model_name"] == "_unknown_" and s.labels["status"] == "NOT_FOUND"]
+    assert sum(s.value for s in unknown) >= 320
+
+
+# -- 5. odd version directories are skipped, polling goes on ----------------------------------------
+def test_odd_version_directories_skipped_polling_continues(tmp_path, caplog):
+    model = sf.small_model(0)
+    sf.export_version(model, tmp_path / "m" / "1")
+    for odd in ("²", "١٢", "-1", "+2", "1e3", "abc", "9" * 30):
+        sf.export_version(model, tmp_path / "m" / odd)
+    sf.export_version(model, tmp_path / "other" / "0007")
+    entries = [ModelEntry("m", tmp_path / "m"), ModelEntry("other", tmp_path / "other")]
+    with caplog.at_level(logging.WARNING, logger="keras_advmi.serving.registry"):
+        server = ModelServer(entries, rest_port=0, grpc_port=None, poll_seconds=0.2).start()
+    try:
+        status = lambda n: requests.get(server.rest_url + f"/v1/models/{n}", timeout=10).json()  # noqa: E731
+        assert [s["version"] for s in status("m")["model_version_status"]] == ["1"]
+        assert [s["version"] for s in status("other")["model_version_status"]] == ["7"]
+        sf.export_version(model, tmp_path / "m" / "5")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and status("m")["model_version_status"][0]["version"] != "5":
+            time.sleep(0.1)
+        assert [(s["version"], s["state"]) for s in status("m")["model_version_status"]] == [("5", "AVAILABLE"),
+                                                                                           ("1", "END")]
+        time.sleep(0.5)                                    # more polls: each odd name logged once
+        skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+        assert len(skipped) == 7, skipped
+    finally:
+        server.stop()
+
+
+# -- 6. malformed bodies and URLs answer JSON 4xx ------------------------------------------------------
+@pytest.mark.parametrize("path,headers,body,status,message", [
+    (":predict", {"Content-Encoding": "deflate"}, b"\x00garbage not deflate", 400, "Failed to read the request body"),
+    (":predict", {"Content-Encoding": "gzip"}, b"\x1f\x8bnot gzip", 400, "Failed to read the request body"),
+    (":predict", {"Content-Encoding": "gzip"}, gzip.compress(b" " * (MAX_BODY + 10)), 413, "exceeds the limit"),
+    ("/versions/" + "7" * 5000 + ":predict", {}, b"{}", 400, "Failed to convert version: 7777"),
+    ("/versions/99999999999999999999:predict", {}, b"{}", 400, "Failed to convert version"),
+    ("/versions/²:predict", {}, b"{}", 400, "Malformed request"),
+    ("/versions/١:predict", {}, b"{}", 400, "Malformed request"),
+])
+def test_malformed_bodies_and_versions_get_json_4xx(batched, path, headers, body, status, message):
+    server = batched[0]
+    r = requests.post(server.rest_url + "/v1/models/digits" + path, data=body, headers=headers, timeout=30)
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert set(r.json()) == {"error"} and message in r.json()["error"]
+
+
+def test_deflate_encoded_valid_body_still_works(batched):
+    server, model, _, _ = batched
+    x = sf.images(2, seed=8)
+    body = zlib.compress(json.dumps({"inputs": x.tolist()}).encode())
+    r = requests.post(server.rest_url + "/v1/models/digits:predict", data=body,
+                      headers={"Content-Encoding": "deflate"}, timeout=30)
+    assert r.status_code == 200
+    assert r.json()["outputs"]["class_ids"] == sf.reference(model, x)[0]["class_ids"].tolist()
+
+
+# -- 7. malformed TensorProtos: INVALID_ARGUMENT in TF Serving's words, no exception text -------------
+def _tensor(dtype, dims, **fields):
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]), **fields)
+
+
+BAD_PROTOS = [
+    (_tensor(types_pb2.DT_FLOAT, (1, 8, 8, 1), tensor_content=b"\0" * 255), "tensor parsing error: inputs"),
+    (_tensor(types_pb2.DT_FLOAT, (-1, 8, 8, 1), float_val=[0.5]), "tensor parsing error: inputs"),
+    (_tensor(999, (1, 8, 8, 1), float_val=[0.5]), "tensor parsing error: inputs"),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=True)),
+     "tensor parsing error: inputs"),
+    (_tensor(types_pb2.DT_VARIANT, (1, 8, 8, 1)), "Expects arg[0] to be float but variant is provided"),
+    (_tensor(types_pb2.DT_RESOURCE, (1,)), "Expects arg[0] to be float but resource is provided"),
+    (_tensor(types_pb2.DT_INT32, (1, 8, 8, 1), int_val=[0]), "Expects arg[0] to be float but int32 is provided"),
+    (_tensor(types_pb2.DT_BOOL, (1, 8, 8, 1), bool_val=[True]), "Expects arg[0] to be float but bool is provided"),
+    (_tensor(types_pb2.DT_HALF, (1, 8, 8, 1), half_val=[0]), "Expects arg[0] to be float but half is provided"),
+    (_tensor(types_pb2.DT_COMPLEX64, (1, 8, 8, 1), scomplex_val=[0.5, 9.0]),
+     "Expects arg[0] to be float but complex64 is provided"),
+    (_tensor(types_pb2.DT_STRING, (1, 8, 8, 1), string_val=[b"x"]), "Expects arg[0] to be float but string is provided"),
+]
+
+
+@pytest.mark.parametrize("proto,message", BAD_PROTOS, ids=[f"proto{i}" for i in range(len(BAD_PROTOS))])
+def test_malformed_tensor_protos_invalid_argument(batched, proto, message):
+    stub = batched[2]
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "digits"
+    req.inputs["inputs"].CopyFrom(proto)
+    _, code, details = _grpc_code(stub.Predict, req)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == message
+
+
+def test_typed_values_broadcast_as_tensorflow_does(batched):
+    """Fewer float_val than elements repeat the last one (``Tensor::FromProto``); the answer equals
+    the model's on the broadcast array."""
+    server, model, stub, _ = batched
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "digits"
+    req.inputs["inputs"].CopyFrom(_tensor(types_pb2.DT_FLOAT, (2, 8, 8, 1), float_val=[0.1, 0.7]))
+    resp, code, details = _grpc_code(stub.Predict, req)
+    assert code == grpc.StatusCode.OK, details
+    x = np.full((2, 8, 8, 1), 0.7, np.float32)
+    x.reshape(-1)[0] = 0.1
+    np.testing.assert_allclose(tf.make_ndarray(resp.outputs["probabilities"]),
+                               sf.reference(model, x)[0]["probabilities"], rtol=1e-5, atol=1e-6)
+
+
+_dims = st.lists(st.integers(-3, 20), min_size=0, max_size=5)
+_proto = st.builds(
+    lambda dtype, dims, content, floats, ints, unknown: tensor_pb2.TensorProto(
+        dtype=dtype, tensor_content=content, float_val=floats, int_val=ints,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=unknown, dim=[
+            tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])),
+    st.sampled_from([0, 1, 2, 3, 7, 8, 10, 19, 20, 21, 23, 999]), _dims, st.binary(max_size=600),
+    st.lists(st.floats(width=32), max_size=70), st.lists(st.integers(-5, 5), max_size=5), st.booleans())
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(proto=_proto, alias=st.sampled_from(["inputs", "inputs", "x"]), sig=st.sampled_from(["", "detect", "nope"]))
+def test_grpc_fuzz_never_unknown_or_internal(batched, proto, alias, sig):
+    stub = batched[2]
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "digits"
+    req.model_spec.signature_name = sig
+    req.inputs[alias].CopyFrom(proto)
+    _, code, details = _grpc_code(stub.Predict, req)
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), \
+        (code, details)
+    assert "Traceback" not in details and "File \"" not in details
+
+
+# -- 8. slow clients are cut off and do not starve others -------------------------------------------
+def test_slow_header_and_body_clients_are_cut_off(batched):
+    server, model, _, _ = batched
+    port = server.rest_port
+    slow = []
+    for _ in range(60):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n")
+        slow.append(s)
+    body_slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+    body_slow.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    x = sf.images(1, seed=9)
+    t0 = time.perf_counter()
+    r = requests.post(server.rest_url + "/v1/models/digits:predict", json={"instances": x.tolist()}, timeout=10)
+    assert r.status_code == 200 and time.perf_counter() - t0 < 1.0      # a normal client is not starved
+    closed = 0
+    deadline = time.monotonic() + 4.0
+    for s in slow:
+        while time.monotonic() < deadline:
+            try:
+                s.sendall(b"X")                     # one byte at a time, as a slowloris does
+                s.settimeout(0.2)
+                if s.recv(1) == b"":
+                    closed += 1
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed += 1
+                break
+        s.close()
+    assert closed == len(slow)
+    assert time.monotonic() < deadline + 0.5
+    body_slow.settimeout(4)
+    head = body_slow.recv(4096)
+    body_slow.close()
+    assert head.startswith(b"HTTP/1.1 408") and b"Request body not received within 1 s" in head
+
+
+# -- 9. the rest of TF Serving's API --------------------------------------------------------------------
+def test_classify_regress_rest_on_a_tf1_model_in_a_zero_padded_version_dir(batched):
+    server = batched[0]
+    url = server.rest_url + "/v1/models/hpt"
+    r = requests.post(url + ":classify", json={"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
+    assert r.status_code == 200 and r.json() == {"results": [[["", 3.0]]]}
+    r = requests.post(url + ":regress", json={"signature_name": "regress_x_to_y",
+                                              "examples": [{"x": 2.0}, {"x": 4.0}]})
+    assert r.status_code == 200 and r.json() == {"results": [3.0, 4.0]}
+    r = requests.post(url + "/versions/123:regress", json={"signature_name": "regress_x_to_y", "context": {"x": 1.0},
+                                                           "examples": [{}, {"x": 6.0}]})
+    assert r.status_code == 200 and r.json() == {"results": [2.5, 5.0]}    # context merged, example wins
+    for body, message in [
+            ({"signature_name": "regress_x_to_y"}, "key 'examples' is expected and was not found"),
+            ({"signature_name": "regress_x_to_y", "examples": []}, "'examples' value is an empty array"),
+            ({"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, 2]}]},
+             "Unexpected element type in feature: x expecting type: float"),
+            ({"signature_name": "regress_x_to_y", "examples": [{"x": None}]},
+             "Feature: x has element with unexpected JSON type: Null"),
+            ({"signature_name": "nope", "examples": [{"x": 1.0}]}, "No signature was found with the name: nope"),
+            ({"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]},
+             "Expected regression signature method_name to be tensorflow/serving/regress. "
+             "Was: tensorflow/serving/classify")]:
+        r = requests.post(url + ":regress", json=body)
+        assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
+
+
+def _examples(*xs):
+    inp = classification_pb2.ClassificationRequest().input
+    for x in xs:
+        e = inp.example_list.examples.add()
+        e.features.feature["x"].float_list.value.append(x)
+    return inp
+
+
+def test_classify_regress_multiinference_grpc(batched):
+    _, _, stub, _ = batched
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name = "hpt"
+    req.model_spec.signature_name = "classify_x_to_y"
+    req.input.CopyFrom(_examples(2.0, 4.0))
+    resp = stub.Classify(req, timeout=30)
+    assert (resp.model_spec.name, resp.model_spec.version.value, resp.model_spec.signature_name) == \
+        ("hpt", 123, "classify_x_to_y")
+    assert [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications] == [[("", 3.0)], [("", 4.0)]]
+    rreq = regression_pb2.RegressionRequest()
+    rreq.model_spec.name = "hpt"
+    rreq.model_spec.signature_name = "regress_x_to_y"
+    rreq.input.CopyFrom(_examples(6.0))
+    assert [r.value for r in stub.Regress(rreq, timeout=30).result.regressions] == [5.0]
+    mreq = inference_pb2.MultiInferenceRequest()
+    for sig, method in (("classify_x_to_y", "tensorflow/serving/classify"),
+                        ("regress_x_to_y", "tensorflow/serving/regress")):
+        t = mreq.tasks.add(method_name=method)
+        t.model_spec.name = "hpt"
+        t.model_spec.signature_name = sig
+    mreq.input.CopyFrom(_examples(0.0))
+    mresp = stub.MultiInference(mreq, timeout=30)
+    assert [r.model_spec.signature_name for r in mresp.results] == ["classify_x_to_y", "regress_x_to_y"]
+    assert mresp.results[0].classification_result.classifications[0].classes[0].score == 2.0
+    assert mresp.results[1].regression_result.regressions[0].value == 2.0
+    rreq.model_spec.name = "digits"                       # a model without such signatures
+    rreq.model_spec.signature_name = ""
+    _, code, details = _grpc_code(stub.Regress, rreq)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == ("Expected regression signature method_name to be tensorflow/serving/regress. "
+                       "Was: tensorflow/serving/predict")
+    mreq.tasks[1].method_name = "tensorflow/serving/predict"
+    _, code, details = _grpc_code(stub.MultiInference, mreq)
+    assert code == grpc.StatusCode.UNIMPLEMENTED and details == "Unsupported signature method_name: " \
+                                                                 "tensorflow/serving/predict"
+
+
+def test_labels_status_route_unknown_alias_and_not_found_wording(batched):
+    server, _, stub, channel = batched
+    r = requests.get(server.rest_url + "/v1/models/digits/labels/stable", timeout=10)
+    # TF Serving's GetModelStatusImpl looks only at model_spec.version: a label route lists all versions
+    assert r.status_code == 200 and [s["version"] for s in r.json()["model_version_status"]] == ["1"]
+    sreq = get_model_status_pb2.GetModelStatusRequest()
+    sreq.model_spec.name = "digits"
+    sreq.model_spec.version_label = "stable"
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(sreq, timeout=30)
+    assert [s.version for s in status.model_version_status] == [1]
+    r = requests.get(server.rest_url + "/v1/models/nosuch", timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": "Could not find any versions of model nosuch"}
+    _, code, details = _grpc_code(stub.Predict, _predict_request(sf.images(1), alias="x"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "input tensor alias not found in signature: x. Inputs expected to be in the set {inputs}."
+    req = _predict_request(sf.images(1))
+    req.inputs["extra"].CopyFrom(tf.make_tensor_proto(np.zeros(1, np.float32)))
+    _, code, details = _grpc_code(stub.Predict, req)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("input size does not match signature: 2!=1")
+    req = _predict_request(sf.images(1))
+    req.output_filter.append("nope")
+    _, code, details = _grpc_code(stub.Predict, req)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "output tensor alias not found in signature: nope" in details
+
+
+# -- 10. query --protocol grpc uses TF Serving's gRPC port by default ---------------------------------
+def test_query_grpc_default_url_is_the_grpc_port(monkeypatch, tmp_path):
+    from keras_advmi import cli
+    from keras_advmi.serving import client as client_mod
+
+    seen = {}
+
+    class FakeClient:
+        def __init__(self, url, model, protocol="rest", version=None, **kw):
+            seen[protocol] = url
+
+        def status(self):
+            return []
+
+        def close(self):
+            pass
+    monkeypatch.setattr(client_mod, "Client", FakeClient)
+    for protocol in ("grpc", "rest"):
+        assert cli.main(["query", "digits", "--protocol", protocol, "--action", "status"]) == 0
+    assert seen == {"grpc": "127.0.0.1:8500", "rest": "http://127.0.0.1:8501"}
