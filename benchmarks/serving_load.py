@@ -8,9 +8,11 @@ body for every mode. The REST load generator (--client raw, default) is 64 async
 this process sending a pre-encoded HTTP/1.1 request (keep-alive, reconnecting when a server closes);
 it costs ~0.1 ms CPU per request, so on a 2-core machine the servers, not the client, set the pace.
 --client requests keeps the earlier generator (64 threads with requests.Session, ~5x the client
-CPU). gRPC uses the official stub from 64 threads. Prints throughput, p50/p99 latency, failures,
-server and client CPU per request (from /proc) and the ratios; the run is bounded by --requests
-per mode and --max-seconds.
+CPU). gRPC (--client raw) is its counterpart: 64 coroutines on 4 ``grpc.aio`` channels sending
+a PredictRequest serialized once; with --client requests, the official stub from 64 threads.
+Prints throughput, p50/p99 latency, failures, server and client CPU per request (from /proc) and
+the ratios (gRPC / REST on the same batching server among them); the run is bounded by
+--requests per mode and --max-seconds.
 """
 
 from __future__ import annotations
@@ -90,6 +92,61 @@ def start(mode, base, batching_file):
         except requests.ConnectionError:
             time.sleep(0.2)
     raise RuntimeError(f"{mode} server did not start")
+
+
+def grpc_request_bytes(x, signature):
+    """A serialized PredictRequest (the official proto), encoded once like the raw REST request."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.model_spec.signature_name = signature
+    req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(np.asarray(x, np.float32)))
+    return req.SerializeToString()
+
+
+def grpc_raw_load(target, data, n, clients, max_seconds, channels=4):
+    """Light gRPC client, the counterpart of ``raw_load``: ``clients`` coroutines on ``grpc.aio``
+    channels calling PredictionService/Predict with the request bytes encoded once (no per-call
+    proto work in the client); one answer is parsed in full and must carry class_ids."""
+    import asyncio
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    res, left, sample = [], [n], []
+    t_end = time.perf_counter() + max_seconds
+
+    async def run():
+        chans = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+        calls = [c.unary_unary("/tensorflow.serving.PredictionService/Predict") for c in chans]
+
+        async def worker(i):
+            call = calls[i % len(calls)]
+            while left[0] > 0:
+                t0 = time.perf_counter()
+                if t0 > t_end:
+                    break
+                left[0] -= 1
+                try:
+                    resp = await call(data, timeout=60)
+                    ok = len(resp) > 0
+                    if ok and not sample:
+                        sample.append(resp)
+                except grpc.aio.AioRpcError:
+                    ok = False
+                res.append((ok, time.perf_counter() - t0))
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        for c in chans:
+            await c.close()
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    wall = time.perf_counter() - t0
+    if sample:
+        assert "class_ids" in predict_pb2.PredictResponse.FromString(sample[0]).outputs
+    return _summary(res, wall)
 
 
 def grpc_caller(target, x, signature):
@@ -247,9 +304,18 @@ def main(argv=None):
 
     def prepare(mode):
         proc, url = start(mode, base, batching_file)
-        mode_bodies = bodies if not mode.endswith("grpc") else {
-            sig: grpc_caller(url, x, "serving_default" if sig == "predict" else sig) for sig in bodies}
-        run = raw_load if args.client == "raw" and not mode.endswith("grpc") else load
+        grpc_mode = mode.endswith("grpc")
+        if grpc_mode and args.client == "raw":
+            mode_bodies = {sig: grpc_request_bytes(x, "serving_default" if sig == "predict" else sig)
+                           for sig in bodies}
+            run = grpc_raw_load
+        elif grpc_mode:
+            mode_bodies = {sig: grpc_caller(url, x, "serving_default" if sig == "predict" else sig)
+                           for sig in bodies}
+            run = load
+        else:
+            mode_bodies = bodies
+            run = raw_load if args.client == "raw" else load
         for body in mode_bodies.values():                                                  # warm-up
             run(url, body, args.clients * 2, args.clients, 10)
         return proc, url, mode_bodies, run
@@ -310,6 +376,11 @@ def main(argv=None):
                 cpu = med(other, "predict", "server_cpu_ms") / med("batching", "predict", "server_cpu_ms")
                 print(f"throughput batching / {other}: {np.median(ratios):.2f}x{spread}   "
                       f"server CPU per request {other} / batching: {cpu:.2f}x")
+        if ("batching-grpc", "predict") in results:
+            g = results[("batching-grpc", "predict")]
+            ratios = [y["rps"] / x["rps"] for x, y in zip(b, g)]
+            print(f"throughput batching-grpc / batching (REST), same server: {np.median(ratios):.2f}x"
+                  + (f" (rounds: {', '.join(f'{q:.2f}' for q in ratios)})" if len(ratios) > 1 else ""))
         for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "

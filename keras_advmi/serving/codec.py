@@ -107,14 +107,6 @@ class BodyBound:
         return tensors.too_large_error(values * self.item, self.max_bytes, "PAYLOAD_TOO_LARGE")
 
 
-def precheck(body, signatures, max_rows=None, max_bytes=None):
-    """``BodyBound`` on a whole body: raises its error when the body must hold too much."""
-    bound = BodyBound(signatures, max_rows, max_bytes)
-    bound.feed(body)
-    if bound.exceeded:
-        raise bound.error()
-
-
 def _json_shape(value):
     """Shape of a nested JSON list read along its first elements (raggedness is found later)."""
     shape = []
