@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 COMMANDS = ("train", "evaluate", "export", "serve", "query", "analyze")
 
@@ -42,12 +43,23 @@ def build_parser():
     return parser
 
 
+_format_warning = warnings.formatwarning
+
+
+def _cli_format_warning(message, category, filename, lineno, line=None):
+    """The package's collapse warnings as one plain line; every other warning as Python shows it."""
+    if category.__name__ == "CollapseWarning" and category.__module__.startswith("keras_advmi"):
+        return f"keras-advmi: warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    warnings.formatwarning = _cli_format_warning
     try:
         return int(args.run(args) or 0)
     except (UsageError, ValueError, TypeError, FileNotFoundError) as exc:

@@ -209,3 +209,11 @@ def test_pse_ticks_are_apart_and_without_offset_at_any_scale(scale, monkeypatch)
                     assert b.x0 - a.x1 >= 2, (scale, [t.get_text() for t in shown])
                 else:
                     assert b.y0 - a.y1 >= 2, (scale, [t.get_text() for t in shown])
+
+
+def test_cli_shows_a_collapse_warning_as_one_line():
+    from keras_advmi.cli import _cli_format_warning
+
+    assert _cli_format_warning("epoch 1: the model looks collapsed: x", CollapseWarning, "/k/callback_list.py", 171) \
+        == "keras-advmi: warning: epoch 1: the model looks collapsed: x\n"
+    assert "/k/a.py:3: UserWarning: other" in _cli_format_warning("other", UserWarning, "/k/a.py", 3)
