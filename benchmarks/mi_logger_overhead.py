@@ -2,8 +2,10 @@
 
     KERAS_ADVMI_DATA=../shared/data python benchmarks/mi_logger_overhead.py [--epochs-each 1]
 
-bench_cnn, PGD-AT (eps 0.3, 10 steps), MNIST, batch 128, the default logger (KDE upper bound,
-I(X;T) and I(T;Y) of every layer with weights, clean and PGD-10 probe, information-plane image).
+bench_cnn, PGD-AT (eps 0.3, 10 steps), MNIST, batch 128, the default logger (KDE upper bound with
+scale-aware noise, I(X;T) and I(T;Y) of every layer with weights, the online InfoNCE bound on I(T;Y),
+clean and PGD-10 probe, information-plane image); beside it, in the same rounds, the same logger
+without the neural bound (``neural=False``), so the neural part's share is read off one run.
 
 On a shared machine the load changes between whole epochs (we saw 87 s and 184 s for the same epoch),
 so the main measurement interleaves finely: --rounds times, a tenth of an epoch of training (47 steps)
@@ -59,19 +61,27 @@ def main():
     logger = _TimedLogger(xt[:args.probe], yt[:args.probe], log_dir=logdir)
     logger.set_model(model)
     logger.on_train_begin()
+    kde_only = _TimedLogger(xt[:args.probe], yt[:args.probe], log_dir=tempfile.mkdtemp(), neural=False)
+    kde_only.set_model(model)
+    kde_only.on_train_begin()
     slice_n = 128 * 47                                   # 47 of the 469 steps of an MNIST epoch
-    ratios = []
+    ratios, kde_ratios = [], []
     for r in range(args.rounds):
         start = (r * slice_n) % (len(x) - slice_n)
         t = time.perf_counter()
         model.fit(x[start:start + slice_n], y[start:start + slice_n], epochs=1, batch_size=128, verbose=0)
         epoch_estimate = (time.perf_counter() - t) * 469 / 47
         logger.on_epoch_end(r)
+        kde_only.on_epoch_end(r)
         ratios.append(logger.seconds[-1] / epoch_estimate)
+        kde_ratios.append(kde_only.seconds[-1] / epoch_estimate)
         print(f"round {r}: epoch ~{epoch_estimate:.1f} s, logger {logger.seconds[-1]:.1f} s "
-              f"({100 * ratios[-1]:.1f}%)", flush=True)
+              f"({100 * ratios[-1]:.1f}%), without the neural bound {kde_only.seconds[-1]:.1f} s "
+              f"({100 * kde_ratios[-1]:.1f}%)", flush=True)
     print(f"\nlogger overhead per logged epoch: median {100 * float(np.median(ratios)):.1f}% of a PGD-AT epoch "
-          f"(rounds: {', '.join(f'{100 * q:.1f}%' for q in ratios)})")
+          f"(rounds: {', '.join(f'{100 * q:.1f}%' for q in ratios)}); without the neural bound: median "
+          f"{100 * float(np.median(kde_ratios)):.1f}%; neural / KDE-only logger time: "
+          f"{float(np.median(np.array(logger.seconds) / np.array(kde_only.seconds))):.2f}x")
     plain, logged = [], []
     for _ in range(args.full_epochs):
         for with_logger in (False, True):

@@ -99,7 +99,7 @@ def plot_information_plane(planes, path=None, title=None):
                                     fontsize=7, color=color)
         if x_ceiling:
             ax.axvline(x_ceiling, ls=":", color="k", lw=0.8)
-            ax.text(x_ceiling, 0.02 * y_max, " log N", rotation=90, fontsize=7, va="bottom", ha="right")
+            ax.text(x_ceiling, 0.6 * y_max, "log N ", rotation=90, fontsize=7, va="center", ha="right")
         if y_ceiling:
             ax.axhline(y_ceiling, ls=":", color="k", lw=0.8)
             ax.text(0.02 * x_max, y_ceiling, "H(Y)", fontsize=7, va="bottom")
