@@ -101,7 +101,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             resp = predict_pb2.PredictResponse()
             _set_spec(resp.model_spec, servable, sig)
             for alias in wanted:
-                resp.outputs[alias].CopyFrom(tensors.to_proto(outputs[alias]))
+                tensors.to_proto(outputs[alias], resp.outputs[alias])
             return resp
         return await self._call("predict", request.model_spec.name, context, work)
 

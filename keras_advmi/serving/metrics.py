@@ -31,7 +31,7 @@ class Metrics:
         self._latency = Histogram(":tensorflow:serving:request_latency",
                                   "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
                                   ["model_name", "API", "entrypoint"], buckets=_BUCKETS, registry=None)
-        self._batches = 0
+        self._children = {}
         self._batches_fn = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -40,9 +40,12 @@ class Metrics:
         return model if model in self._known else UNKNOWN_MODEL
 
     def observe(self, model, api, status, micros, entrypoint="REST"):
-        model = self.label(model)
-        self._count.labels(model, api, entrypoint, status).inc()
-        self._latency.labels(model, api, entrypoint).observe(micros)
+        key = (self.label(model), api, entrypoint, status)
+        children = self._children.get(key)
+        if children is None:     # label sets are few (configured names x APIs x codes): cache them
+            children = self._children.setdefault(key, (self._count.labels(*key), self._latency.labels(*key[:3])))
+        children[0].inc()
+        children[1].observe(micros)
 
     def batch_count(self, fn):
         """Report ``fn()`` as ``:tensorflow:serving:batching_session:batch_count``."""

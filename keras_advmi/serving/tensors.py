@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from .errors import ServingError
 
@@ -76,12 +76,22 @@ def check_rows(rows, max_rows):
         raise task_size_error(rows, max_rows)
 
 
+_SPECS = {}     # id(TensorSpec) -> (spec, DataType enum, dims list or None); specs live with their model
+
+
+def _spec_info(spec):
+    info = _SPECS.get(id(spec))
+    if info is None or info[0] is not spec:
+        dims = spec.shape.as_list() if spec.shape.rank is not None else None
+        info = _SPECS[id(spec)] = (spec, spec.dtype.as_datatype_enum, dims)
+    return info
+
+
 def check_shape(shape, spec, alias):
     """Rank and fixed dimensions of ``spec`` (a tf.TensorSpec); unknown rank accepts any shape."""
-    want = spec.shape
-    if want.rank is None:
+    dims = _spec_info(spec)[2]
+    if dims is None:
         return
-    dims = want.as_list()
     if len(shape) != len(dims) or any(w is not None and w != g for w, g in zip(dims, shape)):
         raise _bad(f"Input to reshape / signature for input '{alias}': expected shape "
                    f"{[-1 if d is None else d for d in dims]}, got {list(shape)}")
@@ -89,18 +99,17 @@ def check_shape(shape, spec, alias):
 
 def from_proto(proto, alias, spec, index=0, max_rows=None, max_bytes=None):
     """TensorProto -> ndarray after every check above; nothing is allocated before they pass."""
+    want = _spec_info(spec)[1]
     if proto.dtype not in _TYPES:
         known = proto.dtype in types_pb2.DataType.values() and proto.dtype != types_pb2.DT_INVALID
-        if known and proto.dtype != spec.dtype.as_datatype_enum:     # e.g. DT_VARIANT, DT_RESOURCE
-            raise _bad(f"Expects arg[{index}] to be {type_name(spec.dtype.as_datatype_enum)} but "
-                       f"{type_name(proto.dtype)} is provided")
+        if known and proto.dtype != want:     # e.g. DT_VARIANT, DT_RESOURCE
+            raise _bad(f"Expects arg[{index}] to be {type_name(want)} but {type_name(proto.dtype)} is provided")
         raise _bad(f"tensor parsing error: {alias}")
-    if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
         raise _bad(f"tensor parsing error: {alias}")
-    if proto.dtype != spec.dtype.as_datatype_enum:
-        raise _bad(f"Expects arg[{index}] to be {type_name(spec.dtype.as_datatype_enum)} but "
-                   f"{type_name(proto.dtype)} is provided")
-    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if proto.dtype != want:
+        raise _bad(f"Expects arg[{index}] to be {type_name(want)} but {type_name(proto.dtype)} is provided")
     check_rows(shape[0] if shape else 1, max_rows)
     check_shape(shape, spec, alias)
     np_type, field, _ = _TYPES[proto.dtype]
@@ -137,12 +146,13 @@ def _broadcast(values, n, dtype):
     return np.concatenate([values, np.full(n - len(values), values[-1], dtype=dtype)])
 
 
-def to_proto(arr):
-    """ndarray -> TensorProto with typed value fields, like TF Serving's default ``AsProtoField``."""
+def to_proto(arr, proto=None):
+    """ndarray -> TensorProto with typed value fields, like TF Serving's default ``AsProtoField``;
+    fills ``proto`` (e.g. ``response.outputs[alias]``) when given."""
     arr = np.asarray(arr)
-    proto = tensor_pb2.TensorProto()
-    proto.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]))
+    proto = tensor_pb2.TensorProto() if proto is None else proto
+    for d in arr.shape:
+        proto.tensor_shape.dim.add().size = d
     if arr.dtype == object or arr.dtype.kind in "SU":
         proto.dtype = types_pb2.DT_STRING
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in arr.ravel())
