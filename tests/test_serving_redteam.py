@@ -48,11 +48,11 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batched(base):
-    """Batching on (16 rows, 5 ms window), labels, 1 s read timeout, a 4 MiB request cap."""
+    """Batching on (16 rows, 5 ms window), labels, a 4 MiB request cap."""
     path, model = base
     entries = [ModelEntry("digits", path / "digits", labels={"stable": 1}), ModelEntry("hpt", path / "hpt")]
     server = ModelServer(entries, Batching(16, 5000, 64, 2), rest_port=0, grpc_port=0, poll_seconds=0,
-                         monitoring_path=METRICS, max_body_bytes=MAX_BODY, read_timeout=1.0).start()
+                         monitoring_path=METRICS, max_body_bytes=MAX_BODY).start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     yield server, model, prediction_service_pb2_grpc.PredictionServiceStub(channel), channel
     channel.close()
@@ -366,8 +366,16 @@ def test_grpc_fuzz_never_unknown_or_internal(batched, proto, alias, sig):
 
 
 # -- 8. slow clients are cut off and do not starve others -------------------------------------------
-def test_slow_header_and_body_clients_are_cut_off(batched):
-    server, model, _, _ = batched
+@pytest.fixture
+def one_second(base):
+    """A server whose clients have 1 s for a request head and for a body (--rest_api_timeout_in_ms 1000)."""
+    with ModelServer([ModelEntry("digits", base[0] / "digits")], rest_port=0, grpc_port=None, poll_seconds=0,
+                     read_timeout=1.0) as server:
+        yield server
+
+
+def test_slow_header_and_body_clients_are_cut_off(one_second):
+    server = one_second
     port = server.rest_port
     slow = []
     for _ in range(60):
