@@ -20,7 +20,7 @@ import tensorflow as tf
 import keras
 
 from ._checks import check_bool, check_images, check_labels, invalid
-from .defenses.base import Defense
+from .defenses.base import Defense, apply_if
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,17 @@ class AdversarialModel(keras.Model):
             self.built = True
 
     # -- Keras plumbing -----------------------------------------------------------------------------
+    @property
+    def trainable_weights(self):
+        """The wrapped model's trainable weights, the ones ``fit``'s optimizer trains. A defense's own layers
+        (MIAT's estimators) are trained by the defense with its own optimizer, so they are left out here
+        (and out of the optimizer's state) even when their layers are trainable."""
+        return self.model.trainable_weights if self.trainable else []
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
@@ -150,7 +161,15 @@ class AdversarialModel(keras.Model):
             loss = self._weighted_mean(out.per_sample, sample_weight)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, weights)
-        self.optimizer.apply(grads, weights)
+        if out.train_model is None:
+            self.optimizer.apply(grads, weights)
+        else:    # a phase in which the model is frozen (MIAT's estimator pretraining)
+            apply_if(out.train_model, self.optimizer, grads, weights)
+        for optimizer, defense_grads, variables, gate in out.updates:    # the defense's own training
+            if gate is None:
+                optimizer.apply(defense_grads, variables)
+            else:
+                apply_if(gate, optimizer, defense_grads, variables)
         logits_clean = None
         if self.clean_train_metrics:
             logits_clean = out.logits_clean if out.logits_clean is not None else self.model(x, training=False)
@@ -210,6 +229,12 @@ class AdversarialModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         self.defense.check_ready(self.model)
+        extra = list(self.defense.fit_callbacks())
+        if extra:   # after the user's callbacks, so that BackupAndRestore has restored the state they read
+            if len(args) > 3:   # callbacks passed positionally (batch_size, epochs, verbose, callbacks, ...)
+                args = args[:3] + (list(args[3] or []) + extra,) + args[4:]
+            else:
+                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + extra
         self._check_arrays(x, y)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
             self._check_arrays(validation_data[0], validation_data[1], "validation_data[0]", "validation_data[1]")

@@ -33,12 +33,18 @@ class DefenseLoss(NamedTuple):
       the samples its MI term selects).
     logits_adv: (N, C) logits on x_adv (for ``adv_accuracy``).
     logits_clean: (N, C) logits on x when the defense computed them anyway, else None.
+    train_model: None (the model's gradients are applied every step) or a scalar bool tensor: apply
+      them this step (False: the model stays frozen, e.g. while MIAT pretrains its estimators).
+    updates: the defense's own training, applied after the model's: ((optimizer, grads, variables,
+      gate), ...) with gate None (always) or a scalar bool tensor (e.g. MIAT's estimators).
     """
 
     per_sample: tf.Tensor
     logs: dict
     logits_adv: tf.Tensor
     logits_clean: tf.Tensor | None = None
+    train_model: tf.Tensor | None = None
+    updates: tuple = ()
 
 
 class Defense:
@@ -99,6 +105,10 @@ class Defense:
 
     def check_ready(self, model):
         """Raise a ``ValueError`` if ``fit`` cannot start yet (e.g. MIAT before its estimators are pretrained)."""
+
+    def fit_callbacks(self):
+        """Callbacks ``AdversarialModel.fit`` adds after the user's (e.g. MIAT's phase schedule). Default: none."""
+        return []
 
     def attack_precision(self, model):
         """Context for tracing the training attack: ``model`` computes in ``attack_dtype`` inside it."""
@@ -181,6 +191,26 @@ def adversarial_cross_entropy(model, y, x_adv, training):
     """CE(f(x_adv), y) per sample, and the logits."""
     logits = logits_of(model, x_adv, training=training)
     return cross_entropy(y, logits), logits
+
+
+def apply_if(gate, optimizer, grads, variables):
+    """``optimizer.apply(grads, variables)`` when the scalar bool tensor ``gate`` is true, else nothing.
+
+    Graph-safe under ``tf.distribute``: an optimizer's ``apply`` calls ``merge_call``, which a ``tf.cond``
+    in replica context must not contain, so the condition is taken in cross-replica context and the
+    update re-enters the replicas (the pattern of Keras' ``LossScaleOptimizer``). ``gate`` must have the
+    same value on every replica (it is read from the first). With no strategy this is a plain ``tf.cond``.
+    """
+    def cross_replica(distribution, gate, grads):
+        first = distribution.experimental_local_results(gate)[0]
+
+        def update():
+            distribution.extended.call_for_each_replica(lambda g: optimizer.apply(g, variables), args=(grads,))
+            return tf.constant(True)
+
+        tf.cond(first, update, lambda: tf.constant(False))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(gate, list(grads)))
 
 
 def serializable(cls):

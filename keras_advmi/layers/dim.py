@@ -2,12 +2,18 @@
 
 An estimator of I(pattern ; h(x')) has two parts:
 - ``LocalEncoder`` L: a small conv net mapping an image-shaped pattern (N, H, W, C) to a feature map
-  (N, H', W', hsize): two stride-2 4x4 convs (BatchNorm, ReLU), then a 1x1 residual block with
-  LayerNorm over channels (as in the official MIAT ``Estimator``).
+  (N, H', W', hsize): two stride-2 4x4 convs with one pixel of zero padding (BatchNorm, ReLU), then a
+  1x1 residual block with LayerNorm over channels (the official MIAT ``Estimator``, whose defaults are
+  filters (64, 128)).
 - ``GlobalEncoder`` G: the same 1x1 residual block on the logits h(x') (N, classes) -> (N, hsize).
 ``MIEstimator`` scores all pairs, u[i, j, l] = <G(h(x'_i)), L(pattern_j)_l>, and returns per-sample
 bound terms (default DV): score_i = mean_l (u[i,i,l] - log((1/(N-1)) sum_{j != i} exp(u[i,j,l]))).
 Negatives are the other samples of the batch, so scores depend on the batch (use batches >= 64).
+
+Layer for layer as in the official PyTorch code (dwDavidxd/MIAT ``models/estimator.py``,
+``models/discriminators.py``), held to it by ``benchmarks/miat_parity.py`` (docs/benchmarks.md, parity):
+PyTorch's padding (``Conv2d(padding=1)``, not Keras' "same", which pads odd sizes asymmetrically) and
+PyTorch's normalisation epsilons (1e-5 in BatchNorm and LayerNorm; Keras' defaults are 1e-3).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from keras import layers, ops
 from .._checks import check_positive_int, invalid
 
 __all__ = ["LocalEncoder", "GlobalEncoder", "MIEstimator"]
+
+#: BatchNorm / LayerNorm epsilon of PyTorch (and of the official MIAT estimators).
+TORCH_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="keras_advmi")
@@ -30,7 +39,8 @@ class ResidualBlock1x1(layers.Layer):
         make = (lambda bias: layers.Conv2D(units, 1, use_bias=bias)) if conv else \
             (lambda bias: layers.Dense(units, use_bias=bias))
         self.hidden, self.out, self.shortcut = make(False), make(True), make(False)
-        self.bn, self.norm = layers.BatchNormalization(momentum=0.9), layers.LayerNormalization()
+        self.bn = layers.BatchNormalization(momentum=0.9, epsilon=TORCH_EPSILON)
+        self.norm = layers.LayerNormalization(epsilon=TORCH_EPSILON)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -54,7 +64,7 @@ class ResidualBlock1x1(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_advmi")
 class LocalEncoder(layers.Layer):
-    """Pattern (N, H, W, C) -> local features (N, ceil(H/4), ceil(W/4), hsize).
+    """Pattern (N, H, W, C) -> local features (N, H', W', hsize), H' = floor(H/2)//2 (even H: H/4).
 
     Args: hsize: feature size (official: 2048 on CIFAR; 128 suits MNIST); filters: the two conv widths.
     """
@@ -63,15 +73,22 @@ class LocalEncoder(layers.Layer):
         super().__init__(**kwargs)
         self.hsize = check_positive_int("hsize", hsize)
         self.filters = tuple(check_positive_int("filters", f) for f in filters)
-        self.convs = [layers.Conv2D(f, 4, strides=2, padding="same", use_bias=False) for f in self.filters]
-        self.bns = [layers.BatchNormalization(momentum=0.9) for _ in self.filters]   # PyTorch's default
+        # Conv2d(kernel 4, stride 2, padding 1): one zero pixel on every side, then a valid conv.
+        self.convs = [layers.Conv2D(f, 4, strides=2, padding="valid", use_bias=False) for f in self.filters]
+        self.bns = [layers.BatchNormalization(momentum=0.9, epsilon=TORCH_EPSILON)   # PyTorch's defaults
+                    for _ in self.filters]
         self.block = ResidualBlock1x1(self.hsize, conv=True, name="block")
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise invalid("input_shape", "image batches (N, H, W, C)", tuple(input_shape))
         shape = tuple(input_shape)
+        self._pads = []
         for conv, bn in zip(self.convs, self.bns):
+            # One pixel as PyTorch's padding=1; more only where a map is too small for a 4x4 kernel (< 2 pixels).
+            pad = [max(1, -(-(4 - d) // 2)) if d is not None else 1 for d in shape[1:3]]
+            self._pads.append(pad)
+            shape = (shape[0],) + tuple(None if d is None else d + 2 * p for d, p in zip(shape[1:3], pad)) + (shape[3],)
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
             bn.build(shape)
@@ -79,7 +96,8 @@ class LocalEncoder(layers.Layer):
 
     def call(self, pattern, training=False):
         h = pattern
-        for conv, bn in zip(self.convs, self.bns):
+        for conv, bn, (ph, pw) in zip(self.convs, self.bns, self._pads):
+            h = ops.pad(h, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
             h = ops.relu(bn(conv(h), training=training))
         return self.block(h, training=training)
 
@@ -134,7 +152,8 @@ class MIEstimator(layers.Layer):
         self.local_encoder.build(pattern_shape)
         self.global_encoder.build(outputs_shape)
         #: 1.0 once ``MIAT.pretrain_estimators`` has trained this estimator (saved with the model).
-        self.pretrained = self.add_weight(shape=(), initializer="zeros", trainable=False, name="pretrained")
+        self.pretrained = self.add_weight(shape=(), initializer="zeros", trainable=False, name="pretrained",
+                                          aggregation="only_first_replica")
 
     def local_features(self, pattern, training=False):
         """L(pattern) as (N, L, hsize): one row per feature-map location."""

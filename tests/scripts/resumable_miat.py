@@ -1,0 +1,40 @@
+"""MIAT's phases in one fit with BackupAndRestore (issue 27): 64 digits per epoch in batches of 16 (4 steps), 6 epochs =
+1 base + 2 estimator pretraining + 3 MIAT (1 of ramp). Prints, flushed, 'epoch_begin K counts S E M'
+at each epoch's start (S: MIAT's step count, E/M: the estimator / model optimizer's iterations), 'phase K P'
+at its end (the logged miat_phase) and 'done S E M' at the end."""
+
+import sys
+
+import keras
+
+import keras_advmi as kam
+
+backup_dir, epochs = sys.argv[1], int(sys.argv[2])
+(x, y), _ = kam.data.load("digits")
+x, y = x[:64], y[:64]
+keras.utils.set_random_seed(0)
+net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+defense = kam.defenses.MIAT(epsilon=0.1, steps=2, seed=0, hsize=16, filters=(8, 8), base_epochs=1, pretrain_epochs=2,
+                            alpha_warmup_epochs=1, pretrain_attack_steps=2, attack_chains=1)
+robust = kam.AdversarialModel(net, defense)
+robust.compile(optimizer="adam", metrics=["accuracy"])
+
+
+def counts():
+    return (f"{defense.schedule['step']} {int(defense._state.optimizer.iterations.numpy())} "
+            f"{int(robust.optimizer.iterations.numpy())}")
+
+
+class Report(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"epoch_begin {epoch} counts {counts()}", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"phase {epoch} {logs['miat_phase']:.3f}", flush=True)
+
+    def on_train_end(self, logs=None):
+        print(f"done {counts()}", flush=True)
+
+
+robust.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
+           callbacks=[keras.callbacks.BackupAndRestore(backup_dir), Report()])
