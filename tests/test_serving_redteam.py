@@ -20,7 +20,6 @@ import requests
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
@@ -132,10 +131,9 @@ def test_wrong_rank_grpc_requests_in_one_batch_do_not_fail_good_ones(batched):
 
 
 # -- 2, 3. expanding and huge requests are refused before they allocate -----------------------------
-def test_58_byte_grpc_request_claiming_512_mb_is_refused_fast(batched):
-    server, _, stub, _ = batched
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.5], tensor_shape=tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (2_000_000, 8, 8, 1)]))
+def test_58_byte_grpc_request_claiming_512_mb_is_refused_fast(base, batched):
+    _, _, stub, _ = batched
+    proto = _tensor(types_pb2.DT_FLOAT, (2_000_000, 8, 8, 1), float_val=[0.5])
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "digits"
     req.inputs["inputs"].CopyFrom(proto)
@@ -150,8 +148,8 @@ def test_58_byte_grpc_request_claiming_512_mb_is_refused_fast(batched):
     proto.tensor_shape.dim[0].size = 16
     proto.tensor_shape.dim[1].size = 8
     req.inputs["inputs"].CopyFrom(proto)
-    small = ModelServer([ModelEntry("digits", server.registry.resolve("digits").path.rsplit("/", 1)[0])],
-                        rest_port=None, grpc_port=0, poll_seconds=0, max_body_bytes=1000).start()
+    small = ModelServer([ModelEntry("digits", base[0] / "digits")], rest_port=None, grpc_port=0, poll_seconds=0,
+                        max_body_bytes=1000).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{small.grpc_port}") as ch:
             _, code, details = _grpc_code(prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict, req)
@@ -302,7 +300,8 @@ BAD_PROTOS = [
     (_tensor(types_pb2.DT_FLOAT, (1, 8, 8, 1), tensor_content=b"\0" * 255), "tensor parsing error: inputs"),
     (_tensor(types_pb2.DT_FLOAT, (-1, 8, 8, 1), float_val=[0.5]), "tensor parsing error: inputs"),
     (_tensor(999, (1, 8, 8, 1), float_val=[0.5]), "tensor parsing error: inputs"),
-    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=True)),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT,
+                            tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=True)),
      "tensor parsing error: inputs"),
     (_tensor(types_pb2.DT_VARIANT, (1, 8, 8, 1)), "Expects arg[0] to be float but variant is provided"),
     (_tensor(types_pb2.DT_RESOURCE, (1,)), "Expects arg[0] to be float but resource is provided"),
@@ -311,7 +310,8 @@ BAD_PROTOS = [
     (_tensor(types_pb2.DT_HALF, (1, 8, 8, 1), half_val=[0]), "Expects arg[0] to be float but half is provided"),
     (_tensor(types_pb2.DT_COMPLEX64, (1, 8, 8, 1), scomplex_val=[0.5, 9.0]),
      "Expects arg[0] to be float but complex64 is provided"),
-    (_tensor(types_pb2.DT_STRING, (1, 8, 8, 1), string_val=[b"x"]), "Expects arg[0] to be float but string is provided"),
+    (_tensor(types_pb2.DT_STRING, (1, 8, 8, 1), string_val=[b"x"]),
+     "Expects arg[0] to be float but string is provided"),
 ]
 
 
@@ -456,7 +456,8 @@ def test_classify_regress_multiinference_grpc(batched):
     resp = stub.Classify(req, timeout=30)
     assert (resp.model_spec.name, resp.model_spec.version.value, resp.model_spec.signature_name) == \
         ("hpt", 123, "classify_x_to_y")
-    assert [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications] == [[("", 3.0)], [("", 4.0)]]
+    assert [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications] == \
+        [[("", 3.0)], [("", 4.0)]]
     rreq = regression_pb2.RegressionRequest()
     rreq.model_spec.name = "hpt"
     rreq.model_spec.signature_name = "regress_x_to_y"

@@ -5,12 +5,12 @@ Error texts follow ``tensorflow_serving/util/json_tensor.cc`` (e.g. "Missing 'in
 'instances' key", "No values in 'instances' array"); all are INVALID_ARGUMENT (HTTP 400).
 
 Size limits (``tensors.py``): ``BodyBound`` refuses, while the body streams in and before the JSON
-is parsed, a body that must hold more rows or decoded bytes than allowed. In a JSON document every array of n values has n - 1
-commas, so a numeric tensor of E elements per row written as R rows (row or columnar form, nested to
-any depth) carries R * E - 1 commas; ``bytes.count(b",")`` (C speed) therefore bounds the rows and
-elements a body can decode to without building its millions of Python objects (82 MB of
-100,000 8x8x1 rows take 5 s and 800 MB to parse). After parsing, the row count and the decoded
-size are checked again exactly, before any array is allocated.
+is parsed, a body that must hold more rows or decoded bytes than allowed. In a JSON document every
+array of n values has n - 1 commas, so a numeric tensor of E elements per row written as R rows
+(row or columnar form, nested to any depth) carries R * E - 1 commas; ``bytes.count(b",")`` (C
+speed) therefore bounds the rows and elements a body can decode to without building its millions
+of Python objects (82 MB of 100,000 8x8x1 rows take 5 s and 800 MB to parse). After parsing, the
+row count and the decoded size are checked again exactly, before any array is allocated.
 
 Speed (docs/benchmarks.md, "REST throughput of the embedded server"): bodies are parsed with
 orjson (strict RFC 8259, ~5x faster than ``json``); a body orjson refuses (``NaN``/``Infinity``

@@ -17,7 +17,7 @@ import base64
 import json
 
 import numpy as np
-from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.example import feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from .errors import ServingError

@@ -4,8 +4,9 @@ A model is ``BASE/VERSION/saved_model.pb``. As TF Serving's file-system source r
 (``file_system_storage_path_source.cc``), the directory name is kept for the path and its integer
 value is the version, so ``00000123`` is version 123; only ASCII digits that fit an int64 count
 (``²`` is ``str.isdigit()`` but no version; hidden temp dirs are skipped too). Anything else is
-skipped with one log line per name, and polling goes on for every other version and model. Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1),
-``all``, ``specific`` (listed versions). Every poll loads new wanted versions *before* unloading
+skipped with one log line per name, and polling goes on for every other version and model.
+Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1), ``all``,
+``specific`` (listed versions). Every poll loads new wanted versions *before* unloading
 unwanted ones; a request holds a reference to its ``Servable`` so an unload never fails it.
 A version that fails to load is reported and retried at the next poll; a loaded version is
 never dropped unless the policy no longer wants it (or it disappeared from disk).
@@ -25,8 +26,6 @@ from .errors import ServingError
 logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOAD_LOCK = threading.Lock()
-
-
 _VERSION_RE = re.compile(r"[0-9]{1,19}")
 MAX_VERSION = 2 ** 63 - 1
 
