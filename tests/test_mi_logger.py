@@ -191,28 +191,28 @@ def test_bad_arguments(kwargs, match, tmp_path):
         kam.callbacks.MutualInformationLogger(**args)
 
 
-def test_unknown_layer_is_named(digits, cnn_factory, tmp_path):
-    (x, y), _ = digits
+def _nt_net(cnn_factory):
     net = cnn_factory()
     net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    logger = kam.callbacks.MutualInformationLogger(x[:20], y[:20], str(tmp_path), layers=["conv9"], attack=None)
-    with pytest.raises(ValueError, match="conv9"):
-        net.fit(x[:32], y[:32], epochs=1, verbose=0, callbacks=[logger])
+    return net
 
 
-def test_probe_smaller_than_the_number_of_classes_is_refused(digits, cnn_factory, tmp_path):
+@pytest.mark.parametrize("n_probe, layers, match", [
+    (20, ["conv9"], "conv9"),
+    (6, None, r"`x_probe`.*as many probe images as the model has classes \(10\)"),
+])
+def test_unknown_layer_or_too_small_probe_is_named(digits, cnn_factory, tmp_path, n_probe, layers, match):
     (x, y), _ = digits
-    net = cnn_factory()
-    net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    logger = kam.callbacks.MutualInformationLogger(x[:6], y[:6], str(tmp_path), attack=None)
-    with pytest.raises(ValueError, match=r"`x_probe`.*as many probe images as the model has classes \(10\)"):
+    net = _nt_net(cnn_factory)
+    logger = kam.callbacks.MutualInformationLogger(x[:n_probe], y[:n_probe], str(tmp_path), layers=layers,
+                                                   attack=None)
+    with pytest.raises(ValueError, match=match):
         net.fit(x[:32], y[:32], epochs=1, verbose=0, callbacks=[logger])
 
 
 def test_non_finite_activations_name_the_layer(digits, cnn_factory, tmp_path):
     (x, y), _ = digits
-    net = cnn_factory()
-    net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net = _nt_net(cnn_factory)
     logger = kam.callbacks.MutualInformationLogger(x[:40], y[:40], str(tmp_path), attack=None)
     logger.set_model(net)
     logger.on_train_begin()
@@ -224,8 +224,7 @@ def test_non_finite_activations_name_the_layer(digits, cnn_factory, tmp_path):
 
 def test_saturated_estimates_are_flagged_in_the_logs(digits, cnn_factory, tmp_path, caplog):
     (x, y), (xt, yt) = digits
-    net = cnn_factory()
-    net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net = _nt_net(cnn_factory)
     # P1's absolute noise at a tiny variance: every I(X;T) sits at log N
     logger = kam.callbacks.MutualInformationLogger(xt[:100], yt[:100], str(tmp_path), attack=None,
                                                    noise_var=1e-6, neural=False, plane_image=False)
@@ -312,6 +311,8 @@ def test_a_function_preserving_rescale_leaves_the_default_estimate(default_runs,
         values[name] = logger.measure()
     for tag in ("mi/dense1/I_XT/clean", "mi/dense1/I_XT/adv", "mi/dense1/I_TY/clean", "mi/dense1/I_TY_infonce/clean"):
         assert values["rescaled"][tag] == pytest.approx(values["original"][tag], rel=0.02), tag
+    ceiling = values["original"]["mi/log_N"]      # equal because informative, not because both saturate
+    assert 0.05 * ceiling < values["original"]["mi/dense1/I_XT/clean"] < 0.95 * ceiling
     # P1's absolute noise is not scale-aware: the same rescale moves its estimate far more than 2%
     h = keras.Model(net.inputs[0], net.get_layer("dense1").output).predict(xt, verbose=0)
     s2 = mi.kde_noise_var(h)     # as an absolute variance, fixed while the layer is rescaled
