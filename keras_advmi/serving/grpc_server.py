@@ -2,9 +2,9 @@
 GetModelMetadata and ModelService.GetModelStatus, on tensorflow-serving-api's generated servicers,
 so the official ``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged.
 
-Each request is decoded and checked alone on the event loop (``tensors.from_proto``: dtype, shape,
-rows, decoded bytes) before it is queued, and joins the batcher with ``loop=`` so a batch wakes the
-loop once (the same path as REST). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND /
+Each request is decoded and checked alone (``tensors.from_proto``: dtype, shape, rows, decoded
+bytes) before it is queued, on the event loop (on the I/O pool above ``INLINE_BYTES``), and joins
+the batcher with ``loop=`` so a batch wakes the loop once (the same path as REST). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND /
 RESOURCE_EXHAUSTED with TF Serving's messages; anything unexpected is logged and answers INTERNAL
 with no exception text. Every RPC is counted in the metrics with ``entrypoint="GRPC"``.
 """
@@ -24,6 +24,7 @@ from . import examples, tensors
 from .errors import ServingError
 
 logger = logging.getLogger(__name__)
+INLINE_BYTES = 256 * 1024        # as rest.INLINE_BODY_BYTES: below it a thread hop costs more than decoding
 _STATES = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -87,8 +88,11 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def work():
             servable = self._resolve(request.model_spec)
             sig, specs = servable.input_specs_for(request.model_spec.signature_name)
-            inputs = decode_inputs(request.inputs, specs, self.server.executor.max_rows,
-                                   self.server.max_body_bytes)
+            args = (request.inputs, specs, self.server.executor.max_rows, self.server.max_body_bytes)
+            if sum(t.ByteSize() for t in request.inputs.values()) <= INLINE_BYTES:
+                inputs = decode_inputs(*args)
+            else:       # a big tensor is decoded off the loop, so it does not stall the others
+                inputs = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, decode_inputs, *args)
             outputs = await self._run(servable, sig, inputs)
             wanted = list(request.output_filter) or sorted(outputs)
             if len(set(wanted)) != len(wanted):
