@@ -73,6 +73,7 @@ def test_mi_ordering_on_held_out_data(digits, pretrained):
     assert mean["mi_adversarial/adv"] > mean["mi_adversarial/clean"] + 0.1, mean
 
 
+@pytest.mark.slow   # 5.5 min on the shared 2 cores under load (two 12-epoch fits, MIAT's graph traced once)
 def test_fit_alone_from_an_untrained_cnn_keeps_up_with_pgd_at(digits, cnn_factory, tmp_path):
     """Issue 27, done-when 1: ``fit`` alone, defaults, 12 epochs from an untrained small CNN (3 base epochs,
     1 of estimator pretraining, 8 of MIAT with 1 of ramp): within 3 points of PGD-AT's clean and 5 of its
@@ -105,6 +106,7 @@ def test_fit_alone_from_an_untrained_cnn_keeps_up_with_pgd_at(digits, cnn_factor
     assert results["miat"][1] > 0.6   # a real robust model, not two broken ones
 
 
+@pytest.mark.slow   # 3.5 min under load: two processes, each importing TensorFlow and tracing MIAT's step
 def test_killed_miat_run_resumes_in_its_phase_and_finishes(tmp_path):
     """Issue 27, done-when 2: SIGKILL during the second (of two) estimator-pretraining epochs; the rerun
     restores the state saved after the first (MIAT's step 8, 4 estimator and 4 model updates), redoes the
