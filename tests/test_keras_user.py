@@ -107,7 +107,10 @@ def test_adversarial_model_export_equals_kam_export(digits, tmp_path, cnn_factor
     assert set(a) == {"probabilities", "class_ids"}
     np.testing.assert_array_equal(a["class_ids"].numpy(), b["class_ids"].numpy())
     np.testing.assert_allclose(a["probabilities"].numpy(), b["probabilities"].numpy(), rtol=1e-6)
-    assert kam.export.__module__ and (tmp_path / "a" / "robust" / "1" / "assets" / "keras_advmi.json").exists()
+    from keras_advmi.export import read_metadata
+
+    meta = read_metadata(path)                                       # the metadata asset, defense recorded
+    assert meta["defense"]["class"] == "PGD" and meta["epsilon"] == 0.2
     with pytest.raises(ValueError, match="`path`.*positive integer"):
         robust.export(str(tmp_path / "dir"))
     with pytest.raises(ValueError, match="`format`"):
