@@ -49,7 +49,7 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["evaluate", "/nonexistent/model.keras"], "does not exist"),
     (["evaluate", __file__], "expected a .keras file"),
     (["nosuchcommand"], "invalid choice"),
-    (["train", "--defense", "miat"], "--pretrain-epochs"),
+    (["train", "--defense", "miat", "--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 0"),
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha", "-1"], "--alpha must be >= 0"),
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha-warmup-epochs", "-1"],
      "--alpha-warmup-epochs must be >= 0"),
@@ -82,13 +82,14 @@ def test_bad_argument_in_a_fresh_process(args):
 
 
 def test_train_miat_runs_p2_procedure(tmp_path):
-    """--base-epochs (step 1), --pretrain-epochs (step 2), then MIAT fit (step 3), MI logs in the progress bar;
-    the training attack in bf16 (--attack-dtype)."""
+    """One fit runs P2's phases (MIAT's schedule, issue 27): --base-epochs (step 1), --pretrain-epochs (step 2),
+    then MIAT (step 3), the phase and the MI logs in the progress bar; the training attack in bf16."""
     proc = cli("train", "--dataset", "digits", "--defense", "miat", "--base", "trades", "--steps", "2",
-               "--base-epochs", "1", "--pretrain-epochs", "1", "--epochs", "1", "--eval-attacks", "clean",
+               "--base-epochs", "1", "--pretrain-epochs", "1", "--epochs", "3", "--eval-attacks", "clean",
                "--attack-dtype", "bfloat16", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MIAT step 1" in proc.stdout and "MIAT step 2" in proc.stdout
+    assert "miat_phase: 0.0000e+00" in proc.stdout and "miat_phase: 1.0000" in proc.stdout
+    assert "miat_phase: 2.0000" in proc.stdout and "estimator_natural_loss" in proc.stdout
     assert "mi_natural" in proc.stdout and "robust_kl" in proc.stdout
     assert (tmp_path / "model.keras").exists()
 

@@ -33,15 +33,17 @@ def add_parser(subparsers):
     p.add_argument("--attack-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT steps on "
                         "CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)")
-    p.add_argument("--pretrain-epochs", type=int, default=0,
-                   help="MIAT: epochs of MI-estimator pretraining on the frozen model (required for miat)")
+    p.add_argument("--pretrain-epochs", type=float, default=None,
+                   help="MIAT: epochs of MI-estimator pretraining on the frozen model, inside the run (P2 step 2; "
+                        "default: 10%% of --epochs)")
     p.add_argument("--base", default="pgd", choices=["pgd", "trades", "mart"], help="MIAT: base defense")
     p.add_argument("--alpha", type=float, default=5.0, help="MIAT: weight of the MI term")
-    p.add_argument("--alpha-warmup-epochs", type=int, default=0,
-                   help="MIAT: ramp alpha from 0 over this many epochs (0 = P2's procedure)")
-    p.add_argument("--base-epochs", type=int, default=0,
-                   help="MIAT: epochs of the base defense before estimator pretraining (P2 step 1; 0 when --model "
-                        "is already adversarially trained)")
+    p.add_argument("--alpha-warmup-epochs", type=float, default=None,
+                   help="MIAT: ramp alpha from 0 over this many epochs after pretraining (0 = none; default: 10%% "
+                        "of --epochs)")
+    p.add_argument("--base-epochs", type=float, default=None,
+                   help="MIAT: epochs of the base defense before estimator pretraining, inside the run (P2 step 1; "
+                        "default: 25%% of --epochs; 0 when --model is already adversarially trained)")
     p.add_argument("--epsilon-warmup-epochs", type=float, default=None,
                    help="ramp the training epsilon linearly from 0 over this many epochs (0 = off). Default: "
                         f"for {'/'.join(WARMUP_DEFENSES)} at epsilon >= {WARMUP_EPSILON:g} (MNIST's 0.3), "
@@ -129,15 +131,12 @@ def run(args):
 
     if args.lr <= 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
-    if args.pretrain_epochs < 0 or args.base_epochs < 0:
-        raise UsageError("--pretrain-epochs and --base-epochs must be >= 0")
-    if args.defense == "miat" and args.pretrain_epochs == 0:
-        raise UsageError("--defense miat needs --pretrain-epochs N (>= 1): P2 pretrains the MI estimators on an "
-                         "adversarially trained model (give one with --model, or add --base-epochs M)")
+    for flag in ("pretrain_epochs", "base_epochs", "alpha_warmup_epochs"):
+        value = getattr(args, flag)
+        if value is not None and not value >= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value:g}")
     if args.alpha < 0:
         raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
-    if args.alpha_warmup_epochs < 0:
-        raise UsageError(f"--alpha-warmup-epochs must be >= 0, got {args.alpha_warmup_epochs}")
     if args.epsilon_warmup_epochs is not None and not args.epsilon_warmup_epochs >= 0:
         raise UsageError(f"--epsilon-warmup-epochs must be >= 0, got {args.epsilon_warmup_epochs}")
     if args.ema is not None and not 0 < args.ema < 1:
@@ -173,9 +172,13 @@ def run(args):
     else:
         model = build(args.arch, x.shape[1:], classes)
     steps_per_epoch = -(-len(x) // args.batch_size)
+    # MIAT runs P2's phases inside fit (base, estimator pretraining, MI term ramped in; kam.defenses.MIAT):
+    # unset lengths are its "auto" fractions of --epochs.
+    auto = lambda v: "auto" if v is None else v   # noqa: E731
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
                            attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha,
-                           alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch,
+                           base_epochs=auto(args.base_epochs), pretrain_epochs=auto(args.pretrain_epochs),
+                           alpha_warmup_epochs=auto(args.alpha_warmup_epochs),
                            epsilon_warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
     out.mkdir(parents=True, exist_ok=True)
     optimizer = keras.optimizers.Adam(args.lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
@@ -186,19 +189,6 @@ def run(args):
     else:
         trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
         trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-        if args.pretrain_epochs and hasattr(defense, "pretrain_estimators"):
-            resumed = (out / "backup").exists()
-            if args.base_epochs and not resumed:
-                print(f"MIAT step 1: {args.base_epochs} epochs of {args.base} adversarial training")
-                warm = AdversarialModel(model, defense.base)
-                warm.compile(optimizer=keras.optimizers.Adam(args.lr), metrics=["accuracy"])
-                warm.fit(x, y, epochs=args.base_epochs, batch_size=args.batch_size, verbose=1)
-            if not resumed:   # a resumed run restores the pretrained estimators from its backup
-                print(f"MIAT step 2: {args.pretrain_epochs} epochs of MI-estimator pretraining")
-                defense.pretrain_estimators(model, x, y, epochs=args.pretrain_epochs, batch_size=max(args.batch_size, 128))
-            else:
-                defense.natural.pretrained.assign(1.0)
-                defense.adversarial.pretrained.assign(1.0)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")),
                  CollapseMonitor(xt[:1000], yt[:1000])]   # warns when the model sits at chance / on one class
     done = _resumed_epochs(out / "backup")
