@@ -115,6 +115,16 @@ def make_app(server):
                                f"exceeds the limit of {server.max_body_bytes} bytes")
 
         async def read():
+            if request.content_length is not None and request.content_length <= INLINE_BODY_BYTES:
+                body = await request.read()          # small body: one read (aiohttp caps it too)
+                if len(body) > server.max_body_bytes:
+                    raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
+                                       f"{server.max_body_bytes} bytes")
+                if bound is not None:
+                    bound.feed(body)
+                    if bound.exceeded:
+                        raise bound.error()
+                return body
             chunks, size = [], 0
             async for chunk in request.content.iter_chunked(256 * 1024):
                 size += len(chunk)
@@ -134,6 +144,9 @@ def make_app(server):
             return await asyncio.wait_for(read(), server.read_timeout)
         except ServingError:
             raise
+        except web.HTTPRequestEntityTooLarge:      # aiohttp's cap, e.g. a small gzip body inflating
+            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
+                               f"{server.max_body_bytes} bytes") from None
         except asyncio.TimeoutError:
             raise ServingError("REQUEST_TIMEOUT", f"Request body not received within {server.read_timeout:g} s"
                                ) from None
