@@ -20,6 +20,16 @@ digits-gap: issue 5 item 1 over seeds, tests/test_miat.py's protocol on digits (
   order, 10 epochs of PGD-AT or of each MIAT config (estimators pretrained first); PGD-20 and clean
   accuracy gaps in points. Config a0 (alpha 0) is the control: the PGD-AT loss through MIAT's graph,
   so its gap is run-to-run noise. --schedule cosine decays both arms' learning rate to 0.
+fit-alone (issue 27): PGD-AT vs MIAT(pgd) each trained by one ``fit`` of --epochs from the same untrained
+  --arch (MIAT's phases inside: --base-epochs, --pretrain-epochs, --alpha-warmup-epochs, default MIAT's
+  "auto" 25/10/10%), evaluated like compare. Resumable: each run backs up to OUT/backup/<row> with
+  keras.callbacks.BackupAndRestore, so a killed job continues in its epoch and phase; finished rows in
+  OUT/fit_alone.jsonl are skipped. Issue 27 item 4 (not run here, far beyond 2 CPU cores):
+      KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py fit-alone --datasets mnist fashion_mnist \
+          --seeds 0 1 --arch madry_cnn --train 60000 --epochs 20 --out benchmarks/out/miat_fit
+digits-fit-alone (issue 27, done-when 1): tests/test_miat.py's protocol over batch orders: the tests' small CNN
+  from seed 0, PGD-AT or MIAT (defaults, eps 0.1, step 0.025, PGD-5) by one fit of 12 epochs, Adam 2e-3,
+  batch 64, keras.utils.set_random_seed(ORDER) before each fit; validation clean and PGD-10 accuracy.
 step-cost: median time of a compiled train step, MIAT(base) / base, for each base, measured
   interleaved in one process (the ratio is what counts on a noisy machine); --arch bench_cnn (tiny,
   the worst case for the ratio) or madry_cnn.
@@ -218,10 +228,10 @@ def digits_gap(args):
     eps, epochs, batch = 0.2, 10, 64
     (x, y), (xt, yt) = kam.data.load("digits")
     steps_per_epoch = -(-len(x) // batch)
-    configs = {"a0": dict(alpha=0.0), "a5": dict(alpha=5.0),
+    configs = {"a0": dict(alpha=0.0, alpha_warmup_steps=0), "a5": dict(alpha=5.0, alpha_warmup_steps=0),
                "a5_ramp": dict(alpha=5.0, alpha_warmup_steps=steps_per_epoch),
                "a1_ramp": dict(alpha=1.0, alpha_warmup_steps=steps_per_epoch),
-               "a2_ramp": dict(alpha=2.0, alpha_warmup_steps=steps_per_epoch), "natural": dict(variant="natural")}
+               "a2_ramp": dict(alpha=2.0, alpha_warmup_steps=steps_per_epoch), "natural": dict(variant="natural", alpha_warmup_steps=0)}
     unknown = set(args.configs) - set(configs)
     if unknown:
         raise SystemExit(f"unknown --configs {sorted(unknown)}; choose from {sorted(configs)}")
@@ -262,6 +272,83 @@ def digits_gap(args):
               f"clean {v[:, 1].mean():+.1f} (worst {v[:, 1].min():+.1f}) over {len(v)} seeds")
 
 
+def digits_fit_alone(args):
+    (x, y), (xt, yt) = kam.data.load("digits")
+    for order in args.order_seeds:
+        result = {}
+        for name in ("pgd", "miat"):
+            cls = kam.defenses.PGD if name == "pgd" else kam.defenses.MIAT
+            model = _compile(kam.AdversarialModel(_digits_cnn(0), cls(epsilon=0.1, step_size=0.025, steps=5, seed=0)),
+                             2e-3)
+            keras.utils.set_random_seed(order)
+            t0 = time.time()
+            h = model.fit(x, y, epochs=12, batch_size=64, verbose=0, validation_data=(xt, yt),
+                          validation_freq=12).history
+            result[name] = (100 * h["val_accuracy"][-1], 100 * h["val_adv_accuracy"][-1], time.time() - t0)
+        (pc, pa, pt), (mc, ma, mt) = result["pgd"], result["miat"]
+        print(f"order {order}: PGD-AT clean {pc:.1f} adv {pa:.1f} ({pt:.0f} s) | MIAT clean {mc:.1f} adv {ma:.1f} "
+              f"({mt:.0f} s) | gap clean {mc - pc:+.1f} adv {ma - pa:+.1f}", flush=True)
+
+
+def _phase_arg(value):
+    return value if value == "auto" else float(value)
+
+
+def fit_alone(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "fit_alone.jsonl"
+    done = {(r["dataset"], r["seed"], r["defense"]) for r in
+            (json.loads(l) for l in (results_path.read_text().splitlines() if results_path.exists() else []))}
+    for dataset in args.datasets:
+        (x, y), (xt, yt) = kam.data.load(dataset)
+        eps = EPSILON[dataset]
+        idx = np.random.default_rng(1234).permutation(len(x))[:args.train]
+        x, y, xt, yt = x[idx], y[idx], xt[:args.test], yt[:args.test]
+        for seed in args.seeds:
+            for name in ("pgd", "miat"):
+                if (dataset, seed, name) in done:
+                    continue
+                t0 = time.time()
+                keras.utils.set_random_seed(seed)
+                net = architectures.build(args.arch, x.shape[1:], 10)
+                common = dict(epsilon=eps, steps=args.steps, seed=seed)
+                defense = kam.defenses.PGD(**common) if name == "pgd" else kam.defenses.MIAT(
+                    base_epochs=args.base_epochs, pretrain_epochs=args.pretrain_epochs,
+                    alpha_warmup_epochs=args.alpha_warmup_epochs, **common)
+                model = _compile(kam.AdversarialModel(net, defense))
+                keras.utils.set_random_seed(1000 + seed)      # the same batch order for both defenses
+                backup = keras.callbacks.BackupAndRestore(str(out / "backup" / f"{dataset}_{seed}_{name}"))
+                hist = model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0, callbacks=[backup]).history
+                row = {"dataset": dataset, "seed": seed, "defense": name, "arch": args.arch, "epsilon": eps,
+                       "train": len(x), "test": len(xt), "epochs": args.epochs,
+                       "schedule": defense.schedule if name == "miat" else None,
+                       "result": _evaluate(model.model, xt, yt, eps, seed, args.autoattack),
+                       "history_last": {k: float(v[-1]) for k, v in hist.items()}, "seconds": time.time() - t0}
+                with open(results_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{dataset} seed {seed} {name}: {row['result']} ({row['seconds']:.0f} s)", flush=True)
+    rows = [json.loads(l) for l in results_path.read_text().splitlines()]
+    lines = ["| dataset | defense | seeds | clean | PGD-40x3 | APGD-CE | APGD-DLR | AutoAttack | sweep monotone |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for name, label in (("pgd", "PGD-AT"), ("miat", "MIAT(pgd), fit alone")):
+            sel = [r for r in rows if r["dataset"] == dataset and r["defense"] == name]
+            if not sel:
+                continue
+
+            def cell(metric):
+                vals = [100 * r["result"][metric] for r in sel if metric in r["result"]]
+                return f"{np.mean(vals):.1f} ± {(max(vals) - min(vals)) / 2:.1f}" if vals else "n/a"
+
+            mono = "yes" if all(r["result"]["monotone"] for r in sel) else "NO"
+            lines.append(f"| {dataset} | {label} | {len(sel)} | {cell('clean')} | {cell('pgd-40')} | "
+                         f"{cell('apgd-ce')} | {cell('apgd-dlr')} | {cell('autoattack')} | {mono} |")
+    text = "\n".join(lines)
+    (out / "fit_alone.md").write_text(text + "\n")
+    print(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -283,6 +370,20 @@ def main():
     d.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     d.add_argument("--configs", nargs="+", default=["a0", "a5_ramp"])
     d.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
+    g = sub.add_parser("digits-fit-alone")
+    g.add_argument("--order-seeds", nargs="+", type=int, default=[1000, 1001])
+    f = sub.add_parser("fit-alone")
+    f.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    f.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    f.add_argument("--arch", default="madry_cnn", choices=sorted(architectures.PRESETS))
+    f.add_argument("--train", type=int, default=60000)
+    f.add_argument("--test", type=int, default=1000)
+    f.add_argument("--epochs", type=int, default=20)
+    f.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
+    for phase in ("base", "pretrain", "alpha-warmup"):
+        f.add_argument(f"--{phase}-epochs", type=_phase_arg, default="auto", help="MIAT's phase, 'auto' or epochs")
+    f.add_argument("--no-autoattack", dest="autoattack", action="store_false")
+    f.add_argument("--out", default="benchmarks/out/miat_fit")
     s = sub.add_parser("step-cost")
     s.add_argument("--bases", nargs="+", default=list(BASES))
     s.add_argument("--repeats", type=int, default=30)
@@ -291,7 +392,8 @@ def main():
                    help="PGD-AT batches before timing (0: an untrained model, which MIAT selects little of)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    {"compare": compare, "digits-gap": digits_gap, "step-cost": step_cost}[args.cmd](args)
+    {"compare": compare, "digits-gap": digits_gap, "step-cost": step_cost, "fit-alone": fit_alone,
+     "digits-fit-alone": digits_fit_alone}[args.cmd](args)
 
 
 if __name__ == "__main__":
