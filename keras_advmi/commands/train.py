@@ -39,7 +39,7 @@ def add_parser(subparsers):
     p.add_argument("--base", default="pgd", choices=["pgd", "trades", "mart"], help="MIAT: base defense")
     p.add_argument("--alpha", type=float, default=5.0, help="MIAT: weight of the MI term")
     p.add_argument("--alpha-warmup-epochs", type=float, default=None,
-                   help="MIAT: ramp alpha from 0 over this many epochs after pretraining (0 = none; default: 10%% "
+                   help="MIAT: ramp alpha from 0 over this many epochs after pretraining (0 = none; default: 25%% "
                         "of --epochs)")
     p.add_argument("--base-epochs", type=float, default=None,
                    help="MIAT: epochs of the base defense before estimator pretraining, inside the run (P2 step 1; "

@@ -1,9 +1,12 @@
 """MIAT's phases in one fit with BackupAndRestore (issue 27): 64 digits per epoch in batches of 16 (4 steps), 6 epochs =
 1 base + 2 estimator pretraining + 3 MIAT (1 of ramp). Prints, flushed, 'epoch_begin K counts S E M'
 at each epoch's start (S: MIAT's step count, E/M: the estimator / model optimizer's iterations), 'phase K P'
-at its end (the logged miat_phase) and 'done S E M' at the end."""
+at its end (the logged miat_phase) and 'done S E M' at the end. With PAUSE_AT=K:B it prints 'paused S E M' after
+batch B of epoch K and waits (for the test to kill it there, mid-epoch, whatever the machine's speed)."""
 
+import os
 import sys
+import time
 
 import keras
 
@@ -25,9 +28,18 @@ def counts():
             f"{int(robust.optimizer.iterations.numpy())}")
 
 
+PAUSE = os.environ.get("PAUSE_AT")   # "EPOCH:BATCH": print 'paused' after that batch and wait to be killed
+
+
 class Report(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
         print(f"epoch_begin {epoch} counts {counts()}", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if PAUSE == f"{self.epoch}:{batch}":
+            print(f"paused counts {counts()}", flush=True)
+            time.sleep(120)
 
     def on_epoch_end(self, epoch, logs=None):
         print(f"phase {epoch} {logs['miat_phase']:.3f}", flush=True)
