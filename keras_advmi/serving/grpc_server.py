@@ -118,27 +118,24 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             return sig, examples.classification_result(outputs, len(batch))
         return sig, examples.regression_result(outputs, len(batch))
 
-    async def Classify(self, request, context):
+    async def _example_rpc(self, request, context, method, response_type, entrypoint):
+        """Classify or Regress: one signature of the model on ``request.input`` (tf.Examples)."""
         async def work():
             servable = self._resolve(request.model_spec)
-            sig, result = await self._infer(servable, request.model_spec.signature_name, examples.CLASSIFY,
-                                            request.input)
-            resp = classification_pb2.ClassificationResponse()
+            sig, result = await self._infer(servable, request.model_spec.signature_name, method, request.input)
+            resp = response_type()
             _set_spec(resp.model_spec, servable, sig)
             resp.result.CopyFrom(result)
             return resp
-        return await self._call("classify", request.model_spec.name, context, work)
+        return await self._call(entrypoint, request.model_spec.name, context, work)
+
+    async def Classify(self, request, context):
+        return await self._example_rpc(request, context, examples.CLASSIFY, classification_pb2.ClassificationResponse,
+                                       "classify")
 
     async def Regress(self, request, context):
-        async def work():
-            servable = self._resolve(request.model_spec)
-            sig, result = await self._infer(servable, request.model_spec.signature_name, examples.REGRESS,
-                                            request.input)
-            resp = regression_pb2.RegressionResponse()
-            _set_spec(resp.model_spec, servable, sig)
-            resp.result.CopyFrom(result)
-            return resp
-        return await self._call("regress", request.model_spec.name, context, work)
+        return await self._example_rpc(request, context, examples.REGRESS, regression_pb2.RegressionResponse,
+                                       "regress")
 
     async def MultiInference(self, request, context):
         """Several classify/regress signatures of one model on one input (``multi_inference.cc``)."""
