@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from .._checks import check_positive_int, invalid
 from ._inputs import activations_2d, check_positive, in_unit, labels_1d
+from .binning import _entropy_of_rows
 
 __all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "kde_noise_var", "log_n",
            "label_entropy", "RELATIVE_NOISE"]
@@ -49,10 +50,14 @@ RELATIVE_NOISE = 0.1   #: default s2 / median squared pairwise distance of ``noi
 _MEDIAN_ROWS = 500     # the median is taken over the pairs of at most this many rows (a seeded subsample)
 
 
+def _sq_distances(rows, sq_rows, h, sq):
+    """||rows_i - h_j||^2 by the Gram identity ||a||^2 + ||b||^2 - 2 a.b (in h's dtype), clamped at 0."""
+    return tf.maximum(sq_rows[:, None] + sq[None, :] - 2.0 * tf.matmul(rows, h, transpose_b=True), 0.0)
+
+
 def _scaled_neg_distances(h, sq, start, stop, inv_scale):
-    """-D_ij * inv_scale for rows start:stop against all rows; D by the Gram identity, clamped at 0."""
-    dist = sq[start:stop, None] + sq[None, :] - 2.0 * tf.matmul(h[start:stop], h, transpose_b=True)
-    return -tf.maximum(tf.cast(dist, tf.float64), 0.0) * inv_scale   # distances in h's dtype, the rest float64
+    """-D_ij * inv_scale for rows start:stop against all rows, float64."""
+    return -tf.cast(_sq_distances(h[start:stop], sq[start:stop], h, sq), tf.float64) * inv_scale
 
 
 @tf.function(reduce_retracing=True)
@@ -98,9 +103,7 @@ def _median_sq_distance(h64: np.ndarray) -> float:
         h64 = h64[np.sort(np.random.default_rng(0).choice(len(h64), _MEDIAN_ROWS, replace=False))]
     centred = tf.constant((h64 - h64.mean(axis=0, keepdims=True)).astype(np.float32))   # float32: for a median
     sq = tf.reduce_sum(centred * centred, axis=1)
-    gram = tf.matmul(centred, centred, transpose_b=True)
-    dist = np.maximum((sq[:, None] + sq[None, :] - 2.0 * gram).numpy(), 0.0)[np.triu_indices(len(h64), 1)]
-    dist = dist.astype(np.float64)
+    dist = _sq_distances(centred, sq, centred, sq).numpy()[np.triu_indices(len(h64), 1)].astype(np.float64)
     median = float(np.median(dist))
     return median if median > 0 else float(dist.mean())
 
@@ -237,6 +240,4 @@ def log_n(n: int, unit: str = "nats") -> float:
 def label_entropy(y, unit: str = "nats") -> float:
     """H(Y) of the empirical label distribution of ``y`` (N,): the ceiling of every I(T;Y) estimate."""
     labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    counts = np.unique(labels_1d(labels, len(labels)), return_counts=True)[1]
-    p = counts / counts.sum()
-    return in_unit(float(-(p * np.log(p)).sum()) + 0.0, unit)
+    return in_unit(_entropy_of_rows(labels_1d(labels, len(labels))[:, None]), unit)
