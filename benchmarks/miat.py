@@ -24,9 +24,10 @@ fit-alone (issue 27): PGD-AT vs MIAT(pgd) each trained by one ``fit`` of --epoch
   --arch (MIAT's phases inside: --base-epochs, --pretrain-epochs, --alpha-warmup-epochs, default MIAT's
   "auto" 25/10/10%), evaluated like compare. Resumable: each run backs up to OUT/backup/<row> with
   keras.callbacks.BackupAndRestore, so a killed job continues in its epoch and phase; finished rows in
-  OUT/fit_alone.jsonl are skipped. Issue 27 item 4 (not run here, far beyond 2 CPU cores):
+  OUT/fit_alone.jsonl are skipped. Both defenses ramp epsilon as the CLI does by default (2 epochs at
+  eps >= 0.2). Issue 27 item 4 (one row ~1 h on 2 quiet CPU cores):
       KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py fit-alone --datasets mnist fashion_mnist \
-          --seeds 0 1 --arch madry_cnn --train 60000 --epochs 20 --out benchmarks/out/miat_fit
+          --seeds 0 1 --arch madry_cnn --train 60000 --epochs 8 --out benchmarks/out/miat_fit
 digits-fit-alone (issue 27, done-when 1): tests/test_miat.py's protocol over batch orders: the tests' small CNN
   from seed 0, PGD-AT or MIAT (defaults, eps 0.1, step 0.025, PGD-5) by one fit of 12 epochs, Adam 2e-3,
   batch 64, keras.utils.set_random_seed(ORDER) before each fit; validation clean and PGD-10 accuracy.
@@ -49,6 +50,7 @@ import keras
 import keras_advmi as kam
 from keras_advmi import architectures
 from keras_advmi.architectures import bench_cnn
+from keras_advmi.commands.train import default_warmup_epochs
 
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
 BASES = ("pgd", "trades", "mart")
@@ -312,7 +314,10 @@ def fit_alone(args):
                 t0 = time.time()
                 keras.utils.set_random_seed(seed)
                 net = architectures.build(args.arch, x.shape[1:], 10)
-                common = dict(epsilon=eps, steps=args.steps, seed=seed)
+                # The CLI's default epsilon warm-up (2 epochs at eps >= 0.2), for both defenses.
+                warmup = default_warmup_epochs("pgd", eps, args.epochs)
+                common = dict(epsilon=eps, steps=args.steps, seed=seed,
+                              epsilon_warmup_steps=int(round(warmup * -(-len(x) // BATCH))))
                 defense = kam.defenses.PGD(**common) if name == "pgd" else kam.defenses.MIAT(
                     base_epochs=args.base_epochs, pretrain_epochs=args.pretrain_epochs,
                     alpha_warmup_epochs=args.alpha_warmup_epochs, **common)
@@ -322,7 +327,7 @@ def fit_alone(args):
                 hist = model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0, callbacks=[backup]).history
                 row = {"dataset": dataset, "seed": seed, "defense": name, "arch": args.arch, "epsilon": eps,
                        "train": len(x), "test": len(xt), "epochs": args.epochs,
-                       "schedule": defense.schedule if name == "miat" else None,
+                       "epsilon_warmup_steps": common["epsilon_warmup_steps"], "schedule": defense.schedule if name == "miat" else None,
                        "result": _evaluate(model.model, xt, yt, eps, seed, args.autoattack),
                        "history_last": {k: float(v[-1]) for k, v in hist.items()}, "seconds": time.time() - t0}
                 with open(results_path, "a") as f:
@@ -378,7 +383,7 @@ def main():
     f.add_argument("--arch", default="madry_cnn", choices=sorted(architectures.PRESETS))
     f.add_argument("--train", type=int, default=60000)
     f.add_argument("--test", type=int, default=1000)
-    f.add_argument("--epochs", type=int, default=20)
+    f.add_argument("--epochs", type=int, default=8)
     f.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
     for phase in ("base", "pretrain", "alpha-warmup"):
         f.add_argument(f"--{phase}-epochs", type=_phase_arg, default="auto", help="MIAT's phase, 'auto' or epochs")
