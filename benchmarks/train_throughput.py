@@ -29,7 +29,7 @@ import keras_advmi as kam  # noqa: E402
 from keras_advmi import architectures  # noqa: E402
 
 EPS, STEPS = 0.3, 10
-STEP_SIZE = 2.5 * EPS / STEPS
+STEP_SIZE = kam.attacks.madry_step_size(EPS, STEPS)
 ARCH = "madry_cnn"  # --arch
 
 

@@ -226,7 +226,7 @@ def _attack_fn(name, model, x, epsilon, batch_size, restarts, seed):
 
         def run(i, xb, yb):
             chunk_seed = None if seed is None else tf.constant([int(seed), 1000 * i], tf.int64)
-            return attacks.pgd(model, xb, yb, epsilon, 2.5 * epsilon / k, k, norm=norm, restarts=restarts,
+            return attacks.pgd(model, xb, yb, epsilon=epsilon, step_size=None, steps=k, norm=norm, restarts=restarts,
                                seed=chunk_seed, batch_size=batch_size)
         return run
     if match.group(4):
@@ -234,7 +234,7 @@ def _attack_fn(name, model, x, epsilon, batch_size, restarts, seed):
 
         k = int(match.group(4))
         return lambda i, xb, yb: projected_gradient_descent(
-            model, xb, epsilon, 2.5 * epsilon / k, k, np.inf, clip_min=0.0, clip_max=1.0, y=yb, rand_init=True,
+            model, xb, epsilon, attacks.madry_step_size(epsilon, k), k, np.inf, clip_min=0.0, clip_max=1.0, y=yb, rand_init=True,
             sanity_checks=False).numpy()
     attack, classes = _art_attack(name, model, x, epsilon, batch_size)
     np.random.seed(seed)

@@ -69,7 +69,7 @@ def test_pgd_at_with_a_bf16_attack_trains_as_robust_a_model(digits, cnn_factory)
         robust = kam.AdversarialModel(cnn_factory(seed=0), kam.defenses.PGD(EPS, steps=5, seed=0, attack_dtype=dtype))
         robust.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
         robust.fit(x, y, epochs=10, batch_size=64, verbose=0)
-        x_adv = kam.attacks.pgd(robust.model, xt, yt, EPS, 2.5 * EPS / 20, 20, seed=11)
+        x_adv = kam.attacks.pgd(robust.model, xt, yt, epsilon=EPS, step_size=None, steps=20, seed=11)
         result[dtype] = (float((robust.model.predict(xt, verbose=0).argmax(1) == yt).mean()),
                          float((robust.model.predict(x_adv, verbose=0).argmax(1) == yt).mean()))
         models[dtype] = robust.model

@@ -30,6 +30,19 @@ def logits_of(model, x, training=False):
     return tf.cast(out, tf.float32)
 
 
+def madry_step_size(epsilon, steps):
+    """Madry et al.'s PGD step, 2.5 * epsilon / steps ("Towards Deep Learning Models Resistant to Adversarial
+    Attacks", 2018): enough for the iterates to reach the ball's boundary from any start; ``steps == 0`` gives
+    ``epsilon``. Python numbers give a float, tensors a float32 tensor. ``step_size=None`` in every attack
+    means this value.
+    """
+    if tf.is_tensor(epsilon) or tf.is_tensor(steps):
+        eps, n = tf.cast(epsilon, tf.float32), tf.cast(steps, tf.float32)
+        return tf.where(n > 0, 2.5 * eps / tf.maximum(n, 1.0), eps)
+    steps = int(steps)
+    return 2.5 * float(epsilon) / steps if steps > 0 else float(epsilon)
+
+
 def cross_entropy(y, logits):
     """Per-sample sparse softmax cross-entropy from logits, shape (N,)."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)

@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_norm, check_positive_int
-from ._common import (check_budget, unless_empty, cross_entropy, logits_of, loss_gradient, prepare_inputs, project,
-                      random_start, seed_pair, steepest_step)
+from ._common import (check_budget, unless_empty, cross_entropy, logits_of, loss_gradient, madry_step_size,
+                      prepare_inputs, project, random_start, seed_pair, steepest_step)
 from ._batching import map_batches
 
 
@@ -30,6 +30,8 @@ def pgd_single(model, x, y, epsilon, step_size, steps, norm=np.inf, targeted=Fal
     Returns:
       x_adv float32 (N, ...), with gradients stopped.
     """
+    if step_size is None:
+        step_size = madry_step_size(epsilon, steps)
     epsilon = tf.cast(epsilon, x.dtype)
     step_size = tf.cast(step_size, x.dtype)
     x_adv = x
@@ -99,7 +101,8 @@ def pgd(model, x, y=None, epsilon=0.3, step_size=0.01, steps=40, norm=np.inf, ta
       x: images (N, ...) float in [0, 1].
       y: true labels (N,), or target labels when ``targeted``. ``None`` uses the model's
         predictions, which avoids "label leaking" (Kurakin et al. 2017) when attacking training data.
-      epsilon: radius of the ball, pixel units ([0, 1] for L-inf). step_size: a, pixel units.
+      epsilon: radius of the ball, pixel units ([0, 1] for L-inf). step_size: a, pixel units; ``None``:
+        Madry's 2.5 * epsilon / steps (``madry_step_size``).
       steps: iterations. norm: ``np.inf`` or ``2``. random_start: begin at a uniform point of the ball.
       restarts: independent runs (seeds ``(seed, r)``). seed: int for reproducible noise.
       batch_size: rows per compiled call when ``x`` is an array.
@@ -109,6 +112,8 @@ def pgd(model, x, y=None, epsilon=0.3, step_size=0.01, steps=40, norm=np.inf, ta
     """
     norm = check_norm(norm)
     check_budget(epsilon, step_size, steps, norm)
+    if step_size is None:
+        step_size = madry_step_size(epsilon, steps)
     restarts = check_positive_int("restarts", restarts)
     if tf.is_tensor(x) and not tf.executing_eagerly():
         return pgd_graph(model, tf.cast(x, tf.float32), y if y is not None else None, epsilon, step_size,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ._batching import map_batches
-from ._common import check_budget, logits_of, project, seed_pair, unless_empty
+from ._common import check_budget, logits_of, madry_step_size, project, seed_pair, unless_empty
 from .._checks import check_images
 
 
@@ -19,6 +19,8 @@ def kl_divergence(logits_p, logits_q):
 
 def trades_kl_graph(model, x, epsilon, step_size, steps, seed=None, logits_natural=None):
     """Graph-safe TRADES attack on tensors: start at x + 0.001 N(0, 1), L-inf sign ascent on the KL."""
+    if step_size is None:
+        step_size = madry_step_size(epsilon, steps)
     epsilon = tf.cast(epsilon, x.dtype)
     step_size = tf.cast(step_size, x.dtype)
     p_logits = tf.stop_gradient(logits_of(model, x) if logits_natural is None else logits_natural)
@@ -51,11 +53,13 @@ def trades_kl(model, x, epsilon=0.3, step_size=0.01, steps=10, seed=None, batch_
 
     Args:
       model: Keras model or callable returning logits. x: images (N, ...) in [0, 1].
-      epsilon, step_size: pixel units. steps: iterations. seed: int for the N(0, 0.001^2) start.
+      epsilon, step_size: pixel units (``step_size=None``: Madry's 2.5 * epsilon / steps). steps: iterations. seed: int for the N(0, 0.001^2) start.
     Returns:
       x_adv of x's shape, float32.
     """
     check_budget(epsilon, step_size, steps)
+    if step_size is None:
+        step_size = madry_step_size(epsilon, steps)
     if tf.is_tensor(x) and not tf.executing_eagerly():
         return trades_kl_graph(model, tf.cast(x, tf.float32), epsilon, step_size, steps, seed)
     check_images("x", x)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from ._common import check_budget, cross_entropy, logits_of, seed_pair
+from ._common import check_budget, cross_entropy, logits_of, madry_step_size, seed_pair
 
 __all__ = ["targeted_universal_perturbation", "universal_perturbations", "fooling_rate", "fooling_rates",
            "apply_perturbation", "universal_graph", "boundary_margin"]
@@ -118,7 +118,7 @@ def _check_budget(epsilon, steps, step_size, boundary_fraction):
     check_budget(epsilon)
     steps = check_positive_int("steps", steps)
     if step_size is None:
-        step_size = 2.5 * float(epsilon) / steps
+        step_size = madry_step_size(epsilon, steps)
     check_fraction("step_size", step_size, 0.0, float("inf"), low_open=True)
     boundary_fraction = check_fraction("boundary_fraction", boundary_fraction, low_open=True)
     return steps, float(step_size), boundary_fraction
