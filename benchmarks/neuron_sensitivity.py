@@ -28,8 +28,8 @@ import keras  # noqa: E402
 
 from keras_advmi import architectures  # noqa: E402
 from keras_advmi import data  # noqa: E402
-from keras_advmi.analysis.neuron_sensitivity import (feature_model, neuron_sensitivity,  # noqa: E402
-                                                      sensitivity_summary)
+from keras_advmi._model import tap_model  # noqa: E402
+from keras_advmi.analysis.neuron_sensitivity import neuron_sensitivity, sensitivity_summary  # noqa: E402
 from keras_advmi.attacks import pgd  # noqa: E402
 
 EPSILON = 0.3
@@ -73,7 +73,7 @@ def load_or_train(kind, x, y, args):
 
 
 def mean_abs_activation(model, x, layers):
-    outs = feature_model(model, layers).predict(x, batch_size=256, verbose=0)
+    outs = tap_model(model, layers, include_logits=False).predict(x, batch_size=256, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     return {name: float(np.mean(np.abs(o))) for name, o in zip(layers, outs)}
 

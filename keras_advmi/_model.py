@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_positive_int, invalid
+from ._checks import check_images, check_positive_int, invalid
 
-__all__ = ["network_of", "logits_of", "predict_logits", "input_shape_of", "check_layer", "resolve_layers",
-           "tap_model"]
+__all__ = ["network_of", "logits_of", "predict_logits", "input_shape_of", "check_model_images", "check_layer",
+           "resolve_layers", "tap_model"]
 
 
 def network_of(model):
@@ -62,6 +62,28 @@ def input_shape_of(model):
     if isinstance(shape, list):
         shape = shape[0]
     return tuple(shape[1:]) if shape is not None else None
+
+
+def check_model_images(model, x, name="x", spatial=False):
+    """float32 array (N, ...) in [0, 1] whose per-sample shape matches the model's input shape.
+
+    ``spatial`` requires rank-4 (N, H, W, C) images. Each failure is a ValueError naming ``name``.
+    """
+    check_images(name, x)
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise invalid(name, "at least one image", "an empty array")
+    expected = input_shape_of(model)
+    if expected is not None:
+        ok = len(expected) == x.ndim - 1 and all(e is None or e == s for e, s in zip(expected, x.shape[1:]))
+        if not ok:
+            raise invalid(name, f"images of shape (N, {', '.join('?' if e is None else str(e) for e in expected)}) "
+                                f"(the model's input)", f"array of shape {x.shape}")
+    if spatial and x.ndim != 4:
+        raise invalid(name, "images of shape (N, H, W, C)", f"array of shape {x.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise invalid(name, "pixel values in [0, 1]", f"values in [{x.min():.3g}, {x.max():.3g}]")
+    return x
 
 
 def check_layer(model, layer, name="layer"):

@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_positive_int, invalid
-from ._common import check_class_index, check_layer, check_model, check_model_images, multi_output_model
+from .._model import check_layer, check_model_images, tap_model
+from ._common import check_class_index, check_model
 
 __all__ = ["grad_cam", "last_conv_layer"]
 
@@ -58,7 +59,7 @@ def grad_cam(model, x, class_index, layer=None, upsample=True, normalize=True, b
                       f"{layer} with output shape {tuple(target_layer.output.shape)}")
     num_classes = int(model.outputs[0].shape[-1])
     classes = check_class_index("class_index", class_index, len(x), num_classes)
-    extractor = multi_output_model(model, [layer])
+    extractor = tap_model(model, [layer])
 
     def maps(xb, cb):  # eager: a new extractor per call would retrace a tf.function every time
         with tf.GradientTape() as tape:

@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from .._checks import check_labels, check_positive_int, check_seed
 from ..attacks._common import check_budget, loss_gradient, random_start, seed_pair
-from ._common import check_model, check_model_images, predict_logits
+from .._model import check_model_images, predict_logits
+from ._common import check_model
 
 __all__ = ["gradient_alignment"]
 

@@ -26,7 +26,8 @@ import re
 import numpy as np
 
 from .._checks import check_labels, check_positive_int, invalid
-from ._common import check_layer, check_model, check_model_images, multi_output_model, predict_logits
+from .._model import check_layer, check_model_images, predict_logits, tap_model
+from ._common import check_model
 
 __all__ = ["information_plane", "weighted_layers"]
 
@@ -185,7 +186,7 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
     for model in models:
         for name in layers:
             check_layer(model, name, "layers")
-        extractor = multi_output_model(model, layers)
+        extractor = tap_model(model, layers)
         clean = _activations(extractor, x, batch_size)
         adv = _activations(extractor, x_adv, batch_size) if x_adv is not None else [None] * len(layers)
         for name, h, h_adv in zip(layers, clean, adv):

@@ -15,12 +15,15 @@ Fixture (METHODS.md): F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 import keras
 
 from .._checks import check_images, check_positive_int, invalid
-from ..attacks._common import logits_model
+from .._model import network_of, resolve_layers, tap_model
 
 __all__ = ["neuron_sensitivity", "channel_sensitivity", "feature_model", "resolve_layers",
            "sensitivity_summary", "top_k_channels"]
@@ -44,40 +47,15 @@ def channel_sensitivity(features_clean, features_adv):
     return tf.reduce_mean(diff, axis=list(range(1, rank - 1)))
 
 
-def resolve_layers(model, layers, argument="layers"):
-    """Check layer names against ``model`` and return them as a list (clear error on unknown names)."""
-    if isinstance(layers, str):
-        layers = [layers]
-    if layers is None or not isinstance(layers, (list, tuple)) or not layers or \
-            not all(isinstance(name, str) for name in layers):
-        raise invalid(argument, "a non-empty list of layer names", layers)
-    available = [layer.name for layer in getattr(model, "layers", [])]
-    unknown = [name for name in layers if name not in available]
-    if unknown:
-        raise invalid(argument, f"names of layers of the model (available: {available})", unknown)
-    return list(layers)
+def feature_model(model: keras.Model, layers: str | Sequence[str], include_logits: bool = False) -> keras.Model:
+    """Deprecated: use ``keras_advmi._model.tap_model`` (which includes the logits by default).
 
-
-def feature_model(model, layers, include_logits=False):
-    """A ``keras.Model`` sharing ``model``'s weights that outputs the named layers' activations (list).
-
-    With ``include_logits`` the model's own output is appended last. Needs a functional or Sequential
-    model (one with ``inputs``); subclassed models raise a ``ValueError``.
+    A ``keras.Model`` sharing ``model``'s weights that outputs the named layers' activations (list), with
+    the model's own output appended last when ``include_logits``.
     """
-    if not isinstance(model, keras.Model):
-        raise invalid("model", "a keras.Model (functional or Sequential)", type(model).__name__)
-    layers = resolve_layers(model, layers)
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise invalid("model", "a functional or Sequential model with defined inputs (feature extraction needs "
-                               "the layer graph)", type(model).__name__)
-    outputs = [model.get_layer(name).output for name in layers]
-    if include_logits:
-        outputs.append(model.outputs[0])
-    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=f"{model.name}_features")
+    warnings.warn("keras_advmi.analysis.neuron_sensitivity.feature_model is deprecated; use "
+                  "keras_advmi._model.tap_model(model, layers, include_logits=...)", DeprecationWarning, stacklevel=2)
+    return tap_model(model, layers, include_logits=include_logits)
 
 
 def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
@@ -91,7 +69,7 @@ def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
     Returns:
       {layer_name: np.ndarray float64 of shape (channels,)}, sigma(F_l^m, x, x') averaged over the N samples.
     """
-    model = logits_model(model)
+    model = network_of(model)
     check_images("x", x)
     check_images("x_adv", x_adv)
     x = np.asarray(x, dtype=np.float32)
@@ -102,7 +80,7 @@ def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
         raise invalid("x", "at least one sample", "an empty array")
     batch_size = check_positive_int("batch_size", batch_size)
     layers = resolve_layers(model, layers)
-    extractor = feature_model(model, layers)
+    extractor = tap_model(model, layers, include_logits=False)
 
     @tf.function(reduce_retracing=True)
     def batch_sums(xb, xab):

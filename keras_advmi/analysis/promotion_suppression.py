@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_labels, check_positive_int, invalid
-from ._common import (check_class_index, check_layer, check_model, check_model_images, multi_output_model,
-                      predict_logits)
+from .._model import check_layer, check_model_images, predict_logits, tap_model
+from ._common import check_class_index, check_model
 
 __all__ = ["promotion_suppression", "pse_ratio", "pse_type", "TYPES"]
 
@@ -63,7 +63,7 @@ def _fractions(types, mask):
 
 def _neuron_level(model, layer, x, x_adv, y, t, batch_size):
     """Per-sample neuron-level S_n, P_n and per-unit contributions summed over samples."""
-    extractor = multi_output_model(model, [layer])
+    extractor = tap_model(model, [layer])
 
     def activations_and_grads(xb, cls):
         xb = tf.convert_to_tensor(xb)

@@ -22,7 +22,8 @@ import numpy as np
 
 from .._checks import check_fraction, check_labels, check_positive_int, invalid
 from ..callbacks.collapse import warn_if_collapsed
-from ._common import check_model, check_model_images, predict_logits
+from .._model import check_model_images, predict_logits
+from ._common import check_model
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from .._checks import check_labels, check_positive_int, check_seed, invalid
 from ..layers.transforms import PatchShuffle, Saturation
-from ._common import check_model, check_model_images, predict_logits
+from .._model import check_model_images, predict_logits
+from ._common import check_model
 
 __all__ = ["texture_shape_probe"]
 

@@ -17,7 +17,8 @@ import numpy as np
 from .._checks import check_labels, check_positive_int
 from ..attacks._common import check_budget
 from ..attacks.universal import fooling_rates, universal_perturbations
-from ._common import check_class_index, check_model, check_model_images, predict_logits
+from .._model import check_model_images, predict_logits
+from ._common import check_class_index, check_model
 
 __all__ = ["universal_fragility"]
 

@@ -41,9 +41,9 @@ def add_parser(subparsers):
 
 
 def _check_layers(label, model, names):
-    from ..analysis._common import logits_model
+    from .._model import network_of
 
-    available = [layer.name for layer in getattr(logits_model(model), "layers", [])]
+    available = [layer.name for layer in getattr(network_of(model), "layers", [])]
     for option, name in names:
         if name is not None and name not in available:
             raise UsageError(f"{option} {name!r} is not a layer of {label} (available: {', '.join(available)})")
