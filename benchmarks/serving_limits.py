@@ -19,12 +19,18 @@ import sys
 import tempfile
 import time
 
+import grpc
 import numpy as np
 import requests
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from serving_load import free_port  # noqa: E402  (benchmarks/ and ROOT are on sys.path from here on)
+from tests import serving_fixtures as sf  # noqa: E402
 
 
 def rss_mb(pid):
@@ -33,13 +39,6 @@ def rss_mb(pid):
 
 
 def main():
-    import grpc
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    from serving_load import free_port
-    from tests import serving_fixtures as sf
-
     base = tempfile.mkdtemp(prefix="serving-limits-")
     sf.export_version(sf.small_model(0), os.path.join(base, "m", "1"))
     port, gport = free_port(), free_port()

@@ -6,9 +6,9 @@ server without batching, and a naive one-request-one-predict Flask server (basel
 Each server runs in its own process on 127.0.0.1 (free port); one image per request, the same JSON
 body for every mode. The REST load generator (--client raw, default) is 64 asyncio connections in
 this process sending a pre-encoded HTTP/1.1 request (keep-alive, reconnecting when a server closes);
-it costs ~0.1 ms CPU per request, so on a 2-core machine the servers, not the client, set the pace.
---client requests keeps the earlier generator (64 threads with requests.Session, ~5x the client
-CPU). gRPC (--client raw) is its counterpart: 64 coroutines on 4 ``grpc.aio`` channels sending
+it costs little CPU per request, so on a 2-core machine the servers, not the client, set the pace.
+--client requests keeps the earlier generator (64 threads with requests.Session, several times the
+client CPU; docs/benchmarks.md has both). gRPC (--client raw) is its counterpart: 64 coroutines on 4 ``grpc.aio`` channels sending
 a PredictRequest serialized once; with --client requests, the official stub from 64 threads.
 Prints throughput, p50/p99 latency, failures, server and client CPU per request (from /proc) and
 the ratios (gRPC / REST on the same batching server among them); the run is bounded by
@@ -18,22 +18,28 @@ the ratios (gRPC / REST on the same batching server among them); the run is boun
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import concurrent.futures
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import urlsplit
 
+import grpc
 import numpy as np
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from tests import serving_fixtures as sf  # noqa: E402  (after ROOT is on sys.path)
 
 NAIVE = r'''
 import sys, numpy as np, tensorflow as tf
@@ -96,9 +102,6 @@ def start(mode, base, batching_file):
 
 def grpc_request_bytes(x, signature):
     """A serialized PredictRequest (the official proto), encoded once like the raw REST request."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "m"
     req.model_spec.signature_name = signature
@@ -110,11 +113,6 @@ def grpc_raw_load(target, data, n, clients, max_seconds, channels=4):
     """Light gRPC client, the counterpart of ``raw_load``: ``clients`` coroutines on ``grpc.aio``
     channels calling PredictionService/Predict with the request bytes encoded once (no per-call
     proto work in the client); one answer is parsed in full and must carry class_ids."""
-    import asyncio
-
-    import grpc
-    from tensorflow_serving.apis import predict_pb2
-
     res, left, sample = [], [n], []
     t_end = time.perf_counter() + max_seconds
 
@@ -151,10 +149,6 @@ def grpc_raw_load(target, data, n, clients, max_seconds, channels=4):
 
 def grpc_caller(target, x, signature):
     """A callable doing one Predict with the official stub (one channel shared by the threads)."""
-    import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "m"
@@ -168,11 +162,8 @@ def grpc_caller(target, x, signature):
 
 def raw_load(url, body, n, clients, max_seconds):
     """Light HTTP/1.1 client: asyncio sockets, the request bytes encoded once, ``clients`` keep-alive
-    connections (reconnecting when the server closes, e.g. Werkzeug's HTTP/1.0). Costs the client
-    ~tens of microseconds per request, so the server, not the load generator, sets the pace."""
-    import asyncio
-    from urllib.parse import urlsplit
-
+    connections (reconnecting when the server closes, e.g. Werkzeug's HTTP/1.0). Cheap for the
+    client, so the server, not the load generator, sets the pace."""
     u = urlsplit(url)
     host, port = u.hostname, u.port
     data = body.encode() if isinstance(body, str) else body
@@ -291,8 +282,6 @@ def main(argv=None):
     ap.add_argument("--model", choices=("tiny", "mnist_cnn"), default="mnist_cnn",
                     help="tiny: 8x8 conv(4)+dense; mnist_cnn: 28x28 conv32-conv64-dense128")
     args = ap.parse_args(argv)
-    from tests import serving_fixtures as sf
-
     base = tempfile.mkdtemp(prefix="serving-bench-")
     model = sf.mnist_cnn(0) if args.model == "mnist_cnn" else sf.small_model(0)
     sf.export_version(model, os.path.join(base, "m", "1"))

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from keras_advmi.serving import Batching, Client, ModelEntry, ModelServer
+from keras_advmi.serving import Batching, Client, ModelEntry, ModelServer, Registry, protos
 from tests import serving_fixtures as sf
 
 MAX_BODY = 200_000
@@ -144,6 +144,32 @@ def test_client_both_protocols(served, protocol):
     c.close()
     assert Client(url, "digits", protocol=protocol, version=1).predict(x)["class_ids"].tolist() == \
         sf.reference(models[1], x)[0]["class_ids"].tolist()
+
+
+def test_status_is_one_proto_printed_alike_everywhere(served, tmp_path):
+    """The registry's GetModelStatusResponse is what gRPC answers and what REST prints; both client
+    protocols read back the same proto and the same metadata document."""
+    server, _ = served
+    resp = server.registry.status("digits")
+    assert isinstance(resp, get_model_status_pb2.GetModelStatusResponse)
+    assert requests.get(server.rest_url + "/v1/models/digits", timeout=10).json() == protos.to_json(resp)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
+        sreq = get_model_status_pb2.GetModelStatusRequest()
+        sreq.model_spec.name = "digits"
+        assert model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(sreq, timeout=30) == resp
+    rest, rpc = Client(server.rest_url, "digits"), Client(f"127.0.0.1:{server.grpc_port}", "digits", protocol="grpc")
+    assert rest.status_response() == rpc.status_response() == resp
+    assert rest.metadata() == rpc.metadata()
+    rest.close()
+    rpc.close()
+    # a version that fails to load prints as TF Serving prints it: END with the load error
+    (tmp_path / "m" / "3").mkdir(parents=True)
+    (tmp_path / "m" / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    registry = Registry([ModelEntry("m", tmp_path / "m")])
+    registry.poll()
+    [row] = protos.to_json(registry.status("m"))["model_version_status"]
+    assert (row["version"], row["state"], row["status"]["error_code"]) == ("3", "END", "UNKNOWN")
+    assert row["status"]["error_message"]
 
 
 GOOD = sf.images(1, seed=9).tolist()

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 
+from ..serving import client as serving_client      # looked up at call time: tests swap in a fake Client
 from . import UsageError
+from ._common import load_dataset
 
 DEFAULT_URL = {"rest": "http://127.0.0.1:8501", "grpc": "127.0.0.1:8500"}
 
@@ -36,8 +38,6 @@ def _images(args):
         x = data["x"] if hasattr(data, "files") and "x" in data.files else (
             data[data.files[0]] if hasattr(data, "files") else data)
     elif args.dataset:
-        from ._common import load_dataset
-
         x = load_dataset(args.dataset)[1][0]
     else:
         raise UsageError("predict/detect need --images FILE or --dataset NAME")
@@ -45,18 +45,16 @@ def _images(args):
 
 
 def run(args):
-    from ..serving.client import Client, ServingClientError
-
     if args.url is None:
         args.url = DEFAULT_URL[args.protocol]
-    client = Client(args.url, args.model, protocol=args.protocol, version=args.version)
+    client = serving_client.Client(args.url, args.model, protocol=args.protocol, version=args.version)
     try:
         if args.action in ("predict", "detect"):
             out = getattr(client, args.action)(_images(args))
             out = {k: np.asarray(v).tolist() for k, v in out.items()}
         else:
             out = getattr(client, args.action)()
-    except ServingClientError as exc:
+    except serving_client.ServingClientError as exc:
         raise UsageError(f"server answered {exc.status}: {exc.message}") from None
     except OSError as exc:
         raise UsageError(f"cannot reach {args.url}: {exc}") from None

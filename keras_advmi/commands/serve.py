@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
+from ..serving import config
+from ..serving.registry import ModelEntry, valid_model_name
+from ..serving.server import ModelServer
 from . import UsageError
 
 logger = logging.getLogger(__name__)
@@ -39,8 +42,6 @@ def add_parser(subparsers):
 
 
 def _entries_from_base(base):
-    from ..serving.registry import ModelEntry, valid_model_name
-
     if not os.path.isdir(base):
         raise UsageError(f"model directory {base!r} does not exist")
     names = sorted(n for n in os.listdir(base) if valid_model_name(n) and os.path.isdir(os.path.join(base, n)))
@@ -50,8 +51,6 @@ def _entries_from_base(base):
 
 
 def run(args):
-    from ..serving.server import ModelServer
-
     for flag in ("rest_api_port", "port"):
         if not 0 <= getattr(args, flag) < 65536:
             raise UsageError(f"--{flag} must be in [0, 65535], got {getattr(args, flag)}")
@@ -68,8 +67,6 @@ def run(args):
                   poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
                   read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows)
     if args.base and not (args.model_config_file or args.model_name):
-        from ..serving import config
-
         settings = None
         if args.enable_batching or args.batching_parameters_file:
             settings = (config.parse_batching(args.batching_parameters_file) if args.batching_parameters_file

@@ -4,7 +4,8 @@
     c = Client("127.0.0.1:8500", "robust", protocol="grpc")         # gRPC (official stub)
     c.predict(x) -> {"probabilities": (n, classes), "class_ids": (n,)}
     c.detect(x)  -> {"adversarial_score", "is_adversarial", "threshold", "probabilities", "class_ids"}
-    c.status(), c.metadata()
+    c.status(), c.metadata()        # TF Serving's REST JSON, whichever the protocol
+    c.status_response()             # the same status as its proto (GetModelStatusResponse)
 
 503 / UNAVAILABLE (full batching queue, model loading) is retried with exponential backoff
 (``retries`` times, ``backoff`` seconds doubling); other errors raise ``ServingClientError``.
@@ -14,22 +15,29 @@ from __future__ import annotations
 
 import time
 
+import grpc
 import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
 
 from .._checks import invalid
+from . import protos
 
 
 class ServingClientError(RuntimeError):
     """A non-retryable error answer; ``status`` is the HTTP status or gRPC code name."""
 
-    def __init__(self, status, message):
+    def __init__(self, status: int | str, message: str):
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
 
 
 class Client:
-    def __init__(self, url, model, protocol="rest", version=None, label=None, timeout=30.0, retries=5,
-                 backoff=0.05):
+    """A TF Serving client for one model (optionally one ``version`` or ``label``), over REST or gRPC."""
+
+    def __init__(self, url: str, model: str, protocol: str = "rest", version: int | None = None,
+                 label: str | None = None, timeout: float = 30.0, retries: int = 5, backoff: float = 0.05):
         if protocol not in ("rest", "grpc"):
             raise invalid("protocol", '"rest" or "grpc"', protocol)
         if not isinstance(model, str) or not model:
@@ -40,15 +48,12 @@ class Client:
         self.version, self.label, self.timeout = version, label, timeout
         self.retries, self.backoff = int(retries), float(backoff)
         if protocol == "rest":
-            import requests
+            import requests     # optional: in the [dev] extra, not in install_requires (gRPC needs no requests)
 
             if not self.url.startswith(("http://", "https://")):
                 self.url = "http://" + self.url
             self._session = requests.Session()
         else:
-            import grpc
-            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
             target = self.url.split("://", 1)[-1]
             self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length",
                                                                     256 * 1024 * 1024)])
@@ -89,8 +94,6 @@ class Client:
             spec.signature_name = signature
 
     def _grpc(self, fn, request):
-        import grpc
-
         for attempt in range(self.retries + 1):
             try:
                 return fn(request, timeout=self.timeout)
@@ -101,62 +104,54 @@ class Client:
                 raise ServingClientError(exc.code().name, exc.details()) from None
 
     # -- API ------------------------------------------------------------------------------
-    def predict(self, x, signature="serving_default"):
+    def predict(self, x: np.ndarray, signature: str = "serving_default") -> dict[str, np.ndarray]:
         """Run ``signature`` on images x (n, H, W, C) float32 in [0, 1]; dict of NumPy arrays."""
         x = np.asarray(x, dtype=np.float32)
         if self.protocol == "rest":
             data = self._rest("POST", self._path(":predict"), {"signature_name": signature, "inputs": x.tolist()})
             out = data["outputs"]
             return {k: np.asarray(v) for k, v in out.items()} if isinstance(out, dict) else {"output": np.asarray(out)}
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
         req = predict_pb2.PredictRequest()
         self._spec(req.model_spec, signature)
         req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(x))
         resp = self._grpc(self._stub.Predict, req)
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
-    def detect(self, x):
+    def detect(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``detect`` signature: probabilities, class ids and the adversarial-input score."""
         return self.predict(x, signature="detect")
 
-    def status(self):
-        """TF Serving's model_version_status list (dicts with version, state, status)."""
+    def status_response(self) -> get_model_status_pb2.GetModelStatusResponse:
+        """The model's ``GetModelStatusResponse``: over gRPC as answered, over REST read back from the
+        JSON document into the proto."""
         if self.protocol == "rest":
-            return self._rest("GET", self._path())["model_version_status"]
-        from tensorflow_serving.apis import get_model_status_pb2
-
+            return protos.status_from_json(self._rest("GET", self._path()))
         req = get_model_status_pb2.GetModelStatusRequest()
         req.model_spec.name = self.model
         if self.version is not None:
             req.model_spec.version.value = int(self.version)
-        resp = self._grpc(self._model_stub.GetModelStatus, req)
-        states = get_model_status_pb2.ModelVersionStatus.State
-        import grpc
+        return self._grpc(self._model_stub.GetModelStatus, req)
 
-        codes = {c.value[0]: c.name for c in grpc.StatusCode}
-        return [{"version": str(s.version), "state": states.Name(s.state),
-                 "status": {"error_code": codes.get(s.status.error_code, str(s.status.error_code)),
-                            "error_message": s.status.error_message}} for s in resp.model_version_status]
+    def status(self) -> list[dict]:
+        """TF Serving's model_version_status list (dicts with version, state, status), as its REST API
+        prints it, whichever the protocol."""
+        return protos.to_json(self.status_response())["model_version_status"]
 
-    def metadata(self):
-        """{"model_spec": ..., "metadata": {"signature_def": {"signature_def": {...}}}} as JSON."""
+    def metadata(self) -> dict:
+        """{"model_spec": ..., "metadata": {"signature_def": {"signature_def": {...}}}}, as TF Serving's
+        REST API prints it (defaults included), whichever the protocol."""
         if self.protocol == "rest":
             return self._rest("GET", self._path("/metadata"))
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         req = get_model_metadata_pb2.GetModelMetadataRequest()
         self._spec(req.model_spec)
         req.metadata_field.append("signature_def")
         resp = self._grpc(self._stub.GetModelMetadata, req)
         sdm = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sdm)
-        return {"model_spec": {"name": resp.model_spec.name, "signature_name": "",
-                               "version": str(resp.model_spec.version.value)},
-                "metadata": {"signature_def": json_format.MessageToDict(sdm, preserving_proto_field_name=True)}}
+        return protos.metadata_json(resp.model_spec, sdm)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the HTTP session or the gRPC channel."""
         if self.protocol == "rest":
             self._session.close()
         else:

@@ -9,11 +9,11 @@ is parsed, a body that must hold more rows or decoded bytes than allowed. In a J
 array of n values has n - 1 commas, so a numeric tensor of E elements per row written as R rows
 (row or columnar form, nested to any depth) carries R * E - 1 commas; ``bytes.count(b",")`` (C
 speed) therefore bounds the rows and elements a body can decode to without building its millions
-of Python objects (82 MB of 100,000 8x8x1 rows take 5 s and 800 MB to parse). After parsing, the
+of Python objects (parsing them would cost seconds and many times the body's size). After parsing, the
 row count and the decoded size are checked again exactly, before any array is allocated.
 
 Speed (docs/benchmarks.md, "REST throughput of the embedded server"): bodies are parsed with
-orjson (strict RFC 8259, ~5x faster than ``json``); a body orjson refuses (``NaN``/``Infinity``
+orjson (strict RFC 8259, faster than ``json``); a body orjson refuses (``NaN``/``Infinity``
 literals, which TF Serving accepts, integers beyond 64 bits, non-UTF-8, nesting deeper than
 1024, where orjson >= 3.9.15 stops instead of overflowing the C stack) is parsed again by ``json``, so every accept/reject decision and error
 text stays the one ``json`` gives (``json`` accepts whatever orjson accepts as long as the

@@ -10,6 +10,7 @@ text files parse here and in ``tensorflow_model_server``.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
 from google.protobuf import message_factory
@@ -76,7 +77,7 @@ def _read(path_or_text):
     return text
 
 
-def parse_model_config(path_or_text):
+def parse_model_config(path_or_text: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:
     """ModelServerConfig from a file path or text; ValueError on a parse error or no model."""
     msg = text_format.Parse(_read(path_or_text), ModelServerConfig())
     if not msg.model_config_list.config:
@@ -84,7 +85,7 @@ def parse_model_config(path_or_text):
     return msg
 
 
-def parse_batching(path_or_text):
+def parse_batching(path_or_text: str | os.PathLike) -> Batching:
     """Batching from a BatchingParameters text proto (file path or text)."""
     msg = text_format.Parse(_read(path_or_text), BatchingParameters())
     d = Batching()
@@ -101,7 +102,7 @@ def parse_batching(path_or_text):
     return Batching(**vals, enable_large_batch_splitting=split, max_execution_batch_size=exec_size)
 
 
-def parse_monitoring(path_or_text):
+def parse_monitoring(path_or_text: str | os.PathLike) -> str | None:
     """Prometheus path from a MonitoringConfig text proto, or None when disabled."""
     msg = text_format.Parse(_read(path_or_text), MonitoringConfig())
     if not msg.prometheus_config.enable:

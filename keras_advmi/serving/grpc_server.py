@@ -16,16 +16,14 @@ import logging
 import time
 
 import grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from . import examples, tensors
+from . import examples, protos, tensors
 from .errors import ServingError
 
 logger = logging.getLogger(__name__)
 INLINE_BYTES = 256 * 1024        # as rest.INLINE_BODY_BYTES: below it a thread hop costs more than decoding
-_STATES = get_model_status_pb2.ModelVersionStatus.State
 
 
 def _spec_args(spec):
@@ -185,10 +183,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self._resolve(request.model_spec)
             resp = get_model_metadata_pb2.GetModelMetadataResponse()
             _set_spec(resp.model_spec, servable)
-            sdm = get_model_metadata_pb2.SignatureDefMap()
-            for k, v in servable.signature_defs.items():
-                sdm.signature_def[k].CopyFrom(v)
-            resp.metadata["signature_def"].Pack(sdm)
+            resp.metadata["signature_def"].Pack(protos.signature_def_map(servable.signature_defs))
             return resp
         return await self._call("metadata", request.model_spec.name, context, work)
 
@@ -204,13 +199,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
             if not request.HasField("model_spec"):
                 raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
             name, version, _ = _spec_args(request.model_spec)
-            rows = self.server.registry.status(name, version)
-            resp = get_model_status_pb2.GetModelStatusResponse()
-            for r in rows:
-                s = resp.model_version_status.add(version=int(r["version"]), state=_STATES.Value(r["state"]))
-                s.status.error_code = getattr(grpc.StatusCode, r["status"]["error_code"]).value[0]
-                s.status.error_message = r["status"]["error_message"]
-            return resp
+            return self.server.registry.status(name, version)
         return await self._call("status", request.model_spec.name, context, work)
 
 

@@ -18,10 +18,15 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from .errors import ServingError
+from .protos import GetModelStatusResponse, ModelVersionStatus, version_status
 
 logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -30,7 +35,7 @@ _VERSION_RE = re.compile(r"[0-9]{1,19}")
 MAX_VERSION = 2 ** 63 - 1
 
 
-def parse_version(text):
+def parse_version(text: str) -> int | None:
     """int64 version of a directory name or URL segment of ASCII digits, else None."""
     if not isinstance(text, str) or not _VERSION_RE.fullmatch(text):
         return None
@@ -38,7 +43,7 @@ def parse_version(text):
     return v if v <= MAX_VERSION else None
 
 
-def valid_model_name(name):
+def valid_model_name(name: str) -> bool:
     """True for names TF Serving style URLs can carry and that cannot escape a base path."""
     return bool(_NAME_RE.match(name or "")) and ".." not in name
 
@@ -56,7 +61,7 @@ class Servable:
     feed tensors' static shapes.
     """
 
-    def __init__(self, name, version, path):
+    def __init__(self, name: str, version: int, path: str):
         self.name, self.version, self.path = name, int(version), path
         meta = _serving_meta_graph(path)
         self.signature_defs = {k: meta.signature_def[k] for k in meta.signature_def if not k.startswith("__")}
@@ -77,19 +82,21 @@ class Servable:
             self.signatures = dict(self._obj.signatures)
             self.specs = {sig: dict(fn.structured_input_signature[1]) for sig, fn in self.signatures.items()}
 
-    def signature(self, name):
+    def signature(self, name: str | None) -> str:
+        """The signature's name (``serving_default`` when empty); INVALID_ARGUMENT when unknown."""
         name = name or "serving_default"
         if name not in self.signatures:
             raise ServingError("INVALID_ARGUMENT",
                                f'Serving signature name: "{name}" not found in signature def')
         return name
 
-    def input_specs_for(self, name):
+    def input_specs_for(self, name: str | None) -> tuple[str, dict[str, tf.TensorSpec]]:
         """(resolved signature name, {input: tf.TensorSpec}); INVALID_ARGUMENT when unknown."""
         name = self.signature(name)
         return name, self.specs[name]
 
-    def run(self, signature, inputs):
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of ``signature`` on ``inputs``; a value the graph refuses is INVALID_ARGUMENT."""
         if self.tf1:
             aliases, fn = self._pruned[signature]
             try:
@@ -124,8 +131,6 @@ def _tf_message(exc):
 
 def _serving_meta_graph(path):
     """The MetaGraphDef TF Serving loads: the one tagged ``serve`` (else the first)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
     sm = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
         sm.ParseFromString(fh.read())
@@ -136,18 +141,22 @@ def _serving_meta_graph(path):
 
 
 class ModelEntry:
-    def __init__(self, name, base_path, policy="latest", versions=(1,), labels=None):
+    """One configured model: its base path, version policy (``latest`` N, ``all``, ``specific``) and
+    labels; the registry keeps its loaded ``Servable``s and each version's ``ModelVersionStatus``."""
+
+    def __init__(self, name: str, base_path: str | os.PathLike, policy: str = "latest",
+                 versions: Sequence[int] = (1,), labels: Mapping[str, int] | None = None):
         if not valid_model_name(name):
             raise ValueError(f"invalid model name {name!r}: expected letters, digits, '_', '-', '.'")
         self.name, self.base_path = name, os.path.abspath(base_path)
         self.policy, self.policy_versions = policy, tuple(int(v) for v in versions)
         self.labels = dict(labels or {})
         self.loaded = {}          # version -> Servable
-        self.states = {}          # version -> (state, error_code, message)
+        self.states: dict[int, ModelVersionStatus] = {}
         self.skipped = set()      # directory names already logged as not a version
 
 
-def entries_from_config(msg):
+def entries_from_config(msg: model_server_config_pb2.ModelServerConfig) -> list[ModelEntry]:
     """ModelEntry list from a ModelServerConfig message."""
     out = []
     for cfg in msg.model_config_list.config:
@@ -166,12 +175,12 @@ def entries_from_config(msg):
 class Registry:
     """Holds ModelEntry objects; ``poll()`` syncs them with disk; ``resolve()`` picks a servable."""
 
-    def __init__(self, entries):
+    def __init__(self, entries: Iterable[ModelEntry]):
         self._entries = {e.name: e for e in entries}
         self._lock = threading.Lock()
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return list(self._entries)
 
     @staticmethod
@@ -202,7 +211,7 @@ class Registry:
             return set(entry.policy_versions) & set(disk)
         return set(disk[-entry.policy_versions[0]:]) if disk else set()
 
-    def poll(self):
+    def poll(self) -> int:
         """Load wanted new versions, then unload unwanted ones. Returns the number of changes."""
         changes = 0
         for entry in self._entries.values():
@@ -222,11 +231,11 @@ class Registry:
                 servable = Servable(entry.name, v, os.path.join(entry.base_path, paths[v]))
             except Exception as exc:  # a bad version must not take the server down
                 logger.warning("model %s version %d failed to load: %s", entry.name, v, exc)
-                entry.states[v] = ("END", "UNKNOWN", str(exc)[:300])
+                entry.states[v] = version_status(v, "END", "UNKNOWN", str(exc)[:300])
                 continue
             with self._lock:
                 entry.loaded[v] = servable
-                entry.states[v] = ("AVAILABLE", "OK", "")
+                entry.states[v] = version_status(v, "AVAILABLE")
             changes += 1
             logger.info("loaded %s version %d", entry.name, v)
         # unload only once something wanted is available, so a model never goes dark
@@ -234,18 +243,19 @@ class Registry:
             for v in sorted(set(entry.loaded) - wanted):
                 with self._lock:
                     entry.loaded.pop(v)
-                    entry.states[v] = ("END", "OK", "")
+                    entry.states[v] = version_status(v, "END")
                 changes += 1
                 logger.info("unloaded %s version %d", entry.name, v)
         return changes
 
-    def entry(self, name):
+    def entry(self, name: str) -> ModelEntry:
+        """The configured model called ``name``; NOT_FOUND otherwise."""
         entry = self._entries.get(name) if valid_model_name(name) else None
         if entry is None:
             raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
         return entry
 
-    def resolve(self, name, version=None, label=None):
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The Servable for NAME (latest loaded), NAME/versions/N or NAME/labels/L."""
         with self._lock:
             entry = self._entries.get(name) if valid_model_name(name) else None
@@ -264,9 +274,10 @@ class Registry:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
             return entry.loaded[max(entry.loaded)]
 
-    def status(self, name, version=None):
-        """TF Serving's model_version_status list (dicts), as ``GetModelStatusImpl`` answers it: a
-        version label is not looked at there (only ``model_spec.version``), so callers pass none."""
+    def status(self, name: str, version: int | None = None) -> GetModelStatusResponse:
+        """TF Serving's ``GetModelStatusResponse`` (newest version first), as ``GetModelStatusImpl``
+        answers it: a version label is not looked at there (only ``model_spec.version``), so callers
+        pass none. NOT_FOUND when the model or the version has no status."""
         entry = self._entries.get(name) if valid_model_name(name) else None
         with self._lock:
             states = dict(entry.states) if entry else {}
@@ -276,5 +287,4 @@ class Registry:
             states = {int(version): states[int(version)]}
         elif not states:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
-        return [{"version": str(v), "state": st, "status": {"error_code": code, "error_message": msg}}
-                for v, (st, code, msg) in sorted(states.items(), reverse=True)]
+        return GetModelStatusResponse(model_version_status=[states[v] for v in sorted(states, reverse=True)])

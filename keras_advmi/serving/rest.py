@@ -3,13 +3,14 @@
 Routes, as ``tensorflow_serving/model_servers/http_rest_api_util.cc`` matches them (ASCII digits for
 versions, case-insensitive): ``POST /v1/models/NAME[/versions/N|/labels/L]:(predict|classify|regress)``,
 ``GET /v1/models/NAME[/versions/N|/labels/L]`` (model_version_status; like TF Serving's
-``GetModelStatusImpl``, a label does not narrow it), ``GET .../metadata`` (signature_def),
+``GetModelStatusImpl``, a label does not narrow it; the registry's ``GetModelStatusResponse`` printed
+by ``protos.to_json``), ``GET .../metadata`` (signature_def, printed the same way),
 ``GET <monitoring path>`` (Prometheus). Errors answer ``{"error": msg}`` with TF Serving's status for
 the canonical code (400, 404, 413, 503...); nothing unexpected reaches a client as a traceback
 (it is logged; the client gets a JSON 500). The model call runs off the event loop (batcher
-threads / Direct pool) and wakes the loop once per batch. JSON decoding and encoding (orjson, tens
-of microseconds for an MNIST image) run on the loop for bodies up to ``INLINE_BODY_BYTES``: a
-thread hop costs more than the work and buys no parallelism under the GIL. Larger bodies are
+threads / Direct pool) and wakes the loop once per batch. JSON decoding and encoding (orjson) run
+on the loop for bodies up to ``INLINE_BODY_BYTES``: for such bodies a thread hop costs more than the
+work and buys no parallelism under the GIL. Larger bodies are
 decoded and encoded on the ``io_pool`` so one huge request does not stall the others.
 Measurements: docs/benchmarks.md, "REST throughput of the embedded server".
 
@@ -27,10 +28,9 @@ import re
 import time
 
 from aiohttp import web
-from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+from tensorflow_serving.apis import model_pb2
 
-from . import codec, examples
+from . import codec, examples, protos
 from .errors import ServingError
 from .registry import parse_version
 
@@ -55,17 +55,12 @@ def _parse_without_gc(fn, *args):
             gc.enable()
 
 
-def _print(message):
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
-                                     preserving_proto_field_name=True)
-
-
 def _error(exc):
     return web.Response(status=exc.http_status, text=json.dumps({"error": exc.message}),
                         content_type="application/json")
 
 
-def make_app(server):
+def make_app(server) -> web.Application:
     """aiohttp Application bound to a ``ModelServer`` (registry, executor, metrics, limits)."""
 
     async def dispatch(request):
@@ -91,7 +86,7 @@ def make_app(server):
                 resp = _metadata(name, version, label)
             elif request.method == "GET" and rest is None:
                 api = "status"
-                resp = {"model_version_status": server.registry.status(name, version)}
+                resp = protos.to_json(server.registry.status(name, version))
             else:
                 raise ServingError("INVALID_ARGUMENT", f"Malformed request: {request.method} {request.path}")
             out = resp if isinstance(resp, web.Response) else web.json_response(resp)
@@ -195,10 +190,7 @@ def make_app(server):
         s = server.registry.resolve(name, version, label)
         spec = model_pb2.ModelSpec(name=name)
         spec.version.value = s.version
-        sdm = get_model_metadata_pb2.SignatureDefMap()
-        for k, v in s.signature_defs.items():
-            sdm.signature_def[k].CopyFrom(v)
-        return {"model_spec": _print(spec), "metadata": {"signature_def": _print(sdm)}}
+        return protos.metadata_json(spec, protos.signature_def_map(s.signature_defs))
 
     async def metrics(request):
         return web.Response(body=server.metrics.text(), content_type="text/plain", charset="utf-8")

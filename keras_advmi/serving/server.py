@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -52,9 +53,11 @@ class ModelServer:
         ``max_batch_size`` is the limit, as in TF Serving).
     """
 
-    def __init__(self, entries, batching_settings=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
-                 poll_seconds=1.0, monitoring_path=None, max_body_bytes=DEFAULT_MAX_BODY,
-                 read_timeout=DEFAULT_READ_TIMEOUT, max_request_rows=DEFAULT_MAX_ROWS):
+    def __init__(self, entries: Iterable[registry.ModelEntry], batching_settings: config.Batching | None = None,
+                 host: str = "127.0.0.1", rest_port: int | None = 8501, grpc_port: int | None = 8500,
+                 poll_seconds: float = 1.0, monitoring_path: str | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 max_request_rows: int = DEFAULT_MAX_ROWS):
         if poll_seconds < 0:
             raise ValueError(f"Received an invalid value for `poll_seconds`, expected >= 0. "
                              f"Received: poll_seconds={poll_seconds}")
@@ -84,8 +87,10 @@ class ModelServer:
         self._error = None
 
     @classmethod
-    def from_flags(cls, model_name=None, model_base_path=None, model_config_file=None, enable_batching=False,
-                   batching_parameters_file=None, monitoring_config_file=None, **kwargs):
+    def from_flags(cls, model_name: str | None = None, model_base_path: str | None = None,
+                   model_config_file: str | None = None, enable_batching: bool = False,
+                   batching_parameters_file: str | None = None, monitoring_config_file: str | None = None,
+                   **kwargs) -> ModelServer:
         """Build from tensorflow_model_server's flags (same names and meaning)."""
         if model_config_file:
             entries = registry.entries_from_config(config.parse_model_config(model_config_file))
@@ -101,7 +106,7 @@ class ModelServer:
         return cls(entries, settings, monitoring_path=path, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout=60):
+    def start(self, timeout: float = 60) -> ModelServer:
         """Load models, start polling and both front ends in a background thread."""
         self.registry.poll()
         self.executor = (batching.Batcher(self.batching) if self.batching
@@ -143,9 +148,8 @@ class ModelServer:
         if self.rest_port is not None:
             self._runner = web.AppRunner(make_app(self), access_log=None, keepalive_timeout=self.read_timeout)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.rest_port, backlog=1024)
-            await site.start()
-            self.rest_port = site._server.sockets[0].getsockname()[1]
+            await web.TCPSite(self._runner, self.host, self.rest_port, backlog=1024).start()
+            self.rest_port = self._runner.addresses[0][1]      # the bound port (port 0: a free one)
         if self.grpc_port is not None:
             self._grpc, self.grpc_port = make_server(self, self.host, self.grpc_port)
             await self._grpc.start()
@@ -156,7 +160,8 @@ class ModelServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop both front ends, the version poller and the executor."""
         self._stopping.set()
         if self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopped.set)
@@ -165,17 +170,18 @@ class ModelServer:
             self.executor.close()
         self.io_pool.shutdown(wait=False)
 
-    def wait(self):
+    def wait(self) -> None:
         """Block until stopped (CLI)."""
         while self._thread.is_alive():
             self._thread.join(0.5)
 
-    def __enter__(self):
+    def __enter__(self) -> ModelServer:
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
 
     @property
-    def rest_url(self):
+    def rest_url(self) -> str:
+        """``http://HOST:PORT`` of the REST front end (its bound port once started)."""
         return f"http://{self.host}:{self.rest_port}"
