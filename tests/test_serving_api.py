@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+import keras_advmi as kam
 from keras_advmi.serving import Batching, Client, ModelEntry, ModelServer, Registry, protos
 from tests import serving_fixtures as sf
 
@@ -258,8 +259,6 @@ def test_fuzz_no_5xx(served, body):
 
 def test_serves_kam_export_output(tmp_path):
     """A SavedModel written by kam.export (the project's exporter) serves unchanged."""
-    import keras_advmi as kam
-
     model = sf.small_model(3)
     kam.export(model, tmp_path / "exp" / "1")
     x = sf.images(4, seed=8)

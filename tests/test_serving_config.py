@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -94,7 +95,6 @@ def test_cli_serve_and_query(tmp_path):
         line = proc.stdout.readline()
         m = re.search(r"REST on (http://127\.0\.0\.1:\d+)\s+gRPC on (127\.0\.0\.1:\d+)", line)
         assert m, line
-        import numpy as np
         np.save(tmp_path / "x.npy", sf.images(2))
         for url, proto in ((m[1], "rest"), (m[2], "grpc")):
             out = subprocess.run([sys.executable, "-m", "keras_advmi.cli", "query", "digits", "--url", url,

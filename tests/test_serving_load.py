@@ -8,7 +8,7 @@ import time
 import numpy as np
 import requests
 
-from keras_advmi.serving import Batching, ModelEntry, ModelServer
+from keras_advmi.serving import Batching, Client, ModelEntry, ModelServer, ServingClientError
 from tests import serving_fixtures as sf
 
 
@@ -95,8 +95,6 @@ def test_hot_swap_under_load_zero_failures(tmp_path):
 
 
 def test_client_retries_503_with_backoff(tmp_path):
-    from keras_advmi.serving import Client
-
     sf.export_version(sf.small_model(0), tmp_path / "m" / "1")
     server = ModelServer([ModelEntry("m", tmp_path / "m")], Batching(1, 0, 1, 1), rest_port=0, grpc_port=0,
                          poll_seconds=0).start()
@@ -123,8 +121,6 @@ def test_client_retries_503_with_backoff(tmp_path):
 
 
 def _status_or_ok(client, x):
-    from keras_advmi.serving import ServingClientError
-
     try:
         client.predict(x)
         return "ok"

@@ -24,7 +24,9 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
+from keras_advmi import cli
 from keras_advmi.serving import Batching, ModelEntry, ModelServer
+from keras_advmi.serving import client as client_mod
 from tests import serving_fixtures as sf
 
 METRICS = "/monitoring/prometheus/metrics"
@@ -514,9 +516,6 @@ def test_labels_status_route_unknown_alias_and_not_found_wording(batched):
 
 # -- 10. query --protocol grpc uses TF Serving's gRPC port by default ---------------------------------
 def test_query_grpc_default_url_is_the_grpc_port(monkeypatch, tmp_path):
-    from keras_advmi import cli
-    from keras_advmi.serving import client as client_mod
-
     seen = {}
 
     class FakeClient:
