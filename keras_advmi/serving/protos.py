@@ -2,9 +2,9 @@
 
 A version's state is one ``tensorflow.serving.ModelVersionStatus`` from the registry to the wire: the
 gRPC ``GetModelStatus`` answers it as it is, and the REST API prints it with ``to_json``, which is
-``json_format.MessageToDict`` with the options TF Serving's REST handler uses
-(``http_rest_api_handler.cc``: primitive fields printed even when they hold their default, proto field
-names kept). So an available version prints as TF Serving prints it::
+``json_format.MessageToDict`` with the options TF Serving's REST API prints its protos with
+(primitive fields printed even when they hold their default, proto field names kept; checked against
+TF Serving's documents in ``tests/test_serving_parity.py``). So an available version prints as TF Serving prints it::
 
     {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
 
