@@ -8,10 +8,15 @@ The wrapped model must output logits. The defense defines the training loss (cro
 logits, as in each paper), so ``compile`` takes no ``loss`` (one given is dropped with a warning);
 compiled metrics are computed on clean inputs, ``adv_accuracy`` on adversarial ones.
 ``robust.export("models/robust/1")`` is ``kam.export(robust, ...)``: TF Serving's SavedModel.
+
+Only public Keras APIs: the loss is logged by the model's own ``loss_tracker`` (a ``keras.metrics.Mean``
+listed first in ``metrics``), the compiled metrics are found in ``keras.Model.metrics``, and the
+``tf.distribute`` loss scaling is computed from the strategy's ``num_replicas_in_sync``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 
@@ -19,10 +24,30 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_bool, check_images, check_labels, invalid
-from .defenses.base import Defense, apply_if
+from ._checks import check_bool, check_labels, invalid
+from ._defense import Defense, apply_if
+from ._model import check_model_images
+from .export import export as _export
 
 logger = logging.getLogger(__name__)
+
+
+def _replicas():
+    """The number of replicas the current ``tf.distribute`` strategy runs in sync (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_loss_for_distribution(loss):
+    """``loss`` / replicas: each replica's share of the global mean, as Keras scales its own losses, so that the
+    optimizer's sum of the replicas' gradients is the gradient of the global mean."""
+    replicas = _replicas()
+    return loss * tf.cast(1.0 / replicas, loss.dtype) if replicas > 1 else loss
+
+
+def unscale_loss_for_distribution(loss):
+    """The inverse of ``scale_loss_for_distribution``: the per-replica mean, for logging."""
+    replicas = _replicas()
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
 
 
 def _sparse_labels(y):
@@ -30,6 +55,17 @@ def _sparse_labels(y):
     if y.shape.rank == 2 and (y.shape[-1] is None or y.shape[-1] > 1):
         return tf.argmax(y, axis=-1, output_type=tf.int64)
     return tf.cast(tf.reshape(y, [-1]), tf.int64)
+
+
+def _takes_step(defense):
+    """Whether ``defense.loss`` accepts ``step`` (the protocol since issue 25); warns when it does not."""
+    parameters = inspect.signature(defense.loss).parameters
+    if "step" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return True
+    warnings.warn(f"{type(defense).__name__}.loss(model, x, y, x_adv, training) takes no `step`: the Defense "
+                  "protocol now passes the optimizer step, loss(model, x, y, x_adv, training, step=None); add the "
+                  "argument (it is passed None outside training).", DeprecationWarning, stacklevel=3)
+    return False
 
 
 @keras.saving.register_keras_serializable(package="keras_advmi")
@@ -41,8 +77,7 @@ class AdversarialModel(keras.Model):
       defense: a ``kam.defenses.Defense`` (PGD, TRADES, MART, FastAT, ...).
       clean_train_metrics: compute the compiled metrics (e.g. ``accuracy``) on clean inputs during
         training too. That takes one more forward pass per batch, unless the defense made one anyway
-        (TRADES, MART): measured on Madry's MNIST CNN, ~3% of a PGD-10 step and ~15% of a FastAT step.
-        ``False`` skips the pass; training then logs ``loss``, ``adv_accuracy`` and the defense's logs,
+        (TRADES, MART; its cost is in docs/benchmarks.md). ``False`` skips the pass; training then logs ``loss``, ``adv_accuracy`` and the defense's logs,
         and validation still reports every metric.
 
     ``train_step``: x_adv = defense.adversarial_examples(model, x, y) -> per-sample defense loss ->
@@ -51,7 +86,7 @@ class AdversarialModel(keras.Model):
     Works under ``tf.distribute`` strategies and with ``jit_compile``.
     """
 
-    def __init__(self, model, defense, clean_train_metrics=True, **kwargs):
+    def __init__(self, model: keras.Model, defense: Defense, clean_train_metrics: bool = True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise invalid("model", "a keras.Model that outputs logits", type(model).__name__)
@@ -64,6 +99,8 @@ class AdversarialModel(keras.Model):
         self.defense = defense
         defense.build(model)
         self.defense_layers = list(defense.sublayers())
+        self._loss_takes_step = _takes_step(defense)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
         names = tuple(defense.log_names) + tuple(defense.evaluation_log_names)
         self.defense_log_trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -82,6 +119,25 @@ class AdversarialModel(keras.Model):
     @property
     def trainable_variables(self):
         return self.trainable_weights
+
+    @property
+    def metrics(self):
+        """``loss``, the compiled metrics (on clean inputs), ``adv_accuracy``, the defense's logs, in that order.
+
+        Keras' own loss tracker (a ``Mean`` named "loss" that ``compile`` creates and this model never
+        updates) is left out: ``loss_tracker`` logs the defense's loss instead."""
+        own = self._own_metrics()
+        return own[:1] + self._compiled_metrics() + own[1:]
+
+    def _own_metrics(self):
+        if getattr(self, "defense_log_trackers", None) is None:     # during __init__
+            return []
+        return [self.loss_tracker, self.adv_accuracy_tracker, *self.defense_log_trackers.values()]
+
+    def _compiled_metrics(self):
+        """The metrics ``compile`` added (and those of sublayers), found among ``keras.Model.metrics``."""
+        own = self._own_metrics()
+        return [m for m in super().metrics if not any(m is o for o in own) and m.name != "loss"]
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -111,13 +167,12 @@ class AdversarialModel(keras.Model):
         loss = tf.reduce_sum(per_sample) / tf.cast(tf.shape(per_sample)[0], tf.float32)
         if self.model.losses:
             loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
-        return keras.src.losses.loss.scale_loss_for_distribution(loss)
+        return scale_loss_for_distribution(loss)
 
     def _update_metrics(self, y, logits_clean, out, loss, sample_weight, extra=None):
         """Loss tracker, compiled metrics on clean logits (none if ``logits_clean`` is None), adv_accuracy,
         defense logs; returns the results."""
-        self._loss_tracker.update_state(keras.src.losses.loss.unscale_loss_for_distribution(loss),
-                                        sample_weight=tf.shape(y)[0])
+        self.loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
         if logits_clean is not None:
             self.compute_metrics(None, y, logits_clean, sample_weight=sample_weight)
         self.adv_accuracy_tracker.update_state(y, out.logits_adv, sample_weight=sample_weight)
@@ -132,20 +187,27 @@ class AdversarialModel(keras.Model):
 
     def _metrics_result(self, with_compiled=True):
         """``get_metrics_result``, optionally without the compiled metrics (not updated in this step)."""
+        compiled = self._compiled_metrics()
         results = {}
         for metric in self.metrics:
-            if metric is not self._compile_metrics or with_compiled:
+            if with_compiled or not any(metric is c for c in compiled):
                 value = metric.result()
                 results.update(value if isinstance(value, dict) else {metric.name: value})
         return results
 
     def get_metrics_result(self):
         # With clean_train_metrics=False the compiled metrics stay unbuilt until the first validation,
-        # and Keras' result() of an unbuilt CompileMetrics raises; fit asks for it at every epoch end.
-        compiled = getattr(self, "_compile_metrics", None)
-        return self._metrics_result(with_compiled=compiled is None or compiled.built)
+        # and Keras' result() of an unbuilt compiled-metrics container raises; fit asks at every epoch end.
+        return self._metrics_result(with_compiled=all(getattr(m, "built", True) for m in self._compiled_metrics()))
 
     # -- steps --------------------------------------------------------------------------------------
+    def _defense_loss(self, x, y, x_adv, training, step):
+        """``defense.loss(model, x, y, x_adv, training=..., step=...)``; without ``step`` for a defense written
+        before the protocol carried it (a ``DeprecationWarning`` at construction)."""
+        if self._loss_takes_step:
+            return self.defense.loss(self.model, x, y, x_adv, training=training, step=step)
+        return self.defense.loss(self.model, x, y, x_adv, training=training)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.cast(x, tf.float32)
@@ -157,7 +219,7 @@ class AdversarialModel(keras.Model):
                 x, y, self._step_seed(0))
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
-            out = self.defense.loss(self.model, x, y, x_adv, training=True)
+            out = self._defense_loss(x, y, x_adv, training=True, step=step)
             loss = self._weighted_mean(out.per_sample, sample_weight)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, weights)
@@ -184,7 +246,7 @@ class AdversarialModel(keras.Model):
         logits_clean = self.model(x, training=False)
         x_adv = self.defense.in_chains(
             lambda x_, y_, seed_: self.defense.evaluation_examples(self.model, x_, y_, seed=seed_), x, y, seed)
-        out = self.defense.loss(self.model, x, y, x_adv, training=False)
+        out = self._defense_loss(x, y, x_adv, training=False, step=None)
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
         loss = self._weighted_mean(out.per_sample, sample_weight)
         return self._update_metrics(y, logits_clean, out, loss, sample_weight, extra)
@@ -198,7 +260,8 @@ class AdversarialModel(keras.Model):
                           "logits, plus its own terms). Leave loss out.", UserWarning, stacklevel=2)
         super().compile(optimizer, None, *args, **kwargs)
 
-    def export(self, filepath, detector=None, metadata=None, overwrite=False, format="tf_saved_model", verbose=None):
+    def export(self, filepath: str, detector=None, metadata: dict | None = None, overwrite: bool = False,
+               format: str = "tf_saved_model", verbose=None) -> str:
         """``kam.export(self, filepath, detector, metadata, overwrite)``: an atomic TF-Serving SavedModel at
         ``BASE/NAME/VERSION`` (``serving_default``, ``detect`` with a detector, metadata asset); returns its path.
 
@@ -208,22 +271,14 @@ class AdversarialModel(keras.Model):
         if format != "tf_saved_model":
             raise invalid("format", "'tf_saved_model' (AdversarialModel.export writes TF Serving's SavedModel; "
                                     "for other formats call robust.model.export)", format)
-        from .export import export
-
-        return export(self, filepath, detector=detector, metadata=metadata, overwrite=overwrite)
+        return _export(self, filepath, detector=detector, metadata=metadata, overwrite=overwrite)
 
     # -- input checks for in-memory data ------------------------------------------------------------
     def _check_arrays(self, x, y, name_x="x", name_y="y"):
-        if isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and not isinstance(x, tf.data.Dataset)):
-            arr = np.asarray(x)
-            check_images(name_x, arr)
-            expected = tuple(self.model.inputs[0].shape[1:]) if self.model.inputs else None
-            if expected is not None and tuple(arr.shape[1:]) != expected:
-                raise invalid(name_x, f"inputs of shape (N, {', '.join(str(d) for d in expected)})",
-                              f"array of shape {arr.shape}")
-            if arr.size and (arr.min() < 0 or arr.max() > 1):
-                raise invalid(name_x, "pixel values in [0, 1] (epsilon is in that scale)",
-                              f"values in [{arr.min():.3g}, {arr.max():.3g}]")
+        """In-memory images and labels (a dataset or generator is left to Keras): ``check_model_images`` and
+        ``check_labels``."""
+        if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
+            arr = check_model_images(self.model, x, name_x)
             if y is not None:
                 check_labels(name_y, y, n=len(arr), num_classes=self.num_classes)
 
@@ -231,14 +286,14 @@ class AdversarialModel(keras.Model):
         """Create the optimizer's and the compiled metrics' variables before ``fit`` traces its step.
 
         Without a distribution strategy Keras creates them during the first trace of the train function, and
-        a ``tf.function`` that creates variables is traced twice (measured: MIAT on digits, 2 traces, 90 s of
-        a 117 s first epoch under load). Metrics are built on two samples and reset (fit resets them anyway).
+        a ``tf.function`` that creates variables is traced twice (costly for MIAT's large graph). Metrics are
+        built on two samples and reset (fit resets them anyway).
         """
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
-        compiled = getattr(self, "_compile_metrics", None)
-        if compiled is not None and not compiled.built and isinstance(x, np.ndarray) and y is not None and len(x):
+        unbuilt = [m for m in self._compiled_metrics() if not getattr(m, "built", True)]
+        if unbuilt and isinstance(x, np.ndarray) and y is not None and len(x):
             xb = tf.constant(np.asarray(x[:2], np.float32))
             self.compute_metrics(xb, _sparse_labels(np.asarray(y)[:2]), self.model(xb, training=False))
             for metric in self.metrics:

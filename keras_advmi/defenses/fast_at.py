@@ -12,12 +12,15 @@ reports ``adv_accuracy`` (PGD) beside ``fgsm_accuracy`` so the failure is visibl
 ``kam.callbacks.CatastrophicOverfittingMonitor`` callback flags it and can restore the best weights.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import tensorflow as tf
 
-from ..attacks._common import logits_of, loss_gradient, random_start as ball_sample, seed_pair, unless_empty
-from ..attacks.fgsm import fgsm_graph
 from .._checks import check_bool, check_fraction
+from .._model import logits_of
+from ..attacks._common import loss_gradient, seed_pair, uniform_ball_sample, unless_empty
+from ..attacks.fgsm import fgsm_graph
 from .base import Defense, DefenseLoss, adversarial_cross_entropy, serializable
 
 
@@ -36,7 +39,8 @@ class FastAT(Defense):
     name = "fast_at"
     evaluation_log_names = ("fgsm_accuracy",)
 
-    def __init__(self, epsilon=0.3, step_size=None, eval_steps=10, noise=1.0, project=True, **kwargs):
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, eval_steps: int = 10, noise: float = 1.0,
+                 project: bool = True, **kwargs):
         kwargs.pop("steps", None)
         super().__init__(epsilon, step_size if step_size is not None else 1.25 * epsilon, 1,
                          eval_steps=eval_steps, **kwargs)
@@ -47,7 +51,7 @@ class FastAT(Defense):
         eps = self.current_epsilon(step)
 
         def attack():
-            x_start = tf.clip_by_value(x + ball_sample(x, self.noise * eps, np.inf, seed_pair(seed)), 0.0, 1.0)
+            x_start = tf.clip_by_value(x + uniform_ball_sample(x, self.noise * eps, np.inf, seed_pair(seed)), 0.0, 1.0)
             grad, _ = loss_gradient(model, x_start, y, False)
             step_size = self.step_size * eps / max(self.epsilon, 1e-12)
             delta = x_start - x + step_size * tf.sign(grad)
@@ -57,7 +61,7 @@ class FastAT(Defense):
 
         return tf.stop_gradient(unless_empty(x, attack))
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None):
         per_sample, logits_adv = adversarial_cross_entropy(model, y, x_adv, training)
         return DefenseLoss(per_sample, {}, logits_adv)
 

@@ -4,10 +4,12 @@ loss = BCE(f(x_adv), y) + lambda * KL(f(x) || f(x_adv)) * (1 - p_y(x)),
 BCE = -log p_y(x_adv) - log(1 - max_{k != y} p_k(x_adv)).
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 from .._checks import check_fraction
-from ..attacks._common import logits_of
+from .._model import logits_of
 from ..attacks.trades import kl_divergence
 from .base import Defense, DefenseLoss, serializable
 
@@ -21,11 +23,12 @@ class MART(Defense):
     name = "mart"
     log_names = ("boosted_ce", "weighted_kl")
 
-    def __init__(self, epsilon=0.3, step_size=None, steps=10, lam=6.0, **kwargs):
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10, lam: float = 6.0,
+                 **kwargs):
         super().__init__(epsilon, step_size, steps, **kwargs)
         self.lam = check_fraction("lam", lam, 0.0, float("inf"))
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None):
         logits_clean = logits_of(model, x, training=training)
         logits_adv = logits_of(model, x_adv, training=training)
         probs_adv = tf.nn.softmax(logits_adv)

