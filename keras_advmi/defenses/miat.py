@@ -33,14 +33,16 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_norm, check_positive_int, invalid
+from .._checks import check_fraction, check_norm, check_positive_int, invalid
 from .._model import logits_of, network_of as logits_model
 from ..attacks._common import madry_step_size, seed_pair
 from ..attacks.pgd import pgd_graph
 from ..layers.dim import MIEstimator
 from .base import Defense, DefenseLoss, serializable
 from .mart import MART
+from .miat_pretrain import pretrain_estimators, pretrain_losses
 from .miat_schedule import MIATSchedule, MIATState, _length, resolve
+from .miat_scores import masked_cos as _masked_cos, mi_scores, scores
 from .pgd_at import PGD
 from .trades import TRADES
 
@@ -52,25 +54,6 @@ BASES = {"pgd": PGD, "trades": TRADES, "mart": MART}
 SELECTIONS = ("clean_correct_adv_wrong", "all")
 VARIANTS = ("both", "natural")
 ESTIMATORS = ("dv", "jsd", "infonce")
-_EPS = 1e-8
-
-
-def _masked_cos(a, b, mask=None):
-    """cos(a * mask, b * mask) over the batch axis (as torch.cosine_similarity(dim=0) of masked vectors);
-    no mask: cos(a, b).
-
-    The norms are sqrt(sum + 1e-12): with nothing selected the value is 0 and the gradient stays finite
-    (tf.norm's gradient at 0 is NaN, and tf.where would pass that NaN on).
-    """
-    if mask is not None:
-        a, b = a * mask, b * mask
-    norm_a = tf.sqrt(tf.reduce_sum(a * a) + 1e-12)
-    norm_b = tf.sqrt(tf.reduce_sum(b * b) + 1e-12)
-    return tf.reduce_sum(a * b) / (norm_a * norm_b + _EPS)
-
-
-def _masked_mean(v, mask):
-    return tf.reduce_sum(v * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
 def _fill(value, n):
@@ -339,18 +322,9 @@ class MIAT(Defense):
         return tf.cast(correct & fooled, logits_adv.dtype)
 
     def _scores(self, x, x_adv, outputs_clean, outputs_adv, training=False, rows=None):
-        """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,), or (R,) for ``rows``.
-
-        outputs_*: what the global encoders read, (N, classes) logits or (N, D) ``layer`` features."""
-        x = tf.cast(x, tf.float32)
-        pattern = tf.stop_gradient(tf.cast(x_adv, tf.float32) - x)
-        outputs_clean, outputs_adv = tf.cast(outputs_clean, tf.float32), tf.cast(outputs_adv, tf.float32)
-        local_n = self.natural.local_features(tf.stop_gradient(x), training=training)
-        local_a = self.adversarial.local_features(pattern, training=training)
-        return (self.natural.score_features(local_n, outputs_clean, training, rows),
-                self.natural.score_features(local_n, outputs_adv, training, rows),
-                self.adversarial.score_features(local_a, outputs_clean, training, rows),
-                self.adversarial.score_features(local_a, outputs_adv, training, rows))
+        """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,), or (R,) for ``rows``
+        (``miat_scores.scores`` with this defense's estimators)."""
+        return scores(self.natural, self.adversarial, x, x_adv, outputs_clean, outputs_adv, training, rows)
 
     # -- training loss ----------------------------------------------------------------------------
     def _base_parts(self, model, x, y, x_adv, training):
@@ -447,7 +421,7 @@ class MIAT(Defense):
         return DefenseLoss(per_sample, logs, logits_adv, logits_clean, train_model, updates)
 
     # -- per-sample MI ------------------------------------------------------------------------------
-    def mi_scores(self, model, x, x_adv, batch_size=256):
+    def mi_scores(self, model, x: np.ndarray, x_adv: np.ndarray, batch_size: int = 256) -> dict:
         """Per-sample natural and adversarial MI of (x, x_adv) under the current model.
 
         Returns {'mi_natural/clean': v_n(x -> h(x)), 'mi_natural/adv': v_n(x -> h(x~)),
@@ -455,24 +429,7 @@ class MIAT(Defense):
         numpy. Negatives come from the same batch of ``batch_size`` (>= 2; the last batch is merged
         into the previous one when smaller than 2).
         """
-        net = logits_model(model)
-        self.build(net)
-        check_images("x", x)
-        check_images("x_adv", x_adv)
-        x, x_adv = np.asarray(x, np.float32), np.asarray(x_adv, np.float32)
-        if x.shape != x_adv.shape or len(x) < 2:
-            raise invalid("x_adv", f"an array of the same shape as x {x.shape}, with N >= 2", x_adv.shape)
-        batch_size = check_positive_int("batch_size", batch_size, minimum=2)
-        keys = ("mi_natural/clean", "mi_natural/adv", "mi_adversarial/clean", "mi_adversarial/adv")
-        out = {k: [] for k in keys}
-        bounds = list(range(0, len(x), batch_size)) + [len(x)]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:
-            bounds.pop(-2)
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            values = self._mi_batch(net, tf.constant(x[start:stop]), tf.constant(x_adv[start:stop]))
-            for k, v in zip(keys, values):
-                out[k].append(v.numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
+        return mi_scores(self, model, x, x_adv, batch_size)
 
     @tf.function(reduce_retracing=True)
     def _mi_batch(self, net, x, x_adv):
@@ -481,24 +438,8 @@ class MIAT(Defense):
 
     # -- estimator pretraining --------------------------------------------------------------------
     def _pretrain_losses(self, v_nn, v_na, v_an, v_aa, clean_ok, adv_ok):
-        """The official estimator objectives (train_MI_estimator.py), written on scores (= -their loss)."""
-        right = clean_ok * adv_ok                   # natural sample correct, adversarial still correct
-        wrong = clean_ok * (1.0 - adv_ok)           # natural correct, adversarial fooled
-        n_clean = tf.maximum(tf.reduce_sum(clean_ok), 1.0)
-        has = lambda m: tf.reduce_sum(m) > 0       # noqa: E731
-        # natural estimator: high v_n on natural samples; v_n(x->h(x~)) tracks v_n(x->h(x)) when the attack
-        # failed and decorrelates from it when it succeeded.
-        nat_r = 5.0 * tf.abs(1.0 - _masked_cos(v_nn, v_na, right)) - tf.reduce_sum(v_nn * right) / n_clean
-        nat_w = 5.0 * tf.abs(_masked_cos(v_nn, v_na, wrong)) - tf.reduce_sum(v_nn * wrong) / n_clean
-        natural = tf.where(has(wrong), nat_w, 0.0) + 0.5 * tf.where(has(right), nat_r, 0.0)
-        natural = tf.where(has(clean_ok), natural, -tf.reduce_mean(v_nn))
-        # adversarial estimator: high v_a(n->h(x~)) where the attack succeeded, decorrelated from v_a(n->h(x));
-        # where it failed, v_a(n->h(x~)) tracks v_a(n->h(x)) and is pushed down.
-        adv_w = 5.0 * tf.abs(_masked_cos(v_aa, v_an, wrong)) - _masked_mean(v_aa, wrong)
-        adv_r = 8.0 * tf.abs(1.0 - _masked_cos(v_an, v_aa, right)) + 0.1 * _masked_mean(v_aa, right)
-        adversarial = tf.where(has(wrong), adv_w, 0.0) + 0.5 * tf.where(has(right), adv_r, 0.0)
-        adversarial = tf.where(has(clean_ok), adversarial, -tf.reduce_mean(v_aa))
-        return natural, adversarial
+        """The official estimator objectives (``miat_pretrain.pretrain_losses``)."""
+        return pretrain_losses(v_nn, v_na, v_an, v_aa, clean_ok, adv_ok)
 
     def pretrain_attack_epsilon(self, input_shape):
         """Default L2 budget of the pretraining attack: 0.3 * epsilon * sqrt(H * W * C).
@@ -509,8 +450,9 @@ class MIAT(Defense):
         """
         return 0.3 * self.epsilon * float(np.sqrt(np.prod([int(d) for d in input_shape])))
 
-    def pretrain_estimators(self, model, x, y, epochs=20, batch_size=128, learning_rate=None, seed=0, verbose=1,
-                            attack_norm=None, attack_epsilon=None, attack_steps=None):
+    def pretrain_estimators(self, model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch_size: int = 128,
+                            learning_rate: float | None = None, seed: int = 0, verbose: int = 1, attack_norm=None,
+                            attack_epsilon: float | None = None, attack_steps: int | None = None) -> dict:
         """Train the natural and adversarial estimators on the frozen ``model`` (the paper's step 2).
 
         Args:
@@ -525,76 +467,14 @@ class MIAT(Defense):
             ``attack_epsilon=None`` uses the defense's own epsilon. The adversarial-MI ordering of the paper
             (higher I(n; h(x~)) than I(n; h(x))) appears with L2 patterns; with L-inf sign patterns
             h(x) can carry more information about n than h(x~) (docs/benchmarks.md, MIAT).
-          verbose: 1 shows a progress bar.
+          verbose: 1 shows fit's progress bar (the pretraining is ``miat_pretrain.EstimatorPretraining``, a
+            ``keras.Model`` trained with ``fit``).
         Returns:
           {'natural_loss', 'adversarial_loss', 'mi_natural_clean', 'mi_natural_adv', 'mi_adversarial_clean',
           'mi_adversarial_adv', 'selected_fraction'}: per-epoch means. Marks the estimators pretrained.
         """
-        net = logits_model(model)
-        if not isinstance(net, keras.Model):
-            raise invalid("model", "a keras.Model or kam.AdversarialModel", type(model).__name__)
-        check_images("x", x)
-        x = np.asarray(x, np.float32)
-        y = check_labels("y", y, n=len(x), num_classes=int(net.outputs[0].shape[-1]))
-        epochs = check_positive_int("epochs", epochs)
-        batch_size = check_positive_int("batch_size", batch_size, minimum=2)
-        lr = check_fraction("learning_rate", self.pretrain_learning_rate if learning_rate is None else learning_rate,
-                            0.0, float("inf"), low_open=True)
-        attack_norm, attack_epsilon, attack_step, attack_steps = self._pretrain_attack(
-            x.shape[1:], attack_norm, attack_epsilon, attack_steps)
-        self.build(net)
-        opt_n, opt_a = keras.optimizers.Adam(lr), keras.optimizers.Adam(lr)
-        vars_n, vars_a = self.natural.trainable_weights, self.adversarial.trainable_weights
-        base_seed = int(seed)
-
-        if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            raise ValueError("MIAT.pretrain_estimators runs on one device: pretrain outside the multi-replica "
-                             "strategy (same model and defense built without it), save, then load inside "
-                             "`strategy.scope()` for the distributed MIAT fit.")
-
-        def replica_step(xb, yb, counter):
-            x_adv = pgd_graph(net, xb, yb, attack_epsilon, attack_step, attack_steps, attack_norm, False, True, 1,
-                              tf.stack([tf.constant(base_seed, tf.int64), counter]))
-            logits_clean = net(xb, training=False)
-            logits_adv = net(x_adv, training=False)
-            yb64 = tf.cast(yb, tf.int64)
-            clean_ok = tf.cast(tf.equal(tf.argmax(logits_clean, -1), yb64), tf.float32)
-            adv_ok = tf.cast(tf.equal(tf.argmax(logits_adv, -1), yb64), tf.float32)
-            out_clean, out_adv = self._outputs(net, xb, logits_clean, False), self._outputs(net, x_adv, logits_adv, False)
-            with tf.GradientTape(persistent=True) as tape:
-                v_nn, v_na, v_an, v_aa = self._scores(xb, x_adv, out_clean, out_adv, training=True)
-                loss_n, loss_a = self._pretrain_losses(v_nn, v_na, v_an, v_aa, clean_ok, adv_ok)
-            opt_n.apply(tape.gradient(loss_n, vars_n), vars_n)
-            opt_a.apply(tape.gradient(loss_a, vars_a), vars_a)
-            del tape
-            return {"natural_loss": loss_n, "adversarial_loss": loss_a,
-                    "mi_natural_clean": tf.reduce_mean(v_nn), "mi_natural_adv": tf.reduce_mean(v_na),
-                    "mi_adversarial_clean": tf.reduce_mean(v_an), "mi_adversarial_adv": tf.reduce_mean(v_aa),
-                    "selected_fraction": tf.reduce_mean(clean_ok * (1.0 - adv_ok))}
-
-        step = tf.function(replica_step, reduce_retracing=True)
-
-        rng = np.random.default_rng(seed)
-        history = {}
-        counter = 0
-        n_batches = max(1, len(x) // batch_size)
-        progress = keras.utils.Progbar(epochs * n_batches, verbose=1) if verbose else None
-        for _ in range(epochs):
-            order = rng.permutation(len(x))
-            sums = {}
-            for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                logs = step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(counter, tf.int64))
-                counter += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if progress is not None:
-                    progress.add(1, [(k, float(logs[k])) for k in ("natural_loss", "adversarial_loss")])
-            for k, v in sums.items():
-                history.setdefault(k, []).append(v / n_batches)
-        self.natural.pretrained.assign(1.0)
-        self.adversarial.pretrained.assign(1.0)
-        return history
+        return pretrain_estimators(self, model, x, y, epochs, batch_size, learning_rate, seed, verbose, attack_norm,
+                                   attack_epsilon, attack_steps)
 
     # -- serialization ----------------------------------------------------------------------------
     def get_config(self):
