@@ -373,6 +373,9 @@ class MIAT(Defense):
         return grads, loss_n, loss_a
 
     def loss(self, model, x, y, x_adv, training, step=None):
+        """The base loss plus the phase's MI part (``Defense.loss``). The phase is read from MIAT's own count of
+        training steps (``schedule['step']``), not from ``step``: in the pretraining phase the model's optimizer
+        takes no step, so its count does not advance there."""
         self.build(logits_model(model))   # a no-op once built (AdversarialModel builds it at construction)
         phase, into_miat = self._phase()
         is_pretraining, is_miat = tf.equal(phase, 1), tf.equal(phase, 2)
