@@ -126,12 +126,15 @@ class MIAT(Defense):
 
     name = "miat"
 
-    def __init__(self, epsilon=0.3, step_size=None, steps=10, base="pgd", alpha=5.0, lam=0.1, estimator="dv",
-                 selection="clean_correct_adv_wrong", variant="both", hsize=128, filters=(32, 64),
-                 diagonal="exclude", require_pretrained=True, base_options=None, alpha_warmup_steps=None,
-                 layer=None, base_epochs="auto", base_steps=None, pretrain_epochs="auto", pretrain_steps=None,
-                 alpha_warmup_epochs="auto", pretrain_learning_rate=3e-3, pretrain_norm=2, pretrain_epsilon=None,
-                 pretrain_attack_steps=20, **kwargs):
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10, base: str = "pgd",
+                 alpha: float = 5.0, lam: float = 0.1, estimator: str = "dv",
+                 selection: str = "clean_correct_adv_wrong", variant: str = "both", hsize: int = 128,
+                 filters: tuple = (32, 64), diagonal: str = "exclude", require_pretrained: bool = True,
+                 base_options: dict | None = None, alpha_warmup_steps: int | None = None, layer: str | None = None,
+                 base_epochs: float | str = "auto", base_steps: int | None = None,
+                 pretrain_epochs: float | str = "auto", pretrain_steps: int | None = None,
+                 alpha_warmup_epochs: float | str = "auto", pretrain_learning_rate: float = 3e-3, pretrain_norm=2,
+                 pretrain_epsilon: float | None = None, pretrain_attack_steps: int = 20, **kwargs):
         if base not in BASES:
             raise invalid("base", f"one of {sorted(BASES)}", base)
         if estimator not in ESTIMATORS:

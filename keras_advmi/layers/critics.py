@@ -25,7 +25,7 @@ def _check_units(hidden_units):
     return units
 
 
-def mlp(hidden_units, out_units, activation="relu", name=None):
+def mlp(hidden_units: tuple, out_units: int, activation: str = "relu", name: str | None = None) -> keras.Sequential:
     """Dense stack: ``hidden_units`` with ``activation``, then a linear layer of ``out_units``."""
     stack = [layers.Dense(u, activation=activation) for u in hidden_units]
     stack.append(layers.Dense(out_units))
@@ -47,7 +47,7 @@ class SeparableCritic(layers.Layer):
     Call: ``critic((x, y))`` with x (N, ...), y (N, ...) -> (N, N) float.
     """
 
-    def __init__(self, embed_dim=32, hidden_units=(256, 256), activation="relu", **kwargs):
+    def __init__(self, embed_dim: int = 32, hidden_units: tuple = (256, 256), activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.hidden_units = _check_units(hidden_units)
@@ -78,7 +78,7 @@ class ConcatCritic(layers.Layer):
     Call: ``critic((x, y))`` with x (N, ...), y (N, ...) -> (N, N) float.
     """
 
-    def __init__(self, hidden_units=(256, 256), activation="relu", **kwargs):
+    def __init__(self, hidden_units: tuple = (256, 256), activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = _check_units(hidden_units)
         self.activation = activation

@@ -36,7 +36,7 @@ TORCH_EPSILON = 1e-5
 class ResidualBlock1x1(layers.Layer):
     """(1x1 conv | dense -> BN -> ReLU -> 1x1 conv | dense) + linear shortcut, then LayerNorm over features."""
 
-    def __init__(self, units, conv=True, **kwargs):
+    def __init__(self, units: int, conv: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units, self.conv = check_positive_int("units", units), bool(conv)
         make = (lambda bias: layers.Conv2D(units, 1, use_bias=bias)) if conv else \
@@ -72,7 +72,7 @@ class LocalEncoder(layers.Layer):
     Args: hsize: feature size (official: 2048 on CIFAR; 128 suits MNIST); filters: the two conv widths.
     """
 
-    def __init__(self, hsize=128, filters=(32, 64), **kwargs):
+    def __init__(self, hsize: int = 128, filters: tuple = (32, 64), **kwargs):
         super().__init__(**kwargs)
         self.hsize = check_positive_int("hsize", hsize)
         self.filters = tuple(check_positive_int("filters", f) for f in filters)
@@ -112,7 +112,7 @@ class LocalEncoder(layers.Layer):
 class GlobalEncoder(layers.Layer):
     """Model output (N, classes) -> global feature (N, hsize) (the official ``MI1x1ConvNet``)."""
 
-    def __init__(self, hsize=128, **kwargs):
+    def __init__(self, hsize: int = 128, **kwargs):
         super().__init__(**kwargs)
         self.hsize = check_positive_int("hsize", hsize)
         self.block = ResidualBlock1x1(self.hsize, conv=False, name="block")
@@ -139,7 +139,8 @@ class MIEstimator(layers.Layer):
     (N,) per-sample scores (higher = more MI).
     """
 
-    def __init__(self, hsize=128, filters=(32, 64), bound="dv", diagonal="exclude", **kwargs):
+    def __init__(self, hsize: int = 128, filters: tuple = (32, 64), bound: str = "dv", diagonal: str = "exclude",
+                 **kwargs):
         super().__init__(**kwargs)
         if bound not in PER_SAMPLE_BOUNDS:
             raise invalid("estimator", f"one of {PER_SAMPLE_BOUNDS}", bound)

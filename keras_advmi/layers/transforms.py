@@ -58,7 +58,7 @@ def _check_batch(x, name="x"):
     return x
 
 
-def saturate(x, p):
+def saturate(x, p: float) -> tf.Tensor:
     """Saturation transform x_p = (sign(2x - 1) |2x - 1|^(2/p) + 1) / 2 (after Zhang & Zhu, "Interpreting adversarially trained convolutional neural networks", 2019).
 
     Args:
@@ -115,7 +115,7 @@ def shuffle_with_permutations(x, k, perm):
     return tf.concat([x[:, :top, :, :], rows, x[:, height - bottom:, :, :]], axis=1)
 
 
-def patch_shuffle(x, k, seed=None):
+def patch_shuffle(x, k: int, seed=None) -> tf.Tensor:
     """Split each image into a k x k grid of patches and permute the patches (one permutation per image).
 
     Args:
@@ -142,7 +142,7 @@ class Saturation(keras.layers.Layer):
     Input/output: (N, ...) float in [0, 1]. Serializable (``get_config`` holds ``p``).
     """
 
-    def __init__(self, p=8.0, **kwargs):
+    def __init__(self, p: float = 8.0, **kwargs):
         super().__init__(**kwargs)
         self.p = _check_p(p)
 
@@ -165,7 +165,7 @@ class PatchShuffle(keras.layers.Layer):
     probe); with ``seed=None`` each call draws new ones from a ``keras.random.SeedGenerator``.
     """
 
-    def __init__(self, k=2, seed=None, **kwargs):
+    def __init__(self, k: int = 2, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.k = _check_k(k)
         self.seed = check_seed("seed", seed)
