@@ -228,7 +228,7 @@ def test_validation_attack_uses_a_proper_pgd_step(trained_digits_model, digits):
     fast = kam.defenses.FastAT(epsilon=0.1, eval_steps=10)
     x, y = tf.constant(xt[:200]), tf.constant(yt[:200])
     adv = fast.evaluation_examples(trained_digits_model, x, y, seed=tf.constant([0, 1], tf.int64)).numpy()
-    reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], 0.1, 0.025, 10, seed=0)
+    reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], epsilon=0.1, step_size=0.025, steps=10, seed=0)
     acc = lambda a: np.mean(np.argmax(trained_digits_model.predict(a, verbose=0), -1) == yt[:200])
     assert abs(acc(adv) - acc(reference)) <= 0.03
 

@@ -157,7 +157,8 @@ def test_progress_bar_advances_per_batch(digits, trained_digits_model, monkeypat
     assert [b.desc for b in _RecordingBar.bars] == ["clean", "pgd-2 eps=0.1"]
     assert all(b.updates == [32, 32, 32, 4] and b.total == 100 and b.closed for b in _RecordingBar.bars)
     # batching for the bar keeps the attack's noise: the same accuracy as attacks.pgd over the whole array
-    x_adv = kam.attacks.pgd(trained_digits_model, xt[:100], yt[:100], 0.1, 0.125, 2, seed=0, batch_size=32)
+    x_adv = kam.attacks.pgd(trained_digits_model, xt[:100], yt[:100], epsilon=0.1, step_size=0.125, steps=2, seed=0,
+                            batch_size=32)
     expected = float(np.mean(np.argmax(trained_digits_model.predict(x_adv, verbose=0), -1) == yt[:100]))
     assert report["pgd-2"][0.1] == expected
 

@@ -21,7 +21,7 @@ def _compile(model, decay_steps=None):
 
 
 def _accuracies(net, xt, yt):
-    x_adv = kam.attacks.pgd(net, xt, yt, EPS, 2.5 * EPS / 20, 20, seed=11)
+    x_adv = kam.attacks.pgd(net, xt, yt, epsilon=EPS, step_size=None, steps=20, seed=11)
     clean = float((np.argmax(net.predict(xt, verbose=0), 1) == yt).mean())
     robust = float((np.argmax(net.predict(x_adv, verbose=0), 1) == yt).mean())
     return clean, robust
@@ -61,7 +61,7 @@ def test_mi_ordering_on_held_out_data(digits, pretrained):
     assert len(history["natural_loss"]) == 20 and defense.pretrained
     eps2 = defense.pretrain_attack_epsilon(xt.shape[1:])
     assert eps2 == pytest.approx(0.3 * EPS * 8.0)
-    x_adv = kam.attacks.pgd(model.model, xt, yt, eps2, 2.5 * eps2 / 20, 20, norm=2, seed=5)
+    x_adv = kam.attacks.pgd(model.model, xt, yt, epsilon=eps2, step_size=None, steps=20, norm=2, seed=5)
     scores = defense.mi_scores(model, xt, x_adv)
     assert set(scores) == {"mi_natural/clean", "mi_natural/adv", "mi_adversarial/clean", "mi_adversarial/adv"}
     pred_clean = model.model.predict(xt, verbose=0).argmax(1)

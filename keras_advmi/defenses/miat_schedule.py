@@ -1,10 +1,10 @@
-"""MIAT's phase schedule inside ``fit`` (P2's procedure run by ``AdversarialModel.fit`` itself).
+"""MIAT's phase schedule inside ``fit`` (the paper's procedure run by ``AdversarialModel.fit`` itself).
 
 Phases, by the training step s (counted by MIAT, saved with the model):
 
     0  base          s < B             the base defense alone (PGD-AT, TRADES or MART), MI weight 0
     1  pretraining   B <= s < B + P    the model frozen (no update, inference mode); the natural and
-                                       adversarial estimators trained on it (P2 step 2)
+                                       adversarial estimators trained on it (the paper's step 2)
     2  MIAT          s >= B + P        the base loss + w(s) * MI term, estimators frozen, with the weight
                                        ramped in: w(s) = alpha * min(1, (s - B - P + 1) / R)   (R = 0: alpha)
 
@@ -64,7 +64,7 @@ def resolve(lengths, epochs, steps_per_epoch, pretrained):
     validated by ``_length``. "auto": the AUTO_FRACTIONS of the run (base 25%, pretraining 10%, ramp 25%),
     whole epochs (at least one each) when the run has 4 epochs or more, else steps (at least one each);
     base and pretraining are 0 when the estimators are ``pretrained`` already (``pretrain_estimators``,
-    P2's explicit three-step protocol, or a loaded model).
+    the paper's explicit three-step protocol, or a loaded model).
     """
     names = (("base_epochs", "base_steps"), ("pretrain_epochs", "pretrain_steps"),
              ("alpha_warmup_epochs", "alpha_warmup_steps"))
