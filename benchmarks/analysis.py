@@ -63,7 +63,7 @@ def extras(models, x, y, eps, args):
     for label, model in models.items():
         probes = [texture_shape_probe(model, x, y, seed=s) for s in args.shuffle_seeds]
         shuffle = {k: [p["patch_shuffle"][k] for p in probes] for k in probes[0]["patch_shuffle"]}
-        x_adv = pgd(model, x, y, eps, 2.5 * eps / 20, 20, seed=args.seed)
+        x_adv = pgd(model, x, y, epsilon=eps, step_size=None, steps=20, seed=args.seed)
         planes = {}
         for s2 in args.noise_vars:
             start = time.perf_counter()

@@ -242,7 +242,7 @@ def digits_gap(args):
         lr = keras.optimizers.schedules.CosineDecay(2e-3, epochs * steps_per_epoch) if decay else 2e-3
         model.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
         model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
-        x_adv = kam.attacks.pgd(model.model, xt, yt, eps, 2.5 * eps / 20, 20, seed=11)
+        x_adv = kam.attacks.pgd(model.model, xt, yt, epsilon=eps, step_size=None, steps=20, seed=11)
         return [100 * float((model.model.predict(v, verbose=0).argmax(1) == yt).mean()) for v in (xt, x_adv)]
 
     gaps = {name: [] for name in args.configs}

@@ -96,7 +96,7 @@ def main(argv=None):
         models[label], sources[label] = load_or_train(kind, x, y, args)
 
     step = 2.5 * EPSILON / 40
-    adv = {name: pgd(m, xt, yt, EPSILON, step, 40, seed=0) for name, m in models.items()}
+    adv = {name: pgd(m, xt, yt, epsilon=EPSILON, step_size=step, steps=40, seed=0) for name, m in models.items()}
     results = {"args": vars(args), "sources": sources, "models": {}}
     for name, model in models.items():
         acc = lambda inputs: float(np.mean(model.predict(inputs, verbose=0).argmax(-1) == yt))  # noqa: E731

@@ -70,7 +70,7 @@ def evaluate(model, xt, yt, x_univ, y_univ, n_aa, seed):
         aa = evaluate_robustness(model, xt[:n_aa], yt[:n_aa], attacks=["autoattack"], epsilons=(EPSILON,), seed=seed)
         row["autoattack"] = aa["autoattack"][EPSILON]
         row["autoattack_seconds"] = time.perf_counter() - start
-    deltas = universal_perturbations(model, x_univ, y_univ, EPSILON, steps=40, boundary_fraction=0.5, seed=seed + 7)
+    deltas = universal_perturbations(model, x_univ, y_univ, epsilon=EPSILON, steps=40, boundary_fraction=0.5, seed=seed + 7)
     rates = fooling_rates(model, xt, yt, deltas)
     row["fooling_rate_mean"], row["fooling_rate_max"] = float(rates.mean()), float(rates.max())
     return row

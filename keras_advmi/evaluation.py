@@ -1,7 +1,7 @@
 """``evaluate_robustness``: one table of accuracy under attacks and budgets, with a gradient-masking check.
 
 Attack names:
-  ``clean``; ``fgsm``; ``pgd-K`` (ours, L-inf, K steps, step 2.5*eps/K, random start, ``restarts``);
+  ``clean``; ``fgsm``; ``pgd-K`` (ours, L-inf, K steps, ``kam.attacks.madry_step_size``, random start, ``restarts``);
   ``pgd-l2-K`` (ours, L2); ``cleverhans-pgd-K`` (cleverhans' tf2 PGD, a second implementation);
   ``apgd-ce`` / ``apgd-dlr`` (ART's Auto-PGD) and ``autoattack`` (ART's AutoAttack: APGD-CE, APGD-DLR
   and Square by default; needs the ``autoattack`` extra: ``pip install keras-advmi[autoattack]``).
@@ -17,18 +17,25 @@ import csv
 import io
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
+import keras
+from tqdm.auto import tqdm
 
+from . import attacks
+from ._attack_names import parse_attack_name
 from ._checks import check_images, check_labels, check_positive_int, invalid
+from ._model import network_of, predict_logits
+from .attacks.losses import dlr_loss
 from .callbacks.collapse import warn_if_collapsed
 
 logger = logging.getLogger(__name__)
 
-_ATTACK_RE = re.compile(r"^(clean|fgsm|pgd-(\d+)|pgd-l2-(\d+)|cleverhans-pgd-(\d+)|apgd-ce|apgd-dlr|autoattack)$")
+#: The attack families ``evaluate_robustness`` runs (names parsed by ``_attack_names.parse_attack_name``).
+ATTACK_FAMILIES = ("clean", "fgsm", "pgd", "pgd-l2", "cleverhans-pgd", "apgd-ce", "apgd-dlr", "autoattack")
 
 
 @dataclass
@@ -100,30 +107,17 @@ class RobustnessReport:
         return "\n".join(lines)
 
 
-def _logits_model(model):
-    """The logits model inside an AdversarialModel, else the model itself."""
-    inner = getattr(model, "model", None)
-    return inner if inner is not None and callable(inner) else model
-
-
 def _predict(model, x, batch_size):
-    import tensorflow as tf
-
-    out = []
-    for start in range(0, len(x), batch_size):
-        out.append(np.asarray(tf.argmax(model(x[start:start + batch_size], training=False)
-                                        if hasattr(model, "layers") else model(x[start:start + batch_size]), -1)))
-    return np.concatenate(out)
+    return predict_logits(model, x, batch_size).argmax(-1)
 
 
 class DifferenceOfLogitsRatio:
     """Croce & Hein's (2020) DLR loss, vectorised, for ART's Auto-PGD.
 
     ``dlr(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` per sample, ``z_pi1 >= z_pi2 >= z_pi3`` the
-    sorted logits; ``y_true`` one-hot ``(N, C)``, ``y_pred`` logits ``(N, C)``. The values and gradients are
-    those of ART's ``DifferenceLogitsRatioTensorFlowV2`` (tested), whose Python loop over the batch made
-    APGD-DLR 2.9x slower than APGD-CE (200 MNIST images, ``benchmarks/art_attacks.py``); with this loss
-    the two take the same time. ``reduction`` is the attribute ART sets before each call
+    sorted logits; ``y_true`` one-hot ``(N, C)``, ``y_pred`` logits ``(N, C)``: ``kam.attacks.dlr_loss``
+    with ART's reduction. The values and gradients are those of ART's ``DifferenceLogitsRatioTensorFlowV2``
+    (tested), without its Python loop over the batch (docs/benchmarks.md). ``reduction`` is the attribute ART sets before each call
     (``"none"`` per sample, ``"sum"``, anything else the mean).
     """
 
@@ -131,23 +125,10 @@ class DifferenceOfLogitsRatio:
         self.reduction = "mean"
 
     def __call__(self, y_true, y_pred, *args, **kwargs):
-        import tensorflow as tf
-
-        dlr = _dlr_per_sample(tf.convert_to_tensor(y_true), tf.convert_to_tensor(y_pred))
+        dlr = dlr_loss(tf.convert_to_tensor(y_true), tf.convert_to_tensor(y_pred))
         if self.reduction == "none":
             return dlr
         return tf.reduce_sum(dlr) if self.reduction == "sum" else tf.reduce_mean(dlr)
-
-
-def _dlr_per_sample(y_true, y_pred):
-    import tensorflow as tf
-
-    y_pred = tf.cast(y_pred, tf.float32)
-    is_true = tf.cast(y_true, tf.float32) > 0.5
-    top3 = tf.math.top_k(y_pred, k=3).values
-    z_y = tf.reduce_sum(tf.where(is_true, y_pred, 0.0), axis=-1)
-    z_other = tf.reduce_max(tf.where(is_true, -np.inf, y_pred), axis=-1)
-    return -(z_y - z_other) / (top3[:, 0] - top3[:, 2])
 
 
 def _art_classifier(model, x, loss_object=None):
@@ -157,9 +138,7 @@ def _art_classifier(model, x, loss_object=None):
     overhead, which dominated Auto-PGD on small models. ``model`` may already be such a function
     (``classifier.model``), so that classifiers with different losses share one trace.
     """
-    import tensorflow as tf
-    import keras
-    from art.estimators.classification import TensorFlowV2Classifier
+    from art.estimators.classification import TensorFlowV2Classifier  # optional extra: imported where used
 
     n_classes = int(np.asarray(model(x[:1])).shape[-1])
     if isinstance(model, tf.types.experimental.PolymorphicFunction):
@@ -177,7 +156,7 @@ def _art_classifier(model, x, loss_object=None):
 def _art_attack(name, model, x, epsilon, batch_size):
     """ART's attack ``name`` at ``epsilon`` and its classifier's class count (``x`` gives the input shape)."""
     try:
-        from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
+        from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent  # optional extra
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
         raise ImportError(f"attack {name!r} needs ART: pip install 'keras-advmi[autoattack]' ({exc})") from exc
     classifier = _art_classifier(model, x)
@@ -195,7 +174,7 @@ def _art_attack(name, model, x, epsilon, batch_size):
 
     if name in ("apgd-ce", "apgd-dlr"):
         return apgd("ce" if name == "apgd-ce" else "dlr", nb_random_init=1), classifier.nb_classes
-    from art.attacks.evasion import SquareAttack
+    from art.attacks.evasion import SquareAttack  # optional extra: imported where used
 
     attacks = [apgd("ce"), apgd("dlr"),
                SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
@@ -213,26 +192,22 @@ def _run_art(name, model, x, y, epsilon, batch_size, seed):
 def _attack_fn(name, model, x, epsilon, batch_size, restarts, seed):
     """``run(chunk_index, x_chunk, y_chunk) -> x_adv`` for attack ``name``. PGD's noise of chunk i is the
     noise ``attacks.pgd`` gives chunk i of the whole array (its seeds ``(seed, 1000 i)``)."""
-    import tensorflow as tf
-
-    from . import attacks
-
-    match = _ATTACK_RE.match(name)
-    if name == "fgsm":
-        return lambda i, xb, yb: attacks.fgsm(model, xb, yb, epsilon, batch_size=batch_size)
-    if match.group(2) or match.group(3):
-        k = int(match.group(2) or match.group(3))
-        norm = np.inf if match.group(2) else 2
+    spec = parse_attack_name(name)
+    if spec.family == "fgsm":
+        return lambda i, xb, yb: attacks.fgsm(model, xb, yb, epsilon=epsilon, batch_size=batch_size)
+    if spec.family in ("pgd", "pgd-l2"):
+        k, norm = spec.steps, spec.norm
 
         def run(i, xb, yb):
             chunk_seed = None if seed is None else tf.constant([int(seed), 1000 * i], tf.int64)
             return attacks.pgd(model, xb, yb, epsilon=epsilon, step_size=None, steps=k, norm=norm, restarts=restarts,
                                seed=chunk_seed, batch_size=batch_size)
         return run
-    if match.group(4):
+    if spec.family == "cleverhans-pgd":
+        # optional extra: imported where used
         from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
-        k = int(match.group(4))
+        k = spec.steps
         return lambda i, xb, yb: projected_gradient_descent(
             model, xb, epsilon, attacks.madry_step_size(epsilon, k), k, np.inf, clip_min=0.0, clip_max=1.0, y=yb, rand_init=True,
             sanity_checks=False).numpy()
@@ -268,7 +243,8 @@ def _masking_warnings(rows, n):
                                 "(non-monotonic in epsilon: suspected gradient masking)")
     fgsm = dict(by_attack.get("fgsm", []))
     for attack, cells in by_attack.items():
-        if attack.startswith(("pgd-", "apgd", "autoattack", "cleverhans-pgd")) and not attack.startswith("pgd-l2"):
+        spec = parse_attack_name(attack)
+        if spec is not None and spec.family in ("pgd", "apgd-ce", "apgd-dlr", "autoattack", "cleverhans-pgd"):
             for eps, acc in cells:
                 if eps in fgsm and acc > fgsm[eps] + tolerance:
                     warnings.append(f"{attack} ({acc:.4f}) is weaker than FGSM ({fgsm[eps]:.4f}) at eps={eps:g}: "
@@ -296,7 +272,7 @@ def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilo
     """
     if isinstance(attacks, str):
         attacks = [attacks]
-    bad = [a for a in attacks if not _ATTACK_RE.match(str(a))]
+    bad = [a for a in attacks if parse_attack_name(str(a), ATTACK_FAMILIES) is None]
     if bad:
         raise invalid("attacks", "names among clean, fgsm, pgd-K, pgd-l2-K, cleverhans-pgd-K, apgd-ce, apgd-dlr, "
                                  "autoattack", bad)
@@ -307,16 +283,14 @@ def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilo
     restarts = check_positive_int("restarts", restarts)
     check_images("x", x)
     x = np.asarray(x, dtype=np.float32)
-    model = _logits_model(model)
+    model = network_of(model)
     y = check_labels("y", y, n=len(x))
 
     progress = _progress_enabled(progress)
     jobs = [(a, None) for a in attacks if a == "clean"] + [(a, e) for a in attacks if a != "clean" for e in epsilons]
     for attack, eps in jobs:
-        if attack != "clean" and not attack.startswith("pgd-l2") and eps > 1:
+        if attack != "clean" and parse_attack_name(attack).norm != 2 and eps > 1:
             raise invalid("epsilons", "L-inf budgets in [0, 1]", eps)
-    if progress:
-        from tqdm.auto import tqdm
     rows, clean_pred = [], None
     for attack, eps in jobs:
         clean = attack == "clean" or eps == 0
@@ -340,6 +314,6 @@ def evaluate_robustness(model, x, y, attacks=("clean", "fgsm", "pgd-20"), epsilo
         logger.info("%s eps=%s accuracy=%.4f", attack, eps, accuracy)
     if clean_pred is None:
         clean_pred = _predict(model, x, batch_size)
-    classes = int(np.asarray(model(x[:1], training=False) if hasattr(model, "layers") else model(x[:1])).shape[-1])
+    classes = int(predict_logits(model, x[:1], 1).shape[-1])
     collapse = warn_if_collapsed("evaluate_robustness", clean_pred, y, classes)
     return RobustnessReport(rows, _masking_warnings(rows, len(x)), collapse)

@@ -149,7 +149,7 @@ def test_pse_ratio_and_types():
 def test_pse_on_digits_neuron_level_matches_logits(trained_digits_model, digits):
     _, (xt, yt) = digits
     x, y = xt[:64], yt[:64]
-    x_adv = pgd(trained_digits_model, x, y, 0.2, 0.02, 20, seed=0)
+    x_adv = pgd(trained_digits_model, x, y, epsilon=0.2, step_size=0.02, steps=20, seed=0)
     res = promotion_suppression(trained_digits_model, x, x_adv, y, layer="dense1", batch_size=20)
     # dense1 feeds the logits linearly: sum of per-unit contributions = change of the logits
     np.testing.assert_allclose(res["neuron"]["suppression"], res["suppression"], rtol=1e-4, atol=1e-3)
@@ -308,7 +308,7 @@ def test_universal_fragility_matches_the_attack_module(trained_digits_model, dig
     _, (xt, yt) = digits
     x, y = xt[:120], yt[:120]
     res = universal_fragility(trained_digits_model, x, y, 0.2, targets=[0, 3], steps=10, seed=4)
-    deltas = universal_perturbations(trained_digits_model, x, y, 0.2, targets=[0, 3], steps=10, seed=4)
+    deltas = universal_perturbations(trained_digits_model, x, y, epsilon=0.2, targets=[0, 3], steps=10, seed=4)
     expected = fooling_rates(trained_digits_model, x, y, deltas, targets=[0, 3])
     np.testing.assert_allclose(res["fooling_rate"], expected)
     assert res["targets"] == [0, 3] and res["mean"] == pytest.approx(expected.mean())

@@ -17,7 +17,7 @@ def test_pgd_matches_cleverhans(trained_digits_model, batch, norm, eps, step, to
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     x, y = batch
-    ours = attacks.pgd(trained_digits_model, x, y, eps, step, 20, norm=norm, random_start=False)
+    ours = attacks.pgd(trained_digits_model, x, y, epsilon=eps, step_size=step, steps=20, norm=norm, random_start=False)
     ref = projected_gradient_descent(trained_digits_model, x, eps, step, 20, norm, clip_min=0.0, clip_max=1.0,
                                      y=y, rand_init=False, sanity_checks=False).numpy()
     assert np.abs(ours - x).max() > 0.5 * (step if norm == np.inf else 0)  # the attack moved
@@ -29,7 +29,7 @@ def test_fgsm_matches_cleverhans(trained_digits_model, batch):
 
     x, y = batch
     ref = fast_gradient_method(trained_digits_model, x, 0.1, np.inf, clip_min=0.0, clip_max=1.0, y=y).numpy()
-    np.testing.assert_allclose(attacks.fgsm(trained_digits_model, x, y, 0.1), ref, atol=1e-6)
+    np.testing.assert_allclose(attacks.fgsm(trained_digits_model, x, y, epsilon=0.1), ref, atol=1e-6)
 
 
 def _accuracy(model, x, y):
@@ -38,9 +38,9 @@ def _accuracy(model, x, y):
 
 def test_pgd_respects_ball_and_box_and_is_seeded(trained_digits_model, batch):
     x, y = batch
-    a = attacks.pgd(trained_digits_model, x, y, 0.15, 0.03, 10, seed=7)
-    b = attacks.pgd(trained_digits_model, x, y, 0.15, 0.03, 10, seed=7)
-    c = attacks.pgd(trained_digits_model, x, y, 0.15, 0.03, 10, seed=8)
+    a = attacks.pgd(trained_digits_model, x, y, epsilon=0.15, step_size=0.03, steps=10, seed=7)
+    b = attacks.pgd(trained_digits_model, x, y, epsilon=0.15, step_size=0.03, steps=10, seed=7)
+    c = attacks.pgd(trained_digits_model, x, y, epsilon=0.15, step_size=0.03, steps=10, seed=8)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
     assert np.abs(a - x).max() <= 0.15 + 1e-6 and a.min() >= 0 and a.max() <= 1
@@ -49,22 +49,22 @@ def test_pgd_respects_ball_and_box_and_is_seeded(trained_digits_model, batch):
 
 def test_pgd_l2_ball(trained_digits_model, batch):
     x, y = batch
-    a = attacks.pgd(trained_digits_model, x, y, 1.0, 0.25, 10, norm=2, seed=0)
+    a = attacks.pgd(trained_digits_model, x, y, epsilon=1.0, step_size=0.25, steps=10, norm=2, seed=0)
     norms = np.sqrt(((a - x) ** 2).reshape(len(x), -1).sum(1))
     assert norms.max() <= 1.0 + 1e-5 and a.min() >= 0 and a.max() <= 1
 
 
 def test_restarts_keep_worst_case(trained_digits_model, batch):
     x, y = batch
-    single = attacks.pgd(trained_digits_model, x, y, 0.08, 0.02, 5, seed=0)
-    multi = attacks.pgd(trained_digits_model, x, y, 0.08, 0.02, 5, seed=0, restarts=4)
+    single = attacks.pgd(trained_digits_model, x, y, epsilon=0.08, step_size=0.02, steps=5, seed=0)
+    multi = attacks.pgd(trained_digits_model, x, y, epsilon=0.08, step_size=0.02, steps=5, seed=0, restarts=4)
     assert _accuracy(trained_digits_model, multi, y) <= _accuracy(trained_digits_model, single, y)
 
 
 def test_targeted_pgd_hits_target(trained_digits_model, batch):
     x, y = batch
     target = (y + 1) % 10
-    adv = attacks.pgd(trained_digits_model, x, target, 0.3, 0.03, 30, targeted=True, seed=0)
+    adv = attacks.pgd(trained_digits_model, x, target, epsilon=0.3, step_size=0.03, steps=30, targeted=True, seed=0)
     hit = np.mean(np.argmax(trained_digits_model.predict(adv, verbose=0), -1) == target)
     assert hit > 0.8
 
@@ -82,7 +82,7 @@ def test_pgd_inside_tf_function(trained_digits_model, batch):
 
 def test_trades_kl_increases_divergence(trained_digits_model, batch):
     x, _ = batch
-    adv = attacks.trades_kl(trained_digits_model, x, 0.1, 0.02, 10, seed=0)
+    adv = attacks.trades_kl(trained_digits_model, x, epsilon=0.1, step_size=0.02, steps=10, seed=0)
     p = trained_digits_model(x)
     kl_adv = float(tf.reduce_mean(kl_divergence(p, trained_digits_model(adv))))
     kl_rand = float(tf.reduce_mean(kl_divergence(p, trained_digits_model(
@@ -106,6 +106,6 @@ def test_bad_data(trained_digits_model, batch):
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="finite"):
-        attacks.fgsm(trained_digits_model, bad, y, 0.1)
+        attacks.fgsm(trained_digits_model, bad, y, epsilon=0.1)
     with pytest.raises(ValueError, match="`y`.*labels"):
-        attacks.fgsm(trained_digits_model, x, y[:10], 0.1)
+        attacks.fgsm(trained_digits_model, x, y[:10], epsilon=0.1)

@@ -50,7 +50,7 @@ def test_deltas_are_non_trainable_state_and_refresh(trained_digits_model, digits
     np.testing.assert_array_equal(defense.deltas, deltas)
     assert np.abs(deltas).max() == pytest.approx(0.15)
     # first refresh uses seed 3: identical to a direct call
-    direct = universal_perturbations(model, x[:300], y[:300], 0.15, steps=10, seed=3)
+    direct = universal_perturbations(model, x[:300], y[:300], epsilon=0.15, steps=10, seed=3)
     np.testing.assert_array_equal(deltas, direct)
 
 

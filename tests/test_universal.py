@@ -32,7 +32,7 @@ def test_fooling_rate_analytic():
 
 def test_universal_perturbation_analytic_linear_model():
     # logits = x: lowering CE(., 2) means raising x_2 and lowering x_0, x_1 -> delta = (-eps, -eps, +eps)
-    delta = targeted_universal_perturbation(identity_logits, X3, Y3, 2, 0.3, steps=10, step_size=0.05, seed=0)
+    delta = targeted_universal_perturbation(identity_logits, X3, Y3, 2, epsilon=0.3, steps=10, step_size=0.05, seed=0)
     np.testing.assert_allclose(delta, [-0.3, -0.3, 0.3], atol=1e-6)
 
 
@@ -55,7 +55,7 @@ def test_budget_box_and_seeds(trained_digits_model, digits):
 
 def test_fooling_rate_on_trained_model_beats_noise(trained_digits_model, digits):
     (x, y), (xt, yt) = digits
-    deltas = universal_perturbations(trained_digits_model, x, y, 0.25, steps=40, seed=0)
+    deltas = universal_perturbations(trained_digits_model, x, y, epsilon=0.25, steps=40, seed=0)
     rates = fooling_rates(trained_digits_model, xt, yt, deltas)
     noise = np.sign(np.random.default_rng(0).standard_normal(deltas.shape)).astype(np.float32) * 0.25
     noise_rates = fooling_rates(trained_digits_model, xt, yt, noise)
@@ -68,7 +68,7 @@ def test_fooling_rate_on_trained_model_beats_noise(trained_digits_model, digits)
 def test_target_out_of_range(trained_digits_model, digits, target):
     (x, y), _ = digits
     with pytest.raises(ValueError, match="target"):
-        targeted_universal_perturbation(trained_digits_model, x[:50], y[:50], target, 0.2, steps=2)
+        targeted_universal_perturbation(trained_digits_model, x[:50], y[:50], target, epsilon=0.2, steps=2)
     with pytest.raises(ValueError, match="target"):
         fooling_rate(trained_digits_model, x[:50], y[:50], np.zeros(x.shape[1:], np.float32), target)
 
@@ -88,11 +88,11 @@ def test_bad_arguments(trained_digits_model, digits, kwargs, name):
 def test_bad_data(trained_digits_model, digits):
     (x, y), _ = digits
     with pytest.raises(ValueError, match="y"):  # nothing to push toward target 1
-        targeted_universal_perturbation(trained_digits_model, x[:5], np.ones(5, int), 1, 0.2, steps=2)
+        targeted_universal_perturbation(trained_digits_model, x[:5], np.ones(5, int), 1, epsilon=0.2, steps=2)
     with pytest.raises(ValueError, match="x"):
-        targeted_universal_perturbation(trained_digits_model, x[:5] * 3, y[:5], 1, 0.2, steps=2)
+        targeted_universal_perturbation(trained_digits_model, x[:5] * 3, y[:5], 1, epsilon=0.2, steps=2)
     with pytest.raises(ValueError, match="y"):
-        targeted_universal_perturbation(trained_digits_model, x[:5], y[:4], 1, 0.2, steps=2)
+        targeted_universal_perturbation(trained_digits_model, x[:5], y[:4], 1, epsilon=0.2, steps=2)
     with pytest.raises(ValueError, match="delta"):
         fooling_rate(trained_digits_model, x[:5], y[:5], np.zeros((4, 4, 1), np.float32), 1)
     with pytest.raises(ValueError, match="deltas"):

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_labels, check_positive_int, check_seed
-from ..attacks._common import check_budget, loss_gradient, random_start, seed_pair
+from ..attacks._common import check_budget, loss_gradient, seed_pair, uniform_ball_sample
 from .._model import check_model_images, predict_logits
 from ._common import check_model
 
@@ -31,7 +31,7 @@ def _cosines(model, x, y, epsilon, seed):
     """(N,) cos between the input gradients at x and at clip01(x + eta), eta ~ U(-eps, eps); NaN where
     either gradient is zero."""
     g_clean, _ = loss_gradient(model, x, y, False)
-    x_noisy = tf.clip_by_value(x + random_start(x, epsilon, np.inf, seed), 0.0, 1.0)
+    x_noisy = tf.clip_by_value(x + uniform_ball_sample(x, epsilon, np.inf, seed), 0.0, 1.0)
     g_noisy, _ = loss_gradient(model, x_noisy, y, False)
     g_clean = tf.reshape(g_clean, [tf.shape(x)[0], -1])
     g_noisy = tf.reshape(g_noisy, [tf.shape(x)[0], -1])

@@ -55,7 +55,7 @@ def universal_fragility(model, x, y, epsilon, targets=None, steps=40, step_size=
     else:
         x_eval = check_model_images(model, x_eval, name="x_eval")
         y_eval = check_labels("y_eval", y_eval, n=len(x_eval), num_classes=num_classes)
-    deltas = universal_perturbations(model, x, y, epsilon, targets=targets, steps=steps, step_size=step_size,
+    deltas = universal_perturbations(model, x, y, epsilon=epsilon, targets=targets, steps=steps, step_size=step_size,
                                      boundary_fraction=boundary_fraction, seed=seed, batch_size=batch_size)
     rates = fooling_rates(model, x_eval, y_eval, deltas, targets=targets, batch_size=batch_size)
     out = {"epsilon": float(epsilon), "targets": [int(t) for t in targets], "fooling_rate": rates,

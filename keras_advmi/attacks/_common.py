@@ -1,33 +1,22 @@
-"""Pieces every attack shares: logits of a model or callable, the loss gradient, seeds, projections.
+"""Pieces every attack shares: the step size, the loss gradient, seeds, projections, input checks.
 
 All functions here take and return tensors and are safe inside ``tf.function``/XLA.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
-import keras
 
 from .._checks import check_images, check_labels, invalid
+from .._model import logits_of
+from .._model import network_of as logits_model  # noqa: F401  (still imported by defenses/miat, callbacks/mutual_information)
+from .losses import cross_entropy
 
 #: Smallest squared norm used when normalising L2 directions (as in cleverhans).
 AVOID_ZERO_DIV = 1e-12
-
-
-def logits_model(model):
-    """The wrapped logits model of a ``kam.AdversarialModel`` (it has a ``defense``), else ``model``."""
-    inner = getattr(model, "model", None)
-    return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
-
-
-def logits_of(model, x, training=False):
-    """Logits (float32) of a Keras model (called with ``training``) or of any callable."""
-    if isinstance(model, keras.layers.Layer):
-        out = model(x, training=training)
-    else:
-        out = model(x)
-    return tf.cast(out, tf.float32)
 
 
 def madry_step_size(epsilon, steps):
@@ -43,19 +32,16 @@ def madry_step_size(epsilon, steps):
     return 2.5 * float(epsilon) / steps if steps > 0 else float(epsilon)
 
 
-def cross_entropy(y, logits):
-    """Per-sample sparse softmax cross-entropy from logits, shape (N,)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
+def loss_gradient(model, x, y, targeted, loss_fn=None):
+    """Gradient of sum_i L(y_i, f(x_i)) w.r.t. x, negated when targeted (so ascent moves to the target).
 
-
-def loss_gradient(model, x, y, targeted):
-    """Gradient of sum_i CE(f(x_i), y_i) w.r.t. x, negated when targeted (so ascent moves to the target).
-
+    ``loss_fn(y, logits) -> (N,)`` is L; ``None`` means cross-entropy.
     Returns (gradient of x's shape and dtype, per-sample loss (N,)).
     """
+    loss_fn = cross_entropy if loss_fn is None else loss_fn
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = cross_entropy(y, logits_of(model, x))
+        loss = loss_fn(y, logits_of(model, x))
         objective = tf.reduce_sum(-loss if targeted else loss)
     return tape.gradient(objective, x), loss
 
@@ -103,7 +89,7 @@ def seed_pair(seed, stream=0):
     return base + tf.constant([0, 1], tf.int64) * tf.cast(stream, tf.int64)
 
 
-def random_start(x, epsilon, norm, seed):
+def uniform_ball_sample(x, epsilon, norm, seed):
     """A uniform sample of the epsilon ball around x (L-inf box or L2 ball), not yet clipped."""
     if norm == np.inf:
         return tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype) * epsilon
@@ -147,3 +133,19 @@ def check_budget(epsilon, step_size=None, steps=None, norm=np.inf):
     if steps is not None and not tf.is_tensor(steps):
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
             raise invalid("steps", "an integer >= 0", steps)
+
+
+def check_loss_fn(loss_fn):
+    """``loss_fn`` as given when it is None (cross-entropy) or a callable, else a ValueError naming it."""
+    if loss_fn is not None and not callable(loss_fn):
+        raise invalid("loss_fn", "None (cross-entropy) or a callable (y, logits) -> per-sample loss (N,)", loss_fn)
+    return loss_fn
+
+
+def resolve_random_start(random_start, random_init, stacklevel=3):
+    """The random-start flag; ``random_init`` is its deprecated former name (a DeprecationWarning)."""
+    if random_init is None:
+        return random_start
+    warnings.warn("`random_init` is deprecated; use `random_start` (the same flag).", DeprecationWarning,
+                  stacklevel=stacklevel)
+    return random_init

@@ -5,8 +5,7 @@ weight update), and the attack only needs a direction: sign(grad) for L-inf. Com
 in bfloat16 (8 bits of mantissa, float32's exponent range, so no loss scaling) follows Wong et al.
 (2020, "Fast is better than free"), who ran adversarial training in mixed precision; here only the
 attack is reduced. Where bf16 units exist (AVX512_BF16 / AMX CPUs, Ampere+ GPUs, TPUs) it speeds up
-the whole step: a PGD-10 step of Madry's MNIST CNN ran 1.69x faster on 2 AVX512_BF16 cores
-(docs/benchmarks.md). What stays in float32: the variables,
+the whole step (docs/benchmarks.md). What stays in float32: the variables,
 the image and perturbation (x_adv = x + eta is accumulated in float32; a bf16 pixel near 1 has a
 spacing of 2^-7, coarser than a PGD step), the loss and weight gradients of the training step, and
 every evaluation attack.
@@ -19,6 +18,7 @@ import functools
 import warnings
 
 import keras
+import tensorflow as tf
 
 from .._checks import invalid
 
@@ -43,8 +43,6 @@ def check_attack_dtype(value):
 @functools.lru_cache(maxsize=1)
 def bf16_hardware():
     """True with a GPU/TPU or a Linux CPU that lists bf16 instructions, False without, None if unknown."""
-    import tensorflow as tf
-
     if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
         return True
     try:
@@ -53,6 +51,35 @@ def bf16_hardware():
     except OSError:
         return None
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _sublayers(value):
+    """The layers held by one attribute value: a layer, or layers in a list/tuple/dict."""
+    if isinstance(value, keras.layers.Layer):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, keras.layers.Layer)]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, keras.layers.Layer)]
+    return []
+
+
+def all_layers(model):
+    """``model`` and every layer inside it, each once, through public attributes only: ``keras.Model.layers``
+    (recursively for nested models) and, for custom layers that hold sublayers, their public attributes
+    holding layers (directly or in a list, tuple or dict)."""
+    found, stack = {}, [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in found:
+            continue
+        found[id(layer)] = layer
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+        for name, value in vars(layer).items():
+            if not name.startswith("_"):
+                stack.extend(_sublayers(value))
+    return list(found.values())
 
 
 @contextlib.contextmanager
@@ -72,7 +99,7 @@ def compute_dtype(model, dtype):
         yield
         return
     mixed = keras.dtype_policies.get(f"mixed_{dtype}")
-    switched = [(layer, layer.dtype_policy) for layer in model._flatten_layers(include_self=True)
+    switched = [(layer, layer.dtype_policy) for layer in all_layers(model)
                 if layer.dtype_policy.name == "float32"]
     try:
         for layer, _ in switched:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ._batching import map_batches
-from ._common import check_budget, logits_of, madry_step_size, project, seed_pair, unless_empty
 from .._checks import check_images
+from .._model import logits_of, network_of
+from ._batching import map_batches
+from ._common import check_budget, madry_step_size, project, seed_pair, unless_empty
 
 
 def kl_divergence(logits_p, logits_q):
@@ -48,11 +49,12 @@ def trades_kl_graph(model, x, epsilon, step_size, steps, seed=None, logits_natur
 _trades_compiled = tf.function(trades_kl_graph, reduce_retracing=True)
 
 
-def trades_kl(model, x, epsilon=0.3, step_size=0.01, steps=10, seed=None, batch_size=256):
+def trades_kl(model, x, *, epsilon: float = 0.3, step_size: float | None = 0.01, steps: int = 10,
+              seed: int | None = None, batch_size: int = 256):
     """TRADES' KL attack: maximise KL(f(x) || f(x')) over the L-inf ball (label-free).
 
     Args:
-      model: Keras model or callable returning logits. x: images (N, ...) in [0, 1].
+      model: Keras model, ``kam.AdversarialModel`` or callable returning logits. x: images (N, ...) in [0, 1].
       epsilon, step_size: pixel units (``step_size=None``: Madry's 2.5 * epsilon / steps). steps: iterations. seed: int for the N(0, 0.001^2) start.
     Returns:
       x_adv of x's shape, float32.
@@ -60,6 +62,7 @@ def trades_kl(model, x, epsilon=0.3, step_size=0.01, steps=10, seed=None, batch_
     check_budget(epsilon, step_size, steps)
     if step_size is None:
         step_size = madry_step_size(epsilon, steps)
+    model = network_of(model)
     if tf.is_tensor(x) and not tf.executing_eagerly():
         return trades_kl_graph(model, tf.cast(x, tf.float32), epsilon, step_size, steps, seed)
     check_images("x", x)

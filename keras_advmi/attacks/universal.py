@@ -1,11 +1,12 @@
-"""Targeted universal adversarial perturbations near the decision boundary (P3: "Improving adversarial
-robustness of DNNs by using semantic information", arXiv 2008.07838) and their fooling rate.
+"""Targeted universal adversarial perturbations near the decision boundary ("Improving adversarial
+robustness of deep neural networks by using semantic information", 2020, arXiv 2008.07838) and their
+fooling rate.
 
 One image-agnostic delta_t per target class t, shared by every input:
 
     delta <- Proj_eps( delta - a * sign( grad_delta mean_i CE(f(clip01(x_i + delta)), t) ) )
 
-over minibatches of inputs whose label != t. [U] P3's exact selection is not known here: we keep the
+over minibatches of inputs whose label != t. The paper leaves the selection of those inputs open; we keep the
 ``boundary_fraction`` of those inputs nearest the boundary to t, i.e. with the smallest logit margin
 m_i = max_{k != t} z_k(x_i) - z_t(x_i), draw each step's minibatch from them with a seeded stateless
 RNG, start from delta = 0 and take L-inf sign steps (as PGD). The fooling rate of delta_t is the
@@ -20,7 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from ._common import check_budget, cross_entropy, logits_of, madry_step_size, seed_pair
+from .._model import logits_of, network_of, predict_logits
+from ._common import check_budget, madry_step_size, seed_pair
+from .losses import cross_entropy
 
 __all__ = ["targeted_universal_perturbation", "universal_perturbations", "fooling_rate", "fooling_rates",
            "apply_perturbation", "universal_graph", "boundary_margin"]
@@ -78,11 +81,6 @@ def universal_graph(model, x, target, epsilon, step_size, steps, batch_size, see
 _universal_compiled = tf.function(universal_graph, reduce_retracing=True)
 
 
-def _logits(model, x, batch_size):
-    out = [logits_of(model, tf.convert_to_tensor(x[s:s + batch_size])).numpy() for s in range(0, len(x), batch_size)]
-    return np.concatenate(out, axis=0)
-
-
 def _check_target(target, num_classes, name="target"):
     if isinstance(target, bool) or not isinstance(target, numbers.Integral) or not 0 <= target < num_classes:
         raise invalid(name, f"a class index in [0, {num_classes - 1}] (the model has {num_classes} outputs)", target)
@@ -97,7 +95,7 @@ def _prepare(model, x, y, batch_size, need_logits=True):
     if x.min() < 0 or x.max() > 1:
         raise invalid("x", "pixel values in [0, 1]", f"values in [{x.min():.3g}, {x.max():.3g}]")
     batch_size = check_positive_int("batch_size", batch_size)
-    logits = _logits(model, x, batch_size) if need_logits else _logits(model, x[:1], 1)
+    logits = predict_logits(model, x, batch_size) if need_logits else predict_logits(model, x[:1], 1)
     num_classes = int(logits.shape[-1])
     y = check_labels("y", y, n=len(x), num_classes=num_classes)
     return x, y, logits, num_classes, batch_size
@@ -124,16 +122,18 @@ def _check_budget(epsilon, steps, step_size, boundary_fraction):
     return steps, float(step_size), boundary_fraction
 
 
-def targeted_universal_perturbation(model, x, y, target, epsilon, steps=40, step_size=None, boundary_fraction=0.5,
-                                    seed=None, batch_size=256):
-    """One image-agnostic L-inf perturbation that pushes inputs toward class ``target`` (P3) [U].
+def targeted_universal_perturbation(model, x, y, target: int, *, epsilon: float, steps: int = 40,
+                                    step_size: float | None = None, boundary_fraction: float = 0.5,
+                                    seed: int | None = None, batch_size: int = 256) -> np.ndarray:
+    """One image-agnostic L-inf perturbation that pushes inputs toward class ``target`` (see the module
+    docstring for the paper and for the input selection, our choice).
 
     Args:
       model: Keras model or callable returning logits (N, C).
       x: images (N, ...) float in [0, 1]. y: true labels (N,); inputs with y == target are ignored.
       target: the target class, an int in [0, C).
       epsilon: L-inf radius in pixel units, in [0, 1].
-      steps: sign-gradient iterations. step_size: a, pixel units (default 2.5 * eps / steps).
+      steps: sign-gradient iterations. step_size: a, pixel units (``None``: ``madry_step_size``).
       boundary_fraction: in (0, 1], the share of the label != target inputs kept, those with the
         smallest logit margin max_{k != t} z_k - z_t (nearest the boundary to t).
       seed: int for the minibatch draws; the same seed gives the same delta.
@@ -143,6 +143,7 @@ def targeted_universal_perturbation(model, x, y, target, epsilon, steps=40, step
       (``apply_perturbation``).
     """
     steps, step_size, boundary_fraction = _check_budget(epsilon, steps, step_size, boundary_fraction)
+    model = network_of(model)
     x, y, logits, num_classes, batch_size = _prepare(model, x, y, batch_size)
     target = _check_target(target, num_classes)
     selected = _select(x, y, logits, target, boundary_fraction)
@@ -153,14 +154,16 @@ def targeted_universal_perturbation(model, x, y, target, epsilon, steps=40, step
     return delta.numpy()
 
 
-def universal_perturbations(model, x, y, epsilon, targets=None, steps=40, step_size=None, boundary_fraction=0.5,
-                            seed=None, batch_size=256):
+def universal_perturbations(model, x, y, *, epsilon: float, targets=None, steps: int = 40,
+                            step_size: float | None = None, boundary_fraction: float = 0.5, seed: int | None = None,
+                            batch_size: int = 256) -> np.ndarray:
     """``targeted_universal_perturbation`` for each class in ``targets`` (default: all classes).
 
     Returns np.float32 (len(targets), ...) with row i the delta for ``targets[i]``; the logits of x are
     computed once. Target t uses seed stream 1000 * t, so row t equals the single-target call.
     """
     steps, step_size, boundary_fraction = _check_budget(epsilon, steps, step_size, boundary_fraction)
+    model = network_of(model)
     x, y, logits, num_classes, batch_size = _prepare(model, x, y, batch_size)
     targets = list(range(num_classes)) if targets is None else [_check_target(t, num_classes, "targets")
                                                                  for t in np.atleast_1d(targets).tolist()]
@@ -183,7 +186,7 @@ def _check_delta(delta, x):
     return delta
 
 
-def fooling_rate(model, x, y, delta, target, batch_size=256):
+def fooling_rate(model, x, y, delta, target: int, *, batch_size: int = 256) -> float:
     """Fraction of inputs with label != ``target`` that ``model`` classifies as ``target`` on clip01(x + delta).
 
     Args: model, x (N, ...), y (N,) as in ``targeted_universal_perturbation``; delta of shape x.shape[1:].
@@ -195,11 +198,11 @@ def fooling_rate(model, x, y, delta, target, batch_size=256):
     keep = y != target
     if not keep.any():
         raise invalid("y", f"at least one input whose label differs from target={target}", "all labels equal target")
-    preds = _logits(model, apply_perturbation(x[keep], delta), batch_size).argmax(-1)
+    preds = predict_logits(model, apply_perturbation(x[keep], delta), batch_size).argmax(-1)
     return float(np.mean(preds == target))
 
 
-def fooling_rates(model, x, y, deltas, targets=None, batch_size=256):
+def fooling_rates(model, x, y, deltas, *, targets=None, batch_size: int = 256) -> np.ndarray:
     """Fooling rate of each row of ``deltas`` (T, ...) for ``targets`` (default 0..T-1); np.ndarray (T,)."""
     deltas = np.asarray(deltas, dtype=np.float32)
     targets = list(range(len(deltas))) if targets is None else np.atleast_1d(targets).tolist()
@@ -213,5 +216,5 @@ def fooling_rates(model, x, y, deltas, targets=None, batch_size=256):
         delta, keep = _check_delta(delta, x), y != target
         if not keep.any():
             raise invalid("y", f"at least one input whose label differs from target={target}", "all labels equal target")
-        rates.append(np.mean(_logits(model, apply_perturbation(x[keep], delta), batch_size).argmax(-1) == target))
+        rates.append(np.mean(predict_logits(model, apply_perturbation(x[keep], delta), batch_size).argmax(-1) == target))
     return np.asarray(rates, dtype=np.float64)

@@ -20,15 +20,15 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_positive_int, invalid
-from ..attacks._common import logits_model
+from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._model import input_shape_of, network_of
 
 logger = logging.getLogger(__name__)
 
 
 def unwrap_model(model):
-    """``logits_model(model)`` (the logits model inside a ``kam.AdversarialModel``), checked callable."""
-    model = logits_model(model)
+    """``network_of(model)`` (the logits model inside a ``kam.AdversarialModel``), checked callable."""
+    model = network_of(model)
     if not callable(model):
         raise invalid("model", "a Keras model (or kam.AdversarialModel) that outputs logits", type(model).__name__)
     return model
@@ -103,7 +103,6 @@ class Detector(keras.layers.Layer):
             raise invalid("x_clean", f"images of the model's input shape {tuple(model_shape)}",
                           f"images of shape {tuple(x.shape[1:])}")
         if y is not None:
-            from .._checks import check_labels
             y = check_labels("y", y, n=len(x))
         self.model = model
         self.input_shape_ = tuple(int(d) for d in x.shape[1:])
@@ -207,11 +206,8 @@ class Detector(keras.layers.Layer):
 
 def _model_input_shape(model):
     """Per-sample input shape of a built Keras model, or None when unknown."""
-    try:
-        shape = model.inputs[0].shape[1:]
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-    if any(d is None for d in shape):
+    shape = input_shape_of(model)
+    if shape is None or any(d is None for d in shape):
         return None
     return tuple(int(d) for d in shape)
 
@@ -219,9 +215,3 @@ def _model_input_shape(model):
 def model_input_shape(model):
     return _model_input_shape(unwrap_model(model))
 
-
-def logits_model_call(model, x):
-    """Logits of a Keras model (inference mode) or any callable, float32."""
-    if isinstance(model, keras.layers.Layer):
-        return tf.cast(model(x, training=False), tf.float32)
-    return tf.cast(model(x), tf.float32)

@@ -29,21 +29,25 @@ graph (feature squeezing's rounding uses a straight-through estimator, i.e. BPDA
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
 from .._checks import check_images, check_labels, check_positive_int, invalid
-from ..attacks import fgsm, pgd
-from ..attacks._common import check_budget, cross_entropy, random_start, seed_pair
-from .base import Detector, logits_model_call, unwrap_model
+from .._model import logits_of, predict_logits
+from ..attacks import fgsm, madry_step_size, pgd
+from ..attacks._common import check_budget, seed_pair, uniform_ball_sample
+from ..attacks.losses import cross_entropy
+from .._attack_names import parse_attack_name
+from .base import Detector, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("selective", "joint", "ce", "consensus")
-_ATTACK_RE = re.compile(r"^(fgsm|pgd-(\d+)|adaptive(?:-(\d+))?)$")
+#: The attack families ``evaluate`` runs (names parsed by ``keras_advmi._attack_names.parse_attack_name``).
+ATTACK_FAMILIES = ("fgsm", "pgd", "adaptive")
 
 
 @dataclass
@@ -88,8 +92,8 @@ def _consensus_loss(view_logits, target):
 
 
 def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, seed, mode):
-    x_adv = tf.clip_by_value(x + random_start(x, epsilon, np.inf, seed), 0.0, 1.0)
-    target = _most_likely_wrong_class(logits_model_call(detector.model, x), y) if mode == "consensus" else None
+    x_adv = tf.clip_by_value(x + uniform_ball_sample(x, epsilon, np.inf, seed), 0.0, 1.0)
+    target = _most_likely_wrong_class(logits_of(detector.model, x), y) if mode == "consensus" else None
 
     def evaluate_point(xa):
         with tf.GradientTape() as tape:
@@ -141,7 +145,7 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
     Args:
       detector: a fitted, calibrated ``Detector`` (its ``model`` is attacked).
       x: images (N, ...) in [0, 1]. y: true labels (N,).
-      epsilon: L-inf radius (pixels). step_size: default 2.5 * epsilon / steps. steps: iterations.
+      epsilon: L-inf radius (pixels). step_size: ``None``: ``kam.attacks.madry_step_size``. steps: iterations.
       c: weight of the detector term relu(score - threshold). seed: random-start seed.
       objectives: which of "selective", "joint", "ce" and "consensus" to run; per sample the best
         result is kept.
@@ -152,7 +156,7 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
         raise invalid("detector", "a kam.detection detector", type(detector).__name__)
     detector._require_calibrated("adaptive_attack")
     steps = check_positive_int("steps", steps)
-    step_size = 2.5 * epsilon / steps if step_size is None else step_size
+    step_size = madry_step_size(epsilon, steps) if step_size is None else step_size
     check_budget(epsilon, step_size, steps)
     if not isinstance(c, (int, float)) or not c >= 0:
         raise invalid("c", "a number >= 0", c)
@@ -183,19 +187,17 @@ def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.
 
 
 def _predict(model, x, batch_size):
-    return np.concatenate([np.asarray(tf.argmax(logits_model_call(model, x[i:i + batch_size]), -1))
-                           for i in range(0, len(x), batch_size)])
+    return predict_logits(model, x, batch_size).argmax(-1)
 
 
 def _attack(name, detector, model, x, y, epsilon, adaptive_c, seed, batch_size):
-    m = _ATTACK_RE.match(name)
-    if name == "fgsm":
+    spec = parse_attack_name(name, ATTACK_FAMILIES)
+    if spec.family == "fgsm":
         return fgsm(model, x, y, epsilon=epsilon, batch_size=batch_size)
-    if m.group(2):
-        k = int(m.group(2))
-        return pgd(model, x, y, epsilon=epsilon, step_size=2.5 * epsilon / k, steps=k, seed=seed,
+    if spec.family == "pgd":
+        return pgd(model, x, y, epsilon=epsilon, step_size=None, steps=spec.steps, seed=seed,
                    batch_size=batch_size)
-    k = int(m.group(3) or 100)
+    k = spec.steps or 100
     return adaptive_attack(detector, x, y, epsilon=epsilon, steps=k, c=adaptive_c, seed=seed, batch_size=batch_size)
 
 
@@ -224,7 +226,7 @@ def evaluate(detector, model, x_clean, y=None, attacks=("fgsm", "pgd-40", "adapt
     if isinstance(attacks, str):
         attacks = [attacks]
     for name in attacks:
-        if not isinstance(name, str) or not _ATTACK_RE.match(name):
+        if parse_attack_name(name, ATTACK_FAMILIES) is None:
             raise invalid("attacks", "names among fgsm, pgd-K, adaptive, adaptive-K", name)
     check_budget(epsilon)
     check_images("x_clean", x_clean)
@@ -235,7 +237,6 @@ def evaluate(detector, model, x_clean, y=None, attacks=("fgsm", "pgd-40", "adapt
     threshold = float(detector.threshold.numpy())
     s_clean = detector.score(x)[correct]
     report = DetectionReport(type(detector).__name__, threshold, detector.calibration["fpr_target"])
-    from sklearn.metrics import roc_auc_score
 
     for name in attacks:
         x_adv = _attack(name, detector, model, x[correct], y[correct], epsilon, adaptive_c, seed, batch_size)

@@ -21,7 +21,8 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_positive_int, invalid
-from .base import Detector, logits_model_call
+from .._model import logits_of, predict_logits
+from .base import Detector
 
 
 def reduce_bit_depth(x, bits):
@@ -96,7 +97,7 @@ class FeatureSqueezingDetector(Detector):
     def score_and_view_logits(self, x):
         views = [x] + self.squeezed(x)
         n = tf.shape(x)[0]
-        logits = logits_model_call(self.model, tf.concat(views, axis=0))   # one batched pass
+        logits = logits_of(self.model, tf.concat(views, axis=0))   # one batched pass
         view_logits = [logits[k * n:(k + 1) * n] for k in range(len(views))]
         base = tf.nn.softmax(view_logits[0])
         dists = [tf.reduce_sum(tf.abs(base - tf.nn.softmax(other)), axis=-1) for other in view_logits[1:]]

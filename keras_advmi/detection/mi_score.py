@@ -31,7 +31,8 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_positive_int, invalid
-from .base import Detector, logits_model_call
+from .._model import logits_of, predict_logits
+from .base import Detector
 
 
 def _image_encoder(input_shape, hidden, seed):
@@ -131,8 +132,7 @@ class MIScoreDetector(Detector):
             raise invalid("x_clean", "NHWC images (rank 4)", f"array of shape {x.shape}")
         if len(x) < self.references:
             raise invalid("x_clean", f"at least references={self.references} images", f"{len(x)} images")
-        logits = np.concatenate([np.asarray(logits_model_call(model, x[i:i + self.batch_size]))
-                                 for i in range(0, len(x), self.batch_size)])
+        logits = predict_logits(model, x, self.batch_size)
         self.local_encoder = _image_encoder(x.shape[1:], self.hidden, self.seed)
         self.global_encoder = _output_encoder(logits.shape[-1], self.hidden, self.seed)
         weights = self.local_encoder.trainable_weights + self.global_encoder.trainable_weights
@@ -172,7 +172,7 @@ class MIScoreDetector(Detector):
 
     def natural_mi(self, x):
         """Per-sample natural-MI estimate v(x) (nats) and logits, graph-safe."""
-        logits = logits_model_call(self.model, x)
+        logits = logits_of(self.model, x)
         if self.estimators is not None:   # MIAT's natural estimator v_n(x -> h(x)), graph-safe
             v = self.estimators.natural(tf.cast(x, tf.float32), tf.cast(logits, tf.float32), training=False)
             return tf.cast(v, tf.float32), logits
