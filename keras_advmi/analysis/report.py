@@ -141,9 +141,9 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
         start = time.perf_counter()
         if step == "attacks":
             step_size = 2.5 * epsilon / pgd_steps
-            adv = {"FGSM": fgsm(model, x, y, epsilon, batch_size=batch_size),
-                   "PGD": pgd(model, x, y, epsilon, step_size, pgd_steps, seed=seed, batch_size=batch_size),
-                   "targeted PGD": pgd(model, x, targets, epsilon, step_size, pgd_steps, targeted=True, seed=seed,
+            adv = {"FGSM": fgsm(model, x, y, epsilon=epsilon, batch_size=batch_size),
+                   "PGD": pgd(model, x, y, epsilon=epsilon, step_size=step_size, steps=pgd_steps, seed=seed, batch_size=batch_size),
+                   "targeted PGD": pgd(model, x, targets, epsilon=epsilon, step_size=step_size, steps=pgd_steps, targeted=True, seed=seed,
                                        batch_size=batch_size)}
             state[label] = adv
             clean_pred = predict_logits(model, x, batch_size).argmax(-1)
@@ -188,8 +188,8 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
                         np.mean(predict_logits(model, x, batch_size).argmax(-1) == y))
                     curve["FGSM"][0.0] = curve[f"PGD-{pgd_steps}"][0.0] = clean
                     continue
-                xf = fgsm(model, x, y, e, batch_size=batch_size)
-                xp = pgd(model, x, y, e, 2.5 * e / pgd_steps, pgd_steps, seed=seed, batch_size=batch_size)
+                xf = fgsm(model, x, y, epsilon=e, batch_size=batch_size)
+                xp = pgd(model, x, y, epsilon=e, step_size=None, steps=pgd_steps, seed=seed, batch_size=batch_size)
                 curve["FGSM"][e] = float(np.mean(predict_logits(model, xf, batch_size).argmax(-1) == y))
                 curve[f"PGD-{pgd_steps}"][e] = float(np.mean(predict_logits(model, xp, batch_size).argmax(-1) == y))
             out["robustness"] = curve

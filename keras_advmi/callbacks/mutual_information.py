@@ -213,7 +213,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
 
         eps = self._epsilon()
         step = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
-        return np.asarray(pgd(net, self.x_probe, self.y_probe, eps, step, self.steps, seed=self.seed,
+        return np.asarray(pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps, seed=self.seed,
                               batch_size=self.batch_size))
 
     def _activations(self, x, kind):
