@@ -9,7 +9,7 @@ import numpy as np
 from .._checks import check_images, check_labels, invalid
 
 
-def check_probe(x_probe, y_probe, minimum=1):
+def check_probe(x_probe, y_probe, minimum: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(x float32 (N, ...), y int64 (N,)) with N >= ``minimum``; clear errors otherwise."""
     check_images("x_probe", x_probe)
     x = np.asarray(x_probe, np.float32)
@@ -20,12 +20,13 @@ def check_probe(x_probe, y_probe, minimum=1):
 
 
 def check_log_dir(log_dir) -> str:
+    """``log_dir`` as a str; a ValueError when it is not a non-empty path."""
     if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
         raise invalid("log_dir", "a directory path", log_dir)
     return str(log_dir)
 
 
-def check_layer_names(layers, allow_none=False):
+def check_layer_names(layers, allow_none: bool = False) -> list[str] | None:
     """A list of layer names (a single name is wrapped); None passes through when ``allow_none``."""
     if layers is None and allow_none:
         return None

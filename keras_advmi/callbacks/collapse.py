@@ -15,6 +15,7 @@ import numpy as np
 import keras
 
 from .._checks import check_fraction, invalid
+from .._model import network_of, predict_logits
 
 __all__ = ["CollapseMonitor", "CollapseWarning", "collapse_evidence", "warn_if_collapsed"]
 
@@ -26,7 +27,8 @@ class CollapseWarning(UserWarning):
     """The model is at chance accuracy or predicts one class for almost every input."""
 
 
-def collapse_evidence(predictions, y=None, num_classes=None, max_class_share=0.9, chance_factor=1.5):
+def collapse_evidence(predictions: np.ndarray, y: np.ndarray | None = None, num_classes: int | None = None,
+                      max_class_share: float = 0.9, chance_factor: float = 1.5) -> str | None:
     """A sentence naming the evidence of collapse, or ``None`` when the model is not collapsed.
 
     Collapsed: one class is predicted for more than ``max_class_share`` of the inputs, or the accuracy
@@ -61,7 +63,8 @@ def collapse_evidence(predictions, y=None, num_classes=None, max_class_share=0.9
     return "; ".join(parts)
 
 
-def warn_if_collapsed(where, predictions, y=None, num_classes=None, stacklevel=3):
+def warn_if_collapsed(where: str, predictions: np.ndarray, y: np.ndarray | None = None,
+                      num_classes: int | None = None, stacklevel: int = 3) -> str | None:
     """``warnings.warn`` a ``CollapseWarning`` (evidence and advice) if collapsed; returns the message or None."""
     evidence = collapse_evidence(predictions, y, num_classes)
     if evidence is None:
@@ -86,7 +89,8 @@ class CollapseMonitor(keras.callbacks.Callback):
     ``collapsed_epochs``. It only warns; training goes on (a warm-up can recover).
     """
 
-    def __init__(self, x_check=None, y_check=None, max_class_share=0.9, chance_factor=1.5, batch_size=256):
+    def __init__(self, x_check: np.ndarray | None = None, y_check: np.ndarray | None = None,
+                 max_class_share: float = 0.9, chance_factor: float = 1.5, batch_size: int = 256):
         super().__init__()
         if (x_check is None) != (y_check is None):
             raise invalid("y_check", "given together with x_check (both or neither)",
@@ -108,10 +112,10 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        net = getattr(self.model, "model", self.model)
+        net = network_of(self.model)
         classes = self._num_classes(net)
         if self.x_check is not None:
-            pred = np.argmax(net.predict(self.x_check, batch_size=self.batch_size, verbose=0), axis=-1)
+            pred = np.argmax(predict_logits(net, self.x_check, self.batch_size), axis=-1)
             evidence = collapse_evidence(pred, self.y_check, classes, self.max_class_share, self.chance_factor)
         else:
             accuracy = logs.get("val_accuracy", logs.get("accuracy"))

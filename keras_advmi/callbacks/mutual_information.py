@@ -2,7 +2,8 @@
 
 At the end of every ``every_n_epochs``-th epoch the logger attacks the probe set (PGD against the
 current model, unless ``attack=None``), reads each layer's activations for x and x_adv, and estimates
-(METHODS.md "MI estimators"; P1):
+(METHODS.md "MI estimators"; "Exploring adversarial examples and adversarial robustness of convolutional
+neural networks by mutual information", 2022, arXiv 2207.05756):
 
     tag                                   quantity
     mi/<layer>/I_XT/clean|adv             I(X;T), KDE upper bound        (estimator 'kde_upper')
@@ -20,7 +21,7 @@ current model, unless ``attack=None``), reads each layer's activations for x and
 scale-aware by default (``noise_var='relative'``): per layer, 0.1 x the median squared pairwise distance
 of the clean probe's activations at that epoch, used for the adversarial ones too, so clean and
 adversarial share one yardstick and a function-preserving rescale of a layer changes nothing
-(``kam.mi.kde_noise_var``; P1's absolute 0.1 saturates at log N on MNIST CNNs and stays available as
+(``kam.mi.kde_noise_var``; that paper's absolute 0.1 saturates at log N on MNIST CNNs and stays available as
 ``noise_var=0.1``). Values in nats (``unit='bits'`` converts), step = epoch index (0-based). Events go
 to ``<log_dir>/mi``. At the start of training a custom-scalars layout is written so that TensorBoard's
 "Custom Scalars" tab shows, per layer, one I(X;T) chart and one I(T;Y) chart, each with the clean and
@@ -38,60 +39,27 @@ import json
 import logging
 import math
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 import keras
 
 from .._checks import check_bool, check_fraction, check_positive_int, check_seed, invalid
-from ..analysis.neuron_sensitivity import feature_model, resolve_layers
-from ..attacks._common import logits_model
+from .._model import network_of, resolve_layers, tap_model
+from ..analysis.plots import plot_information_plane
+from ..attacks import madry_step_size, pgd
 from ..mi import binning_mi, kde_information_plane, kde_noise_var, label_entropy, log_n
 from ..mi._inputs import check_positive, check_unit
 from ..mi.online import OnlineLabelMI, Standardizer
 from ._probe import check_layer_names, check_log_dir, check_probe
+from .mi_layout import ESTIMATORS, NEURAL_SUFFIX, mi_layout, write_layout
 
-__all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]
+__all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]   # the last two re-exported from mi_layout
 
 log = logging.getLogger(__name__)
 
-#: estimator name -> tag suffix
-ESTIMATORS = {"kde_upper": "", "kde_lower": "_lower", "binning": "_binning"}
-NEURAL_SUFFIX = "_infonce"
 SATURATION = 0.95   #: an estimate at or above this fraction of its ceiling is flagged as saturated
 _KINDS = ("clean", "adv")
-
-
-def mi_layout(layers, estimators=("kde_upper",), miat=False, neural=False):
-    """The custom-scalars layout (``layout_pb2.Layout``): per layer, one I(X;T) chart and one I(T;Y) chart,
-    each holding the clean and adversarial curves of every estimator and the ceiling (``mi/log_N``,
-    ``mi/H_Y``); across runs (e.g. NT vs AT) the same chart overlays them."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
-    suffixes = "|".join(re.escape(ESTIMATORS[e]) for e in estimators if ESTIMATORS[e])
-    names = ", ".join(estimators)
-    categories = []
-    for quantity, title, ceiling in (("I_XT", "I(X;T)", "log_N"), ("I_TY", "I(T;Y)", "H_Y")):
-        extra = suffixes + ("|" + NEURAL_SUFFIX if neural and quantity == "I_TY" else "")
-        extra = extra.strip("|")
-        group = f"({extra})?" if extra else ""
-        label = names + (", infonce" if neural and quantity == "I_TY" else "")
-        charts = [layout_pb2.Chart(
-            title=f"{layer} {title}: clean vs adv, ceiling {ceiling.replace('_', ' ')} ({label})",
-            multiline=layout_pb2.MultilineChartContent(
-                tag=[rf"^mi/{re.escape(layer)}/{quantity}{group}/(clean|adv)$", rf"^mi/{ceiling}$"]))
-            for layer in layers]
-        categories.append(layout_pb2.Category(title=f"MI {title} per layer", chart=charts))
-    if miat:
-        charts = [layout_pb2.Chart(title=f"{name}: clean vs adv",
-                                   multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/output/{name}/(clean|adv)$"]))
-                  for name in ("mi_natural", "mi_adversarial")]
-        categories.append(layout_pb2.Category(title="MIAT natural / adversarial MI", chart=charts))
-    categories.append(layout_pb2.Category(title="MI estimates at their ceiling", chart=[layout_pb2.Chart(
-        title="saturated estimates (within 5% of log N or H(Y)); 0 is healthy",
-        multiline=layout_pb2.MultilineChartContent(tag=[r"^mi/saturated$"]))]))
-    return layout_pb2.Layout(category=categories)
 
 
 class MutualInformationLogger(keras.callbacks.Callback):
@@ -106,22 +74,25 @@ class MutualInformationLogger(keras.callbacks.Callback):
       estimators: any of 'kde_upper' (default), 'kde_lower', 'binning'.
       every_n_epochs: log every this many epochs.
       noise_var: KDE noise variance: 'relative' (default, scale-aware: ``relative_noise`` x the median
-        squared pairwise distance of each layer's clean probe activations) or an absolute s2 (P1: 0.1).
-      relative_noise: see ``noise_var``. bin_width: binning width (P1: 0.5, absolute). unit: 'nats' or 'bits'.
+        squared pairwise distance of each layer's clean probe activations) or an absolute s2 (the paper's 0.1).
+      relative_noise: see ``noise_var``. bin_width: binning width (the paper's 0.5, absolute). unit: 'nats' or 'bits'.
       neural: also log the neural InfoNCE bound on I(T;Y) (``I_TY_infonce``) of a critic per layer and
         probe kind, trained ``neural_steps`` steps at each logged epoch on half the probe set and evaluated
         on the other half, warm-started from the previous epoch (``kam.mi.OnlineLabelMI``).
       epsilon, steps, step_size, seed: the PGD attack (epsilon defaults to the AdversarialModel's defense
-        epsilon; step size to 2.5 * epsilon / steps); the seed also seeds the critics.
+        epsilon; step size to Madry's 2.5 * epsilon / steps, ``madry_step_size``); the seed also seeds the critics.
       batch_size: probe batch for activations and attack.
       plane_image: also write the information-plane picture.
-    Reference: P1 (METHODS.md); Saxe et al. 2018; Shwartz-Ziv & Tishby 2017; Goldfeld et al. 2019.
+    Reference: "Exploring adversarial examples and adversarial robustness of convolutional neural networks
+    by mutual information" (2022, arXiv 2207.05756); Saxe et al. 2018; Shwartz-Ziv & Tishby 2017; Goldfeld et al. 2019.
     """
 
-    def __init__(self, x_probe, y_probe, log_dir, layers=None, attack="pgd", estimators=("kde_upper",),
-                 every_n_epochs=1, noise_var="relative", bin_width=0.5, unit="nats", epsilon=None, steps=10,
-                 step_size=None, seed=0, batch_size=500, plane_image=True, relative_noise=0.1, neural=True,
-                 neural_steps=50):
+    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, log_dir: str | os.PathLike,
+                 layers: str | list[str] | None = None, attack="pgd", estimators: str | tuple[str, ...] = ("kde_upper",),
+                 every_n_epochs: int = 1, noise_var: str | float = "relative", bin_width: float = 0.5,
+                 unit: str = "nats", epsilon: float | None = None, steps: int = 10, step_size: float | None = None,
+                 seed: int = 0, batch_size: int = 500, plane_image: bool = True, relative_noise: float = 0.1,
+                 neural: bool = True, neural_steps: int = 50):
         super().__init__()
         self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=2)
         self.log_dir = check_log_dir(log_dir)
@@ -158,7 +129,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
 
     # -- model plumbing -------------------------------------------------------------------------
     def _net(self):
-        return logits_model(self.model)
+        return network_of(self.model)
 
     def _defense(self):
         return getattr(self.model, "defense", None)
@@ -187,16 +158,11 @@ class MutualInformationLogger(keras.callbacks.Callback):
             raise invalid("y_probe", f"labels in [0, {self._classes}) (the model's classes)", int(self.y_probe.max()))
         if self.attack == "pgd":
             self._epsilon()
-        self._features = feature_model(net, self.layers)
+        self._features = tap_model(net, self.layers, include_logits=False)
         self._miat = callable(getattr(self._defense(), "mi_scores", None))
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "mi"))
-            from tensorboard.plugins.custom_scalar import summary as cs_summary
-
-            layout = mi_layout(self.layers, self.estimators, self._miat, self.neural)
-            with self._writer.as_default():
-                tf.summary.experimental.write_raw_pb(cs_summary.pb(layout).SerializeToString(), step=0)
-            self._writer.flush()
+            write_layout(self._writer, mi_layout(self.layers, self.estimators, self._miat, self.neural))
 
     # -- measurement ----------------------------------------------------------------------------
     def adversarial_probe(self):
@@ -209,10 +175,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
             if x_adv.shape != self.x_probe.shape:
                 raise invalid("attack", f"a callable returning x_adv of shape {self.x_probe.shape}", x_adv.shape)
             return x_adv
-        from ..attacks import pgd
-
         eps = self._epsilon()
-        step = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
+        step = self.step_size if self.step_size is not None else madry_step_size(eps, self.steps)
         return np.asarray(pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps, seed=self.seed,
                               batch_size=self.batch_size))
 
@@ -344,8 +308,6 @@ class MutualInformationLogger(keras.callbacks.Callback):
         return plane
 
     def _plane_png(self):
-        from ..analysis.plots import plot_information_plane
-
         plane = {kind: {layer: np.asarray(pts, np.float64).reshape(-1, 2) for layer, pts in layers.items()}
                  for kind, layers in self.information_plane(self.estimators[0]).items()}
         plane.update(layers=self.layers, unit=self.unit, log_n=log_n(len(self.x_probe), self.unit), h_y=self.h_y)

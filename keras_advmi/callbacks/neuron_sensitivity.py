@@ -1,4 +1,7 @@
-"""``NeuronSensitivityLogger``: per-layer neuron sensitivity (P5) of a probe set, logged to TensorBoard.
+"""``NeuronSensitivityLogger``: per-layer neuron sensitivity of a probe set, logged to TensorBoard.
+
+Neuron sensitivity as in "Interpreting and Improving Adversarial Robustness of Deep Neural Networks with
+Neuron Sensitivity" (2019, arXiv 1909.06978).
 
 At the end of every ``every``-th epoch: x_adv = PGD(x_probe) against the current model, then
 sigma(F_l^m, x, x_adv) per channel (``analysis.neuron_sensitivity``). Written to
@@ -17,8 +20,10 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_positive_int, invalid
+from .._model import network_of, resolve_layers
+from ..analysis.neuron_sensitivity import neuron_sensitivity
+from ..attacks import madry_step_size, pgd
 from ._probe import check_layer_names, check_log_dir, check_probe
-from ..analysis.neuron_sensitivity import neuron_sensitivity, resolve_layers
 
 
 class NeuronSensitivityLogger(keras.callbacks.Callback):
@@ -29,12 +34,14 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
       log_dir: TensorBoard log directory (the events go to ``<log_dir>/sensitivity``).
       layers: layer names of the logits model (checked at the start of training).
       epsilon: L-inf PGD budget; ``None`` uses the wrapped ``AdversarialModel``'s defense epsilon.
-      steps, step_size: PGD iterations and step (default 2.5 * eps / steps). seed: PGD noise seed.
+      steps, step_size: PGD iterations and step (default Madry's 2.5 * eps / steps, ``madry_step_size``).
+        seed: PGD noise seed.
       every: log every ``every`` epochs. top_k: channels in the ``top_k_mean`` scalar (default 10%).
     """
 
-    def __init__(self, x_probe, y_probe, log_dir, layers, epsilon=None, steps=10, step_size=None, every=1, top_k=None,
-                 seed=0):
+    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, log_dir: str | os.PathLike, layers: str | list[str],
+                 epsilon: float | None = None, steps: int = 10, step_size: float | None = None, every: int = 1,
+                 top_k: int | None = None, seed: int = 0):
         super().__init__()
         self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=1)
         self.log_dir = check_log_dir(log_dir)
@@ -50,8 +57,7 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
         self.last = None  #: the last {layer: per-channel sensitivities} measured
 
     def _net(self):
-        inner = getattr(self.model, "model", None)
-        return inner if getattr(self.model, "defense", None) is not None else self.model
+        return network_of(self.model)
 
     def _epsilon(self):
         if self.epsilon is not None:
@@ -67,13 +73,11 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "sensitivity"))
 
-    def measure(self):
+    def measure(self) -> dict[str, np.ndarray]:
         """{layer: per-channel sensitivity} of the probe set under PGD against the current model."""
-        from ..attacks import pgd
-
         net, eps = self._net(), self._epsilon()
-        step = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
-        x_adv = pgd(net, self.x_probe, self.y_probe, eps, step, self.steps, seed=self.seed)
+        step = self.step_size if self.step_size is not None else madry_step_size(eps, self.steps)
+        x_adv = pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps, seed=self.seed)
         return neuron_sensitivity(net, self.x_probe, x_adv, self.layers)
 
     def on_epoch_end(self, epoch, logs=None):

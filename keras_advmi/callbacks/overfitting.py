@@ -20,6 +20,8 @@ import numpy as np
 import keras
 
 from .._checks import check_fraction, check_positive_int
+from .._model import network_of, predict_logits
+from ..attacks import fgsm, madry_step_size, pgd
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         model ``fit`` leaves behind is that epoch's average.
     """
 
-    def __init__(self, x_check=None, y_check=None, epsilon=None, pgd_steps=10, drop=0.2, gap=0.5,
-                 restore_best_weights=True, stop_training=True, seed=0):
+    def __init__(self, x_check: np.ndarray | None = None, y_check: np.ndarray | None = None,
+                 epsilon: float | None = None, pgd_steps: int = 10, drop: float = 0.2, gap: float | None = 0.5,
+                 restore_best_weights: bool = True, stop_training: bool = True, seed: int = 0):
         super().__init__()
         self.x_check, self.y_check = x_check, y_check
         self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon)
@@ -53,19 +56,18 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         self.gap_epochs = []
 
     def _measure(self, logs):
-        from ..attacks import fgsm, pgd
-
         if self.x_check is None:
             return logs.get("val_adv_accuracy"), logs.get("val_fgsm_accuracy")
-        net = getattr(self.model, "model", self.model)
+        net = network_of(self.model)
         eps = self.epsilon if self.epsilon is not None else self.model.defense.epsilon
         y = np.asarray(self.y_check)
 
         def acc(x):
-            return float(np.mean(np.argmax(net.predict(x, verbose=0), -1) == y))
+            return float(np.mean(np.argmax(predict_logits(net, x, 256), -1) == y))
 
-        return (acc(pgd(net, self.x_check, y, eps, 2.5 * eps / self.pgd_steps, self.pgd_steps, seed=self.seed)),
-                acc(fgsm(net, self.x_check, y, eps)))
+        x_pgd = pgd(net, self.x_check, y, epsilon=eps, step_size=madry_step_size(eps, self.pgd_steps),
+                    steps=self.pgd_steps, seed=self.seed)
+        return acc(x_pgd), acc(fgsm(net, self.x_check, y, epsilon=eps))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -98,10 +100,7 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
 
     def _weight_averages(self):
         """The optimizer's moving averages of the weights (Keras ``use_ema``), else ``[]``."""
-        optimizer = getattr(self.model, "optimizer", None)
-        if not getattr(optimizer, "use_ema", False):
-            return []
-        return list(getattr(optimizer, "_model_variables_moving_average", None) or [])
+        return weight_averages(getattr(self.model, "optimizer", None))
 
     def _snapshot(self):
         # With use_ema, Keras writes the averages into the model when fit ends, so a restore of the
@@ -113,3 +112,23 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         self.model.set_weights(weights)
         for variable, value in zip(self._weight_averages(), averages):
             variable.assign(value)
+
+
+def weight_averages(optimizer) -> list:
+    """The moving averages of the weights that a Keras optimizer with ``use_ema`` keeps, in the order of
+    the variables it was built with (``[]`` without ``use_ema`` or before the optimizer is built).
+
+    Keras has no public accessor for them; they are among the public ``optimizer.variables``, named
+    ``<variable>_average``. A RuntimeError says so when none is found (a later Keras renamed them),
+    rather than silently restoring the weights without their averages.
+    """
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "built", False):
+        return []
+    averages = [v for v in optimizer.variables if v.name.endswith("_average")]
+    if not averages:
+        raise RuntimeError(
+            f"keras_advmi.callbacks.overfitting: the optimizer has use_ema=True but none of its variables is "
+            f"named '*_average' (Keras {keras.__version__} changed how it stores the weight averages: "
+            f"{[v.name for v in optimizer.variables]}); CatastrophicOverfittingMonitor cannot restore the best "
+            "epoch's averages.")
+    return averages

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from .. import architectures
+import keras
+
+from .. import architectures, data
+from .._model import network_of
+from ..architectures import build
+from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor
+from ..defenses import REGISTRY
+from ..evaluation import RobustnessReport, evaluate_robustness
+from ..models import AdversarialModel
+from . import UsageError
 from ._common import epsilon_arg, load_dataset, load_model, positive_int
 
 logger = logging.getLogger(__name__)
 
 
-def add_parser(subparsers):
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to ``subparsers``."""
     p = subparsers.add_parser("train", help="adversarially train a model (resumable)",
                               description="Train with a defense through model.fit; resumes an interrupted run "
                                           "from OUT/backup (printing 'resuming from epoch N'); writes "
@@ -34,16 +45,16 @@ def add_parser(subparsers):
                    help="compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT steps on "
                         "CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)")
     p.add_argument("--pretrain-epochs", type=float, default=None,
-                   help="MIAT: epochs of MI-estimator pretraining on the frozen model, inside the run (P2 step 2; "
-                        "default: 10%% of --epochs)")
+                   help="MIAT: epochs of MI-estimator pretraining on the frozen model, inside the run (MIAT's "
+                        "step 2; default: 10%% of --epochs)")
     p.add_argument("--base", default="pgd", choices=["pgd", "trades", "mart"], help="MIAT: base defense")
     p.add_argument("--alpha", type=float, default=5.0, help="MIAT: weight of the MI term")
     p.add_argument("--alpha-warmup-epochs", type=float, default=None,
                    help="MIAT: ramp alpha from 0 over this many epochs after pretraining (0 = none; default: 25%% "
                         "of --epochs)")
     p.add_argument("--base-epochs", type=float, default=None,
-                   help="MIAT: epochs of the base defense before estimator pretraining, inside the run (P2 step 1; "
-                        "default: 25%% of --epochs; 0 when --model is already adversarially trained)")
+                   help="MIAT: epochs of the base defense before estimator pretraining, inside the run (MIAT's "
+                        "step 1; default: 25%% of --epochs; 0 when --model is already adversarially trained)")
     p.add_argument("--epsilon-warmup-epochs", type=float, default=None,
                    help="ramp the training epsilon linearly from 0 over this many epochs (0 = off). Default: "
                         f"for {'/'.join(WARMUP_DEFENSES)} at epsilon >= {WARMUP_EPSILON:g} (MNIST's 0.3), "
@@ -77,7 +88,7 @@ WARMUP_EPSILON = 0.25
 WARMUP_EPOCHS = 2.0
 
 
-def default_warmup_epochs(defense, epsilon, epochs):
+def default_warmup_epochs(defense: str, epsilon: float, epochs: float) -> float:
     """The CLI's default --epsilon-warmup-epochs for a defense name, training epsilon and epoch count."""
     if defense in WARMUP_DEFENSES and epsilon >= WARMUP_EPSILON:
         return min(WARMUP_EPOCHS, epochs / 2)
@@ -92,15 +103,9 @@ def _resumed_epochs(backup):
         return 0
 
 
-def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None, epsilon_warmup_steps=0, **extra):
+def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step_size: float | None, seed: int,
+                 attack_dtype: str | None = None, epsilon_warmup_steps: int = 0, **extra):
     """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
-    import inspect
-
-    import keras
-
-    from ..cli import UsageError
-    from ..defenses import REGISTRY
-
     if name == "none":
         return None
     if name not in REGISTRY:
@@ -119,16 +124,8 @@ def make_defense(name, model, epsilon, steps, step_size, seed, attack_dtype=None
     return cls(**kwargs)
 
 
-def run(args):
-    import keras
-
-    from .. import data
-    from ..architectures import build
-    from ..callbacks import CollapseMonitor
-    from ..cli import UsageError
-    from ..evaluation import RobustnessReport
-    from ..models import AdversarialModel
-
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume, or skip a finished run), save OUT/model.keras and write the robustness table."""
     if args.lr <= 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     for flag in ("pretrain_epochs", "base_epochs", "alpha_warmup_epochs"):
@@ -168,11 +165,11 @@ def run(args):
     classes = int(max(y.max(), yt.max()) + 1)
     if args.model:
         model = load_model(args.model)
-        model = getattr(model, "model", model) if not isinstance(model, keras.Sequential) else model
+        model = network_of(model)
     else:
         model = build(args.arch, x.shape[1:], classes)
     steps_per_epoch = -(-len(x) // args.batch_size)
-    # MIAT runs P2's phases inside fit (base, estimator pretraining, MI term ramped in; kam.defenses.MIAT):
+    # MIAT runs its paper's phases inside fit (base, estimator pretraining, MI term ramped in; kam.defenses.MIAT):
     # unset lengths are its "auto" fractions of --epochs.
     auto = lambda v: "auto" if v is None else v   # noqa: E731
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
@@ -196,7 +193,6 @@ def run(args):
         print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
               f"{out / 'backup'}")
     if args.defense == "fast_at":   # Wong et al.'s check: PGD vs FGSM accuracy on the validation data
-        from ..callbacks import CatastrophicOverfittingMonitor
         callbacks.append(CatastrophicOverfittingMonitor())
     if args.ema is not None:   # after BackupAndRestore, which must back up the raw weights, not the averages
         callbacks.append(keras.callbacks.SwapEMAWeights())
@@ -213,8 +209,6 @@ def run(args):
 
 def _final_table(model, args, epsilon, xt, yt, out):
     """The clean/FGSM/PGD table of the trained model on up to 1,000 test images: printed and saved."""
-    from ..evaluation import evaluate_robustness
-
     n = min(len(xt), 1000)
     report = evaluate_robustness(model, xt[:n], yt[:n], attacks=args.eval_attacks, epsilons=[epsilon],
                                  seed=args.seed, progress=None)

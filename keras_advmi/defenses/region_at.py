@@ -1,5 +1,5 @@
-"""Region adversarial training, RAT (P3: "Improving adversarial robustness of DNNs by using semantic
-information", arXiv 2008.07838) [U].
+"""Region adversarial training, RAT, from "Improving adversarial robustness of deep neural networks by
+using semantic information" (2020, arXiv 2008.07838).
 
 Fine-tune an existing model on a small subset (``data_fraction``, default 10%) with
 
@@ -10,34 +10,41 @@ the subset against the current model and recomputed every ``refresh`` epochs. Th
 (C, H, W, channels) are non-trainable state owned by the defense (``sublayers()``), so they are saved
 with the ``AdversarialModel``.
 
+The paper leaves open how the subset is drawn, which inputs the deltas are fitted on and when they
+are recomputed; here the subset is class-stratified and seeded, the deltas are fitted on the inputs
+nearest the boundary (``boundary_fraction``), and they are recomputed every ``refresh`` epochs.
+
 Refresh mechanism (a choice): the deltas depend on the training subset, which the Defense protocol
-never sees (``train_step`` only gets batches), so a Keras callback recomputes them:
-``robust.fit(xs, ys, callbacks=[defense.refresh_callback(xs, ys)])``. ``RegionAT.finetune`` wires it
-for you. Without the callback the deltas stay zero and the loss is 2 x CE(f(x), y); the logged
+never sees (``train_step`` only gets batches), so a Keras callback (``RegionRefresh``, module
+``region_refresh``) recomputes them: ``robust.fit(xs, ys, callbacks=[defense.refresh_callback(xs, ys)])``.
+The fine-tuning recipe, ``fine_tune`` (module ``region_finetune``; ``RegionAT.finetune``), wires it for
+you. Without the callback the deltas stay zero and the loss is 2 x CE(f(x), y); the logged
 ``delta_linf`` (max |delta|) is then 0, which makes the omission visible in the history.
 """
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from ..attacks._common import cross_entropy, logits_of, seed_pair
-from ..attacks.universal import fooling_rates, universal_perturbations
+from .._checks import check_fraction, check_labels, check_positive_int, invalid
+from .._model import logits_of, network_of
+from ..attacks._common import cross_entropy, seed_pair
+from ..attacks.universal import universal_perturbations
 from .base import Defense, DefenseLoss, serializable
+from .region_finetune import fine_tune, region_robustness
+from .region_refresh import RegionRefresh
 
-logger = logging.getLogger(__name__)
+__all__ = ["RegionAT", "RegionDeltas", "RegionRefresh", "fine_tune", "region_robustness"]
 
 
 class RegionDeltas(keras.layers.Layer):
     """Holds the per-class universal perturbations (classes, *input_shape) as a non-trainable weight."""
 
-    def __init__(self, input_shape, classes, **kwargs):
+    def __init__(self, input_shape: Sequence[int], classes: int, **kwargs):
         super().__init__(**kwargs)
         self.delta_shape = (int(classes),) + tuple(int(d) for d in input_shape)
         self.deltas = self.add_weight(shape=self.delta_shape, initializer="zeros", trainable=False, name="deltas",
@@ -53,51 +60,18 @@ class RegionDeltas(keras.layers.Layer):
         return {**super().get_config(), "input_shape": self.delta_shape[1:], "classes": self.delta_shape[0]}
 
 
-class RegionRefresh(keras.callbacks.Callback):
-    """Recompute a ``RegionAT``'s deltas on (x, y) at the start of training and every ``refresh`` epochs.
-
-    Adds ``region_fooling_rate`` (mean over targets of the fresh deltas' fooling rate on x) to the
-    epoch logs of refresh epochs.
-    """
-
-    def __init__(self, defense, x, y):
-        super().__init__()
-        if not isinstance(defense, RegionAT):
-            raise invalid("defense", "a RegionAT instance", type(defense).__name__)
-        check_images("x", x)
-        self.defense, self.x = defense, np.asarray(x, np.float32)
-        self.y = check_labels("y", y, n=len(self.x))
-        self._first_epoch = None
-        self._last_rate = None
-
-    def _net(self):
-        return getattr(self.model, "model", self.model)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch is None:
-            self._first_epoch = epoch
-        self._last_rate = None
-        if (epoch - self._first_epoch) % self.defense.refresh == 0:
-            deltas = self.defense.refresh_deltas(self._net(), self.x, self.y)
-            self._last_rate = float(np.mean(fooling_rates(self._net(), self.x, self.y, deltas)))
-            logger.info("RegionAT: deltas refreshed at epoch %d, fooling rate on the subset %.3f", epoch + 1,
-                        self._last_rate)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._last_rate is not None:
-            logs["region_fooling_rate"] = self._last_rate
-
-
 @serializable
 class RegionAT(Defense):
-    """RAT fine-tuning with per-class targeted universal perturbations (P3) [U].
+    """RAT fine-tuning with per-class targeted universal perturbations ("Improving adversarial robustness of
+    deep neural networks by using semantic information", 2020).
 
     Args:
       epsilon: L-inf radius of the universal perturbations (and of the PGD evaluation attack).
-      data_fraction: share of the training data ``finetune`` uses, in (0, 1] (P3: "a very small dataset").
+      data_fraction: share of the training data ``finetune`` uses, in (0, 1] (the paper: "a very small
+        dataset").
       refresh: recompute the deltas every ``refresh`` epochs (int >= 1).
       universal_steps, universal_step_size, boundary_fraction, universal_batch_size: passed to
-        ``attacks.universal_perturbations`` (step default 2.5 * eps / steps).
+        ``attacks.universal_perturbations`` (step default Madry's 2.5 * eps / steps, ``madry_step_size``).
       seed: seeds the subset draw, the target draws and the universal perturbations.
       **kwargs: ``Defense`` arguments (``steps``/``step_size``/``eval_steps`` of the PGD used for
         ``adv_accuracy`` in validation).
@@ -107,8 +81,9 @@ class RegionAT(Defense):
     name = "region_at"
     log_names = ("natural_loss", "region_loss", "delta_linf")
 
-    def __init__(self, epsilon=0.3, data_fraction=0.1, refresh=1, universal_steps=40, universal_step_size=None,
-                 boundary_fraction=0.5, universal_batch_size=256, **kwargs):
+    def __init__(self, epsilon: float = 0.3, data_fraction: float = 0.1, refresh: int = 1, universal_steps: int = 40,
+                 universal_step_size: float | None = None, boundary_fraction: float = 0.5,
+                 universal_batch_size: int = 256, **kwargs):
         super().__init__(epsilon, **kwargs)
         self.data_fraction = check_fraction("data_fraction", data_fraction, low_open=True)
         self.refresh = check_positive_int("refresh", refresh)
@@ -122,7 +97,7 @@ class RegionAT(Defense):
         self._state = None
 
     # -- protocol -----------------------------------------------------------------------------------
-    def build(self, model):
+    def build(self, model: keras.Model) -> None:
         if not model.inputs or not model.outputs:
             raise invalid("model", "a built model with known input and output shapes", type(model).__name__)
         input_shape = tuple(model.inputs[0].shape[1:])
@@ -134,11 +109,11 @@ class RegionAT(Defense):
         if self._state is None or self._state.delta_shape != (classes,) + input_shape:
             self._state = RegionDeltas(input_shape, classes, name="region_deltas")
 
-    def sublayers(self):
+    def sublayers(self) -> list[keras.layers.Layer]:
         return [self._state] if self._state is not None else []
 
     @property
-    def deltas(self):
+    def deltas(self) -> np.ndarray:
         """The current per-class deltas as a NumPy array (classes, ...)."""
         self._require_built()
         return self._state.deltas.numpy()
@@ -159,7 +134,7 @@ class RegionAT(Defense):
             delta = delta * (self.current_epsilon(step) / max(self.epsilon, 1e-12))
         return tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None) -> DefenseLoss:
         logits_clean = logits_of(model, x, training=training)
         logits_adv = logits_of(model, x_adv, training=training)
         natural = cross_entropy(y, logits_clean)
@@ -169,24 +144,24 @@ class RegionAT(Defense):
         return DefenseLoss(natural + region, logs, logits_adv, logits_clean)
 
     # -- refresh --------------------------------------------------------------------------------------
-    def refresh_deltas(self, model, x, y):
+    def refresh_deltas(self, model: keras.Model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Recompute every class's universal perturbation on (x, y) against ``model``; returns them (NumPy)."""
         self._require_built()
-        model = getattr(model, "model", model) if getattr(model, "defense", None) is not None else model
+        model = network_of(model)
         count = int(self._state.refreshes.numpy())
         seed = None if self.seed is None else self.seed + 7919 * count
-        deltas = universal_perturbations(model, x, y, self.epsilon, steps=self.universal_steps,
+        deltas = universal_perturbations(model, x, y, epsilon=self.epsilon, steps=self.universal_steps,
                                          step_size=self.universal_step_size, boundary_fraction=self.boundary_fraction,
                                          seed=seed, batch_size=self.universal_batch_size)
         self._state.deltas.assign(deltas)
         self._state.refreshes.assign(count + 1)
         return deltas
 
-    def refresh_callback(self, x, y):
+    def refresh_callback(self, x: np.ndarray, y: np.ndarray) -> RegionRefresh:
         """The ``RegionRefresh`` callback to pass to ``AdversarialModel.fit`` (recomputes on (x, y))."""
         return RegionRefresh(self, x, y)
 
-    def select_subset(self, y, seed=None):
+    def select_subset(self, y: np.ndarray, seed: int | None = None) -> np.ndarray:
         """Indices of a class-stratified random ``data_fraction`` of the labels y (at least 1 per class)."""
         y = check_labels("y", y)
         rng = np.random.default_rng(self.seed if seed is None else seed)
@@ -198,86 +173,26 @@ class RegionAT(Defense):
         return np.sort(np.concatenate(picked))
 
     # -- one-call fine-tuning -------------------------------------------------------------------------
-    def finetune(self, model, x, y, epochs=5, batch_size=64, learning_rate=1e-3, eval_data=None, eval_size=1000,
-                 pgd_steps=20, verbose=0, callbacks=None):
+    def finetune(self, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 5, batch_size: int = 64,
+                 learning_rate: float = 1e-3, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+                 eval_size: int = 1000, pgd_steps: int = 20, verbose: int = 0,
+                 callbacks: Sequence[keras.callbacks.Callback] | None = None) -> dict:
         """Select the subset, fine-tune ``model`` in place with RAT, and report before/after robustness.
 
-        Args:
-          model: a Keras model with logits out (trained normally, typically); its weights are updated.
-          x, y: the full training data; ``data_fraction`` of it (stratified, seeded) is used.
-          epochs, batch_size, learning_rate: Adam fine-tuning budget.
-          eval_data: (x_eval, y_eval) for the report; default ``eval_size`` training samples outside the subset.
-          pgd_steps: steps of the PGD in the report (step 2.5 * eps / steps, random start).
-          verbose, callbacks: passed to ``fit``.
-        Returns:
-          dict with ``data_fraction``, ``n_subset``, ``n_train``, ``subset_indices``, ``epochs``,
-          ``wall_time_s`` (fit only, refreshes included), ``history``, and ``before``/``after``:
-          {"clean", "fgsm", "pgd", "fooling_rate"} where the fooling rate is the mean over targets of
-          fresh universal perturbations (computed on the subset against the model) applied to eval data.
+        ``fine_tune(self, model, x, y, ...)`` (``defenses.region_finetune``): arguments and report there.
         """
-        from ..models import AdversarialModel
+        return fine_tune(self, model, x, y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         eval_data=eval_data, eval_size=eval_size, pgd_steps=pgd_steps, verbose=verbose,
+                         callbacks=callbacks)
 
-        if getattr(model, "defense", None) is not None:
-            model = model.model
-        if not isinstance(model, keras.Model):
-            raise invalid("model", "a keras.Model that outputs logits", type(model).__name__)
-        check_images("x", x)
-        x = np.asarray(x, np.float32)
-        y = check_labels("y", y, n=len(x))
-        epochs = check_positive_int("epochs", epochs)
-        batch_size = check_positive_int("batch_size", batch_size)
-        learning_rate = check_fraction("learning_rate", learning_rate, 0.0, float("inf"), low_open=True)
-        pgd_steps = check_positive_int("pgd_steps", pgd_steps)
-        idx = self.select_subset(y)
-        xs, ys = x[idx], y[idx]
-        if eval_data is None:
-            rest = np.setdiff1d(np.arange(len(x)), idx)
-            rest = rest if rest.size else idx
-            rng = np.random.default_rng(None if self.seed is None else self.seed + 1)
-            pick = np.sort(rng.choice(rest, size=min(check_positive_int("eval_size", eval_size), rest.size),
-                                      replace=False))
-            xe, ye = x[pick], y[pick]
-        else:
-            if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 2:
-                raise invalid("eval_data", "a pair (x_eval, y_eval)", type(eval_data).__name__)
-            check_images("eval_data[0]", eval_data[0])
-            xe = np.asarray(eval_data[0], np.float32)
-            ye = check_labels("eval_data[1]", eval_data[1], n=len(xe))
+    def measure(self, model: keras.Model, x_universal: np.ndarray, y_universal: np.ndarray, x_eval: np.ndarray,
+                y_eval: np.ndarray, pgd_steps: int = 20) -> dict[str, float]:
+        """{"clean", "fgsm", "pgd", "fooling_rate"} of ``model`` on (x_eval, y_eval) at ``epsilon``
+        (``region_robustness``: the fooling rate of fresh universal perturbations computed on
+        (x_universal, y_universal))."""
+        return region_robustness(self, model, x_universal, y_universal, x_eval, y_eval, pgd_steps)
 
-        before = self.measure(model, xs, ys, xe, ye, pgd_steps)
-        robust = AdversarialModel(model, self)
-        robust.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
-        start = time.perf_counter()
-        history = robust.fit(xs, ys, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                             callbacks=[self.refresh_callback(xs, ys)] + list(callbacks or []))
-        wall = time.perf_counter() - start
-        after = self.measure(model, xs, ys, xe, ye, pgd_steps)
-        return {"data_fraction": self.data_fraction, "n_subset": int(len(idx)), "n_train": int(len(x)),
-                "subset_indices": idx, "epochs": epochs, "wall_time_s": wall,
-                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-                "before": before, "after": after}
-
-    def measure(self, model, x_universal, y_universal, x_eval, y_eval, pgd_steps=20):
-        """{"clean", "fgsm", "pgd", "fooling_rate"} accuracies/rate of ``model`` on (x_eval, y_eval) at ``epsilon``.
-
-        The fooling rate is the mean over target classes of fresh universal perturbations computed on
-        (x_universal, y_universal) against ``model``.
-        """
-        from ..attacks import fgsm, pgd
-
-        def accuracy(inputs):
-            return float(np.mean(np.argmax(model.predict(inputs, batch_size=256, verbose=0), -1) == y_eval))
-
-        eps = self.epsilon
-        seed = 0 if self.seed is None else self.seed
-        deltas = universal_perturbations(model, x_universal, y_universal, eps, steps=self.universal_steps,
-                                         step_size=self.universal_step_size, boundary_fraction=self.boundary_fraction,
-                                         seed=seed + 104729, batch_size=self.universal_batch_size)
-        return {"clean": accuracy(x_eval), "fgsm": accuracy(fgsm(model, x_eval, y_eval, eps)),
-                "pgd": accuracy(pgd(model, x_eval, y_eval, eps, 2.5 * eps / pgd_steps, pgd_steps, seed=seed)),
-                "fooling_rate": float(np.mean(fooling_rates(model, x_eval, y_eval, deltas)))}
-
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "data_fraction": self.data_fraction, "refresh": self.refresh,
                 "universal_steps": self.universal_steps, "universal_step_size": self.universal_step_size,
                 "boundary_fraction": self.boundary_fraction, "universal_batch_size": self.universal_batch_size}

@@ -1,5 +1,5 @@
-"""Sensitive neuron stabilization, SNS (P5: Zhang et al., "Interpreting and Improving Adversarial
-Robustness of Deep Neural Networks with Neuron Sensitivity", arXiv 1909.06978) [U].
+"""Sensitive neuron stabilization, SNS, from "Interpreting and Improving Adversarial Robustness of Deep
+Neural Networks with Neuron Sensitivity" (2019, arXiv 1909.06978).
 
     loss = CE(f(x_adv), y) + CE(f(x), y) + gamma * sum_l mean_{m in topk_l} sigma(F_l^m, x, x_adv)
 
@@ -7,20 +7,22 @@ with x_adv from PGD (as PGD-AT), sigma the neuron sensitivity (``analysis.neuron
 mean |F_l^m(x) - F_l^m(x_adv)| over the channel's positions) and topk_l the ``top_k`` most sensitive
 channels of layer l on the current batch. The top-k sets are re-picked inside the compiled train step
 every ``refresh`` training steps (a step counter and per-layer channel masks are non-trainable state
-the defense owns, see ``sublayers()``); between re-picks the stored masks are used. [U] P5's exact
-choice of layers, k and refresh schedule is not known here: they are arguments, defaults k = 10% of
-a layer's channels, gamma = 1, refresh = 1.
+the defense owns, see ``sublayers()``); between re-picks the stored masks are used. The paper leaves
+the choice of layers, k and the re-pick schedule open; here they are arguments, with defaults k = 10%
+of a layer's channels, gamma = 1, refresh = 1.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_positive_int, invalid
-from ..analysis.neuron_sensitivity import channel_sensitivity, feature_model, resolve_layers
+from .._model import resolve_layers, tap_model
+from ..analysis.neuron_sensitivity import channel_sensitivity
 from ..attacks._common import cross_entropy
 from .base import Defense, DefenseLoss, serializable
 
@@ -28,7 +30,7 @@ from .base import Defense, DefenseLoss, serializable
 class SensitiveChannelState(keras.layers.Layer):
     """Non-trainable SNS state: a training-step counter and one 0/1 channel mask per layer."""
 
-    def __init__(self, channels, **kwargs):
+    def __init__(self, channels: Sequence[int], **kwargs):
         super().__init__(**kwargs)
         self.channels = [int(c) for c in channels]
         self.counter = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64",
@@ -37,13 +39,14 @@ class SensitiveChannelState(keras.layers.Layer):
                                       aggregation="only_first_replica") for i, c in enumerate(self.channels)]
         self.built = True
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels}
 
 
 @serializable
 class SNS(Defense):
-    """PGD-AT plus the sensitive-neuron stability term (P5) [U].
+    """PGD-AT plus the sensitive-neuron stability term ("Interpreting and Improving Adversarial Robustness
+    of Deep Neural Networks with Neuron Sensitivity", 2019).
 
     Args:
       epsilon, step_size, steps, ...: the PGD inner attack, as ``Defense``.
@@ -60,8 +63,9 @@ class SNS(Defense):
     name = "sns"
     log_names = ("natural_loss", "adversarial_loss", "sensitivity")
 
-    def __init__(self, epsilon=0.3, step_size=None, steps=10, layers=None, top_k=None, gamma=1.0, refresh=1,
-                 **kwargs):
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10,
+                 layers: str | Sequence[str] | None = None, top_k: int | None = None, gamma: float = 1.0,
+                 refresh: int = 1, **kwargs):
         super().__init__(epsilon, step_size, steps, **kwargs)
         if isinstance(layers, str):
             layers = [layers]
@@ -79,23 +83,23 @@ class SNS(Defense):
         self._k = None
 
     # -- protocol -----------------------------------------------------------------------------------
-    def build(self, model):
+    def build(self, model: keras.Model) -> None:
         """Create the feature sub-model (chosen layers + logits, shared weights) and the state."""
         resolve_layers(model, self.layers)
-        self._features = feature_model(model, self.layers, include_logits=True)
+        self._features = tap_model(model, self.layers, include_logits=True)
         channels = [int(out.shape[-1]) for out in self._features.outputs[:-1]]
         self._k = [min(c, self.top_k) if self.top_k is not None else max(1, c // 10) for c in channels]
         if self._state is None or self._state.channels != channels:
             self._state = SensitiveChannelState(channels, name="sns_state")
 
-    def sublayers(self):
+    def sublayers(self) -> list[keras.layers.Layer]:
         return [self._state] if self._state is not None else []
 
     def _forward(self, x, training):
         outputs = self._features(x, training=training)
         return [tf.cast(o, tf.float32) for o in outputs[:-1]], tf.cast(outputs[-1], tf.float32)
 
-    def loss(self, model, x, y, x_adv, training):
+    def loss(self, model, x, y, x_adv, training, step=None) -> DefenseLoss:
         if self._features is None:
             raise RuntimeError("SNS is not built: wrap a model with kam.AdversarialModel(model, defense) or call "
                                "defense.build(model) first.")
@@ -124,6 +128,6 @@ class SNS(Defense):
         logs = {"natural_loss": natural, "adversarial_loss": adversarial, "sensitivity": penalty}
         return DefenseLoss(per_sample, logs, logits_adv, logits_clean)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "layers": list(self.layers), "top_k": self.top_k, "gamma": self.gamma,
                 "refresh": self.refresh}
