@@ -18,7 +18,7 @@ from .evaluation import evaluate_robustness  # noqa: E402
 from .export import export  # noqa: E402
 from .models import AdversarialModel  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
            "export", "layers", "mi", "__version__"]

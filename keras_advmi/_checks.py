@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import tensorflow as tf
 
 
 def invalid(name: str, expected: str, value) -> ValueError:
@@ -52,13 +53,8 @@ def check_norm(value):
 
 def check_images(name: str, x, *, allow_tensor=True):
     """Validate a batch of images in [0, 1]: rank >= 2, finite; returns it unchanged."""
-    try:
-        import tensorflow as tf
-
-        if allow_tensor and isinstance(x, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly():
-            return x  # symbolic: checked by the graph's own shape logic
-    except ImportError:  # pragma: no cover
-        pass
+    if allow_tensor and isinstance(x, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly():
+        return x  # symbolic: checked by the graph's own shape logic
     arr = np.asarray(x)
     if arr.ndim < 2:
         raise invalid(name, "a batch of inputs of rank >= 2 (N, ...)", f"array of shape {arr.shape}")
@@ -70,8 +66,11 @@ def check_images(name: str, x, *, allow_tensor=True):
 
 
 def check_labels(name: str, y, n: int | None = None, num_classes: int | None = None):
-    """Validate integer class labels of shape (N,) (or one-hot (N, C), converted to ints)."""
-    arr = np.asarray(y)
+    """Integer class labels of shape (N,) (one-hot (N, C) and eager tensors are converted), as int64.
+
+    ``n``: the number of labels required (one per input); ``num_classes``: labels must lie below it.
+    """
+    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
     if arr.ndim == 2 and arr.shape[1] > 1:
         arr = arr.argmax(axis=1)
     arr = arr.reshape(-1) if arr.ndim == 2 else arr

@@ -14,10 +14,9 @@ import os
 import sys
 import warnings
 
+from .commands import UsageError  # noqa: F401  (re-exported: keras_advmi.cli.UsageError)
+
 COMMANDS = ("train", "evaluate", "export", "serve", "query", "analyze")
-
-
-from .commands import UsageError  # noqa: E402  (re-exported for subcommands)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,6 +35,7 @@ import tensorflow as tf
 import keras
 
 from ._checks import invalid
+from ._version import __version__
 from .detection.base import Detector, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,6 @@ def _metadata(model, logits_model, detector, metadata, input_shape, classes):
     if defense is not None:
         config = defense.get_config() if hasattr(defense, "get_config") else {}
         defense_info = {"class": type(defense).__name__, "config": config}
-    from . import __version__
-
     out = {
         "format": "keras_advmi.export/1",
         "keras_advmi_version": __version__,

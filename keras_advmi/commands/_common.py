@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 
-from ..cli import UsageError
+import keras
+
+from .. import data
+from . import UsageError
 
 
 def load_dataset(name):
-    from .. import data
-
     try:
         return data.load(name)
     except data.DatasetUnavailableError as exc:
@@ -22,17 +25,11 @@ def load_model(path):
         raise UsageError(f"model file {path!r} does not exist")
     if not str(path).endswith(".keras"):
         raise UsageError(f"model {path!r}: expected a .keras file saved by Keras 3")
-    import keras
-
-    import keras_advmi  # noqa: F401  (registers the serializable classes)
-
     return keras.models.load_model(path, compile=False)
 
 
 def epsilon_arg(value):
     """argparse type: a float in [0, 1]."""
-    import argparse
-
     try:
         eps = float(value)
     except ValueError:
@@ -43,9 +40,6 @@ def epsilon_arg(value):
 
 
 def positive_float(value):
-    import argparse
-    import math
-
     try:
         out = float(value)
     except ValueError:
@@ -56,8 +50,6 @@ def positive_float(value):
 
 
 def positive_int(value):
-    import argparse
-
     try:
         n = int(value)
     except ValueError:

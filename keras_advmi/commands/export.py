@@ -6,6 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+from .._model import network_of
+from ..detection import FeatureSqueezingDetector, MahalanobisDetector, MIScoreDetector
+from ..export import _version_path, export
+from . import UsageError
 from ._common import load_dataset, load_model, positive_int
 
 logger = logging.getLogger(__name__)
@@ -51,10 +55,6 @@ def _side_files(model_path):
 
 
 def run(args):
-    from ..cli import UsageError
-    from ..detection import FeatureSqueezingDetector, MahalanobisDetector, MIScoreDetector
-    from ..detection.base import unwrap_model
-    from ..export import _version_path, export
 
     if not 0.0 < args.fpr < 1.0:
         raise UsageError(f"--fpr must be in (0, 1), got {args.fpr}")
@@ -68,7 +68,7 @@ def run(args):
         dataset = args.dataset or metadata.get("dataset") or "digits"
         metadata["dataset"] = dataset
         (x, y), (xt, _) = load_dataset(dataset)
-        logits_model = unwrap_model(model)
+        logits_model = network_of(model)
         shape = tuple(logits_model.inputs[0].shape[1:])
         if tuple(x.shape[1:]) != shape:
             raise UsageError(f"dataset {dataset!r} has images of shape {tuple(x.shape[1:])} but the model takes "

@@ -41,21 +41,3 @@ def activations_2d(h, name: str = "h") -> np.ndarray:
         raise invalid(name, "finite activations (no NaN or Inf)",
                       f"array with {int(np.sum(~np.isfinite(arr)))} non-finite values")
     return arr
-
-
-def labels_1d(y, n: int, name: str = "y") -> np.ndarray:
-    """Integer labels (N,) matching N activations (one-hot (N, C) is converted)."""
-    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    if arr.ndim == 2 and arr.shape[1] > 1:
-        arr = arr.argmax(axis=1)
-    arr = arr.reshape(-1) if arr.ndim == 2 else arr
-    if arr.ndim != 1:
-        raise invalid(name, "class labels of shape (N,)", f"array of shape {np.asarray(y).shape}")
-    if len(arr) != n:
-        raise invalid(name, f"{n} labels, one per activation row", f"{len(arr)} labels")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise invalid(name, "integer class labels", f"array of dtype {arr.dtype}")
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise invalid(name, "integer class labels", f"array of dtype {arr.dtype}")
-    return arr.astype(np.int64)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._inputs import activations_2d, check_positive, check_unit, in_unit, labels_1d
+from .._checks import check_labels
+from ._inputs import activations_2d, check_positive, check_unit, in_unit
 
 __all__ = ["binning_mi"]
 
@@ -41,7 +42,7 @@ def binning_mi(h, y, bin_width: float = 0.5, unit: str = "nats"):
       y = [0,0,0,1,1,1], w = 0.5 -> (1.918296, 1.000000) bits.
     """
     h64 = activations_2d(h)
-    labels = labels_1d(y, h64.shape[0])
+    labels = check_labels("y", y, n=h64.shape[0])
     width = check_positive("bin_width", bin_width)
     check_unit(unit)
     codes = np.floor(h64 / width).astype(np.int64)

@@ -16,14 +16,12 @@ compares them. All functions are differentiable and graph-safe (used as training
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from .._checks import invalid
-from ._inputs import check_unit
+from ._inputs import in_unit
 
 __all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "per_sample_bound", "BOUNDS", "PER_SAMPLE_BOUNDS"]
 
@@ -45,10 +43,6 @@ def _scores(scores, name="scores"):
     return s
 
 
-def _unit(value, unit):
-    return value / math.log(2.0) if check_unit(unit) == "bits" else value
-
-
 def _off_diagonal_mask(s):
     n = tf.shape(s)[0]
     return tf.logical_not(tf.eye(n, dtype=tf.bool))
@@ -60,7 +54,7 @@ def infonce(scores, unit: str = "nats"):
     Fixtures: [[2,0],[0,2]] -> 0.566219; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 0.674228.
     """
     s = _scores(scores)
-    return _unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
+    return in_unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
 
 
 def nwj(scores, unit: str = "nats"):
@@ -69,7 +63,7 @@ def nwj(scores, unit: str = "nats"):
     Fixtures: [[2,0],[0,2]] -> 1.632121; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.420396.
     """
     s = _scores(scores)
-    return _unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
+    return in_unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
 
 
 def js(scores, unit: str = "nats"):
@@ -79,7 +73,7 @@ def js(scores, unit: str = "nats"):
     Not an MI value in nats; ``unit`` only rescales it for symmetry with the other bounds.
     """
     s = _scores(scores)
-    return _unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
+    return in_unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
 
 
 def dv(scores, unit: str = "nats"):
@@ -92,7 +86,7 @@ def dv(scores, unit: str = "nats"):
     joint = tf.reduce_mean(tf.linalg.diag_part(s))
     marginal = tf.boolean_mask(s, _off_diagonal_mask(s))
     log_mean_exp = tf.reduce_logsumexp(marginal) - tf.math.log(n * (n - 1.0))
-    return _unit(joint - log_mean_exp, unit)
+    return in_unit(joint - log_mean_exp, unit)
 
 
 def _per_sample_scores(scores, positives):

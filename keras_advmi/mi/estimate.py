@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_positive_int, invalid
+from ..layers.critics import ConcatCritic, SeparableCritic
 from ._inputs import check_positive, check_unit, in_unit
 from .bounds import BOUNDS
 
@@ -37,8 +38,6 @@ class MIEstimate:
 
 
 def _critic(critic):
-    from ..layers import ConcatCritic, SeparableCritic
-
     if critic == "separable":
         return SeparableCritic()
     if critic == "concat":

@@ -38,8 +38,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_positive_int, invalid
-from ._inputs import activations_2d, check_positive, in_unit, labels_1d
+from .._checks import check_labels, check_positive_int, invalid
+from ._inputs import activations_2d, check_positive, in_unit
 from .binning import _entropy_of_rows
 
 __all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "kde_noise_var", "log_n",
@@ -216,7 +216,7 @@ def kde_information_plane(h, y, noise_var=0.1, bound: str = "upper", *, unit: st
     Costs ~(1 + 1/C) times one ``kde_mi`` for C balanced classes, instead of 2x for two calls.
     """
     h64 = activations_2d(h)
-    labels = labels_1d(y, h64.shape[0])
+    labels = check_labels("y", y, n=h64.shape[0])
     noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
     bound = _check_bound(bound)
     chunk = check_positive_int("chunk", chunk)
@@ -240,4 +240,4 @@ def log_n(n: int, unit: str = "nats") -> float:
 def label_entropy(y, unit: str = "nats") -> float:
     """H(Y) of the empirical label distribution of ``y`` (N,): the ceiling of every I(T;Y) estimate."""
     labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    return in_unit(_entropy_of_rows(labels_1d(labels, len(labels))[:, None]), unit)
+    return in_unit(_entropy_of_rows(check_labels("y", labels, n=len(labels))[:, None]), unit)
