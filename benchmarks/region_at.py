@@ -157,7 +157,7 @@ def main(argv=None):
                 warmup = 0
                 if name == "PGD-AT-warmup":
                     warmup = args.epochs * int(np.ceil(len(idx) / 64)) // 2
-                defense = PGD(epsilon=EPSILON, steps=args.pgd_train_steps, step_size=2.5 * EPSILON / args.pgd_train_steps,
+                defense = PGD(epsilon=EPSILON, steps=args.pgd_train_steps, step_size=None,
                               epsilon_warmup_steps=warmup, seed=args.seed)
                 callbacks = []
             robust = AdversarialModel(model, defense)

@@ -52,7 +52,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def make_defense(name, eps, steps, warmup, seed, gamma, top_k):
-    common = dict(epsilon=eps, steps=steps, step_size=2.5 * eps / steps, epsilon_warmup_steps=warmup, seed=seed)
+    common = dict(epsilon=eps, steps=steps, step_size=None, epsilon_warmup_steps=warmup, seed=seed)
     if name == "PGD-AT":
         return PGD(**common)
     return SNS(layers=LAYERS, top_k=top_k, gamma=gamma, refresh=1, **common)

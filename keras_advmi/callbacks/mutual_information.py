@@ -88,7 +88,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, log_dir: str | os.PathLike,
-                 layers: str | list[str] | None = None, attack="pgd", estimators: str | tuple[str, ...] = ("kde_upper",),
+                 layers: str | list[str] | None = None, attack="pgd",
+                 estimators: str | tuple[str, ...] = ("kde_upper",),
                  every_n_epochs: int = 1, noise_var: str | float = "relative", bin_width: float = 0.5,
                  unit: str = "nats", epsilon: float | None = None, steps: int = 10, step_size: float | None = None,
                  seed: int = 0, batch_size: int = 500, plane_image: bool = True, relative_noise: float = 0.1,
@@ -177,8 +178,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
             return x_adv
         eps = self._epsilon()
         step = self.step_size if self.step_size is not None else madry_step_size(eps, self.steps)
-        return np.asarray(pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps, seed=self.seed,
-                              batch_size=self.batch_size))
+        return np.asarray(pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps,
+                              seed=self.seed, batch_size=self.batch_size))
 
     def _activations(self, x, kind):
         outs = [[] for _ in self.layers]
