@@ -109,3 +109,31 @@ def test_bad_data(trained_digits_model, batch):
         attacks.fgsm(trained_digits_model, bad, y, epsilon=0.1)
     with pytest.raises(ValueError, match="`y`.*labels"):
         attacks.fgsm(trained_digits_model, x, y[:10], epsilon=0.1)
+
+
+def test_madry_step_size_and_step_size_none(trained_digits_model, batch):
+    x, y = batch
+    assert attacks.madry_step_size(0.3, 40) == 2.5 * 0.3 / 40 and attacks.madry_step_size(0.3, 0) == 0.3
+    default = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=None, steps=5, seed=0)
+    explicit = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=2.5 * 0.1 / 5, steps=5, seed=0)
+    np.testing.assert_array_equal(default, explicit)
+
+
+def test_keyword_only_budget_and_deprecated_random_init(trained_digits_model, batch):
+    x, y = batch
+    with pytest.raises(TypeError):
+        attacks.pgd(trained_digits_model, x, y, 0.1)
+    with pytest.warns(DeprecationWarning, match="random_start"):
+        old = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.02, steps=3, random_init=False)
+    new = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.02, steps=3, random_start=False)
+    np.testing.assert_array_equal(old, new)
+
+
+def test_pgd_with_dlr_loss(trained_digits_model, batch):
+    x, y = batch
+    adv = attacks.pgd(trained_digits_model, x, y, epsilon=0.2, step_size=None, steps=10, seed=0,
+                      loss_fn=attacks.dlr_loss)
+    assert np.abs(adv - x).max() <= 0.2 + 1e-6
+    assert _accuracy(trained_digits_model, adv, y) < _accuracy(trained_digits_model, x, y)
+    with pytest.raises(ValueError, match="`loss_fn`"):
+        attacks.pgd(trained_digits_model, x, y, epsilon=0.1, loss_fn="dlr")
