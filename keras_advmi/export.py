@@ -35,6 +35,7 @@ import tensorflow as tf
 import keras
 
 from ._checks import invalid
+from ._json import to_jsonable
 from ._version import __version__
 from .detection.base import Detector, unwrap_model
 
@@ -81,11 +82,6 @@ def _version_path(path):
     return target
 
 
-def _json_ready(value):
-    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist")
-                                 else o.to_dict() if hasattr(o, "to_dict") else str(o)))
-
-
 def _metadata(model, logits_model, detector, metadata, input_shape, classes):
     meta = dict(metadata or {})
     defense = getattr(model, "defense", None)
@@ -109,7 +105,7 @@ def _metadata(model, logits_model, detector, metadata, input_shape, classes):
         "detector": detector.describe() if detector is not None else None,
     }
     out.update(meta)
-    return _json_ready(out)
+    return to_jsonable(out, decimals=None)
 
 
 def _validated(x, input_shape):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._json import to_jsonable
 from .._checks import check_fraction, check_labels, check_positive_int, invalid
 from ..callbacks.collapse import warn_if_collapsed
 from .._model import check_model_images, predict_logits
@@ -30,24 +31,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["analyze", "write_report", "to_jsonable", "ANALYSES"]
 
 ANALYSES = ("texture_shape", "pse", "grad_cam", "robustness", "universal", "information_plane")
-
-
-def to_jsonable(obj, decimals=6):
-    """NumPy arrays/scalars -> lists/floats (rounded), dict keys -> str, NaN -> None."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v, decimals) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, decimals) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist(), decimals)
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return None if not np.isfinite(value) else round(value, decimals)
-    return obj
 
 
 def _neuron_layer(model):
