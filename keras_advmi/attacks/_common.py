@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from .._checks import check_images, check_labels, invalid
 from .._model import logits_of
-from .._model import network_of as logits_model  # noqa: F401  (still imported by defenses/miat, callbacks/mutual_information)
 from .losses import cross_entropy
 
 #: Smallest squared norm used when normalising L2 directions (as in cleverhans).
