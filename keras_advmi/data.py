@@ -17,7 +17,9 @@ import os
 import struct
 from pathlib import Path
 
+import keras
 import numpy as np
+from sklearn.datasets import load_digits
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 def _load_digits(seed: int = 0):
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     x = _images(bunch.images, 16.0)
     y = _labels(bunch.target)
@@ -109,8 +109,6 @@ def _load_idx(name: str, data_dir: str | os.PathLike):
 
 
 def _load_keras(name: str):
-    import keras
-
     loader = getattr(keras.datasets, name)
     try:
         (xtr, ytr), (xte, yte) = loader.load_data()

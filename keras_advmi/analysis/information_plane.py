@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 from .._checks import check_labels, check_positive_int, invalid
+from .. import mi
 from .._model import check_layer, check_model_images, predict_logits, tap_model
 from ._common import check_model
 
@@ -167,7 +168,6 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
                                     or not noise_var > 0):
         raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; P1: 0.1)", noise_var)
     batch_size = check_positive_int("batch_size", batch_size)
-    from .. import mi  # lazy: the estimators pull in TF Probability
 
     models = [check_model(m) for m in models]
     x = check_model_images(models[0], x)

@@ -20,11 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
 from .._json import to_jsonable
 from .._checks import check_fraction, check_labels, check_positive_int, invalid
 from ..callbacks.collapse import warn_if_collapsed
 from .._model import check_model_images, predict_logits
+from ..attacks import fgsm, pgd
+from . import plots
 from ._common import check_model
+from .grad_cam import grad_cam, last_conv_layer
+from .information_plane import information_plane
+from .promotion_suppression import promotion_suppression
+from .texture_shape import texture_shape_probe
+from .universal_fragility import universal_fragility
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +45,6 @@ ANALYSES = ("texture_shape", "pse", "grad_cam", "robustness", "universal", "info
 def _neuron_layer(model):
     """Default layer of the neuron-level PSE: the Grad-CAM layer (the last 4-D feature map, P4's link
     between units and CAMs), else the last hidden layer with weights whose output is 2-D."""
-    from .grad_cam import last_conv_layer
-
     try:
         return last_conv_layer(model)
     except ValueError:
@@ -78,14 +85,6 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
     Returns:
       results: JSON-ready dict {"config", "models": {label: {...}}, "timings"}; figures: {name: PNG bytes}.
     """
-    from . import plots
-    from ..attacks import fgsm, pgd
-    from .grad_cam import grad_cam, last_conv_layer
-    from .information_plane import information_plane
-    from .promotion_suppression import promotion_suppression
-    from .texture_shape import texture_shape_probe
-    from .universal_fragility import universal_fragility
-
     if not isinstance(models, dict) or not models:
         raise invalid("models", "a non-empty dict {label: model}", type(models).__name__)
     unknown = [a for a in analyses if a not in ANALYSES]
@@ -107,8 +106,6 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
         jobs += [(label, "attacks")] + [(label, a) for a in analyses]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(jobs), desc="analyze", unit="step")
     results = {"config": {"n": int(len(x)), "epsilon": epsilon, "pgd_steps": pgd_steps,
                           "pgd_step_size": 2.5 * epsilon / pgd_steps, "universal_steps": universal_steps,

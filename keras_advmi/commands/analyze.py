@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import data
+from .._model import network_of
+from ..analysis.report import ANALYSES, analyze, write_report
 from . import UsageError
 from ._common import epsilon_arg, load_dataset, load_model, positive_float, positive_int
 
 
 def add_parser(subparsers):
-    from ..analysis.report import ANALYSES
-
     p = subparsers.add_parser(
         "analyze", help="HTML report: texture/shape, promotion/suppression, Grad-CAM, fragility, information plane",
         description="Write OUT/index.html (self-contained, figures embedded) and OUT/results.json (every number "
@@ -41,8 +42,6 @@ def add_parser(subparsers):
 
 
 def _check_layers(label, model, names):
-    from .._model import network_of
-
     available = [layer.name for layer in getattr(network_of(model), "layers", [])]
     for option, name in names:
         if name is not None and name not in available:
@@ -54,9 +53,6 @@ def _noise_var(text):
 
 
 def run(args):
-    from .. import data
-    from ..analysis.report import analyze, write_report
-
     paths = [args.model] + ([args.compare] if args.compare else [])
     labels = args.labels or [Path(p).stem for p in paths]
     if len(labels) != len(paths):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import data
+from ..evaluation import evaluate_robustness
 from ._common import epsilon_arg, load_dataset, load_model, positive_int
 
 
@@ -24,8 +26,6 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from .. import data
-    from ..evaluation import evaluate_robustness
 
     model = load_model(args.model)
     _, (xt, yt) = load_dataset(args.dataset)
