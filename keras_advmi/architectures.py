@@ -20,33 +20,29 @@ def small_cnn(input_shape, classes=10):
     ], name="small_cnn")
 
 
-def madry_cnn(input_shape=(28, 28, 1), classes=10):
-    """Madry et al. 2018's MNIST model: conv32-5x5, pool, conv64-5x5, pool, fc1024, logits."""
+def _two_conv_net(name, input_shape, classes, filters, kernel, dense, dense_name):
+    """conv-pool-conv-pool-flatten-dense-logits with "same" padding and ReLUs."""
     return keras.Sequential([
         keras.Input(input_shape),
-        keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(filters[0], kernel, padding="same", activation="relu", name="conv1"),
         keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2"),
+        keras.layers.Conv2D(filters[1], kernel, padding="same", activation="relu", name="conv2"),
         keras.layers.MaxPooling2D(2, name="pool2"),
         keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(1024, activation="relu", name="fc1"),
+        keras.layers.Dense(dense, activation="relu", name=dense_name),
         keras.layers.Dense(classes, name="logits"),
-    ], name="madry_cnn")
+    ], name=name)
 
 
-def bench_cnn(input_shape=(28, 28, 1), classes=10):
+def madry_cnn(input_shape=(28, 28, 1), classes=10) -> keras.Sequential:
+    """Madry et al. 2018's MNIST model: conv32-5x5, pool, conv64-5x5, pool, fc1024, logits."""
+    return _two_conv_net("madry_cnn", input_shape, classes, (32, 64), 5, 1024, "fc1")
+
+
+def bench_cnn(input_shape=(28, 28, 1), classes=10) -> keras.Sequential:
     """conv16-pool-conv32-pool-dense64-logits (about 7 MFLOP per forward+backward on MNIST): the
     small model of the RAT, SNS and neuron-sensitivity benchmarks."""
-    return keras.Sequential([
-        keras.Input(input_shape),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2, name="pool1"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2, name="pool2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(64, activation="relu", name="dense1"),
-        keras.layers.Dense(classes, name="logits"),
-    ], name="bench_cnn")
+    return _two_conv_net("bench_cnn", input_shape, classes, (16, 32), 3, 64, "dense1")
 
 
 def wong_cnn(input_shape=(28, 28, 1), classes=10):

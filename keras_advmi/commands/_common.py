@@ -39,21 +39,21 @@ def epsilon_arg(value):
     return eps
 
 
-def positive_float(value):
+def _positive(value, cast, what):
     try:
-        out = float(value)
+        out = cast(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {value!r}") from None
     if not math.isfinite(out) or out <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {out}")
+        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {out}")
     return out
 
 
+def positive_float(value):
+    """argparse type: a finite float > 0."""
+    return _positive(value, float, "number")
+
+
 def positive_int(value):
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+    """argparse type: an integer >= 1."""
+    return _positive(value, int, "integer")
