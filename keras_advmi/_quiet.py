@@ -22,6 +22,8 @@ _BANNER = re.compile(
 
 
 def import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up banner filtered out of stderr. The imports below are local by
+    design: the point is to run TensorFlow's import while stderr is redirected."""
     if "tensorflow" in sys.modules or os.environ.get("KERAS_ADVMI_TF_LOGS") == "1":
         import tensorflow  # noqa: F401
         return
