@@ -1,0 +1,23 @@
+"""``evaluate_robustness``: one table of accuracy under attacks and budgets, with a gradient-masking check.
+
+Attack names:
+  ``clean``; ``fgsm``; ``pgd-K`` (ours, L-inf, K steps, ``kam.attacks.madry_step_size``, random start, ``restarts``);
+  ``pgd-l2-K`` (ours, L2); ``cleverhans-pgd-K`` (cleverhans' tf2 PGD, a second implementation);
+  ``apgd-ce`` / ``apgd-dlr`` (ART's Auto-PGD) and ``autoattack`` (ART's AutoAttack: APGD-CE, APGD-DLR
+  and Square by default; needs the ``autoattack`` extra: ``pip install keras-advmi[autoattack]``).
+
+Gradient masking (Athalye et al., "Obfuscated Gradients Give a False Sense of Security", 2018; Carlini et al.,
+"On Evaluating Adversarial Robustness", 2019): robust accuracy must fall monotonically as epsilon grows, and an
+iterative attack must not be weaker than a single step; the report flags violations as
+``suspected_gradient_masking``.
+
+Modules: ``_report`` (``RobustnessReport``), ``_art`` (ART adapters and the vectorised DLR loss), ``_masking``
+(the gradient-masking checks), ``_driver`` (``evaluate_robustness``).
+"""
+
+from ._art import DifferenceOfLogitsRatio, _art_attack, _art_classifier, _run_art
+from ._driver import ATTACK_FAMILIES, evaluate_robustness
+from ._masking import _masking_warnings
+from ._report import RobustnessReport
+
+__all__ = ["ATTACK_FAMILIES", "DifferenceOfLogitsRatio", "RobustnessReport", "evaluate_robustness"]

@@ -1,0 +1,92 @@
+"""ART adapters: a ``TensorFlowV2Classifier`` over a ``tf.function`` of the model, the vectorised DLR loss
+for Auto-PGD, and the ART attacks ``evaluate_robustness`` runs (``apgd-ce``, ``apgd-dlr``, ``autoattack``).
+
+ART is an optional dependency (the ``autoattack`` extra), so it is imported where it is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ..attacks.losses import dlr_loss
+
+
+class DifferenceOfLogitsRatio:
+    """The Difference of Logits Ratio loss (Croce & Hein, "Reliable evaluation of adversarial robustness with
+    an ensemble of diverse parameter-free attacks", 2020), vectorised, for ART's Auto-PGD.
+
+    ``dlr(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` per sample, ``z_pi1 >= z_pi2 >= z_pi3`` the
+    sorted logits; ``y_true`` one-hot ``(N, C)``, ``y_pred`` logits ``(N, C)``: ``kam.attacks.dlr_loss``
+    with ART's reduction. The values and gradients are those of ART's ``DifferenceLogitsRatioTensorFlowV2``
+    (tested), without its Python loop over the batch (docs/benchmarks.md). ``reduction`` is the attribute ART
+    sets before each call (``"none"`` per sample, ``"sum"``, anything else the mean).
+    """
+
+    def __init__(self):
+        self.reduction = "mean"
+
+    def __call__(self, y_true, y_pred, *args, **kwargs) -> tf.Tensor:
+        dlr = dlr_loss(tf.convert_to_tensor(y_true), tf.convert_to_tensor(y_pred))
+        if self.reduction == "none":
+            return dlr
+        return tf.reduce_sum(dlr) if self.reduction == "sum" else tf.reduce_mean(dlr)
+
+
+def _art_classifier(model, x, loss_object=None):
+    """ART's ``TensorFlowV2Classifier`` over a ``tf.function`` of the model.
+
+    ART calls the model eagerly for every gradient; compiling it removes Keras' per-layer Python
+    overhead, which dominated Auto-PGD on small models. ``model`` may already be such a function
+    (``classifier.model``), so that classifiers with different losses share one trace.
+    """
+    from art.estimators.classification import TensorFlowV2Classifier  # optional extra: imported where used
+
+    n_classes = int(np.asarray(model(x[:1])).shape[-1])
+    if isinstance(model, tf.types.experimental.PolymorphicFunction):
+        logits = model
+    else:
+        @tf.function(reduce_retracing=True)
+        def logits(inputs, training=False):
+            return model(inputs, training=False)
+
+    return TensorFlowV2Classifier(model=logits, nb_classes=n_classes, input_shape=x.shape[1:],
+                                  loss_object=loss_object or keras.losses.CategoricalCrossentropy(from_logits=True),
+                                  clip_values=(0.0, 1.0))
+
+
+def _art_attack(name, model, x, epsilon, batch_size):
+    """ART's attack ``name`` at ``epsilon`` and its classifier's class count (``x`` gives the input shape)."""
+    try:
+        from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent  # optional extra
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise ImportError(f"attack {name!r} needs ART: pip install 'keras-advmi[autoattack]' ({exc})") from exc
+    classifier = _art_classifier(model, x)
+    step = max(epsilon / 4, 1e-4)
+
+    def apgd(loss, **kwargs):
+        # DLR: ART's algorithm on a classifier whose loss is the vectorised DLR (loss_type=None = "use it").
+        if loss == "dlr":
+            return AutoProjectedGradientDescent(_art_classifier(classifier.model, x, DifferenceOfLogitsRatio()),
+                                                norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
+                                                batch_size=batch_size, loss_type=None, verbose=False, **kwargs)
+        return AutoProjectedGradientDescent(classifier, norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
+                                            batch_size=batch_size, loss_type="cross_entropy", verbose=False,
+                                            **kwargs)
+
+    if name in ("apgd-ce", "apgd-dlr"):
+        return apgd("ce" if name == "apgd-ce" else "dlr", nb_random_init=1), classifier.nb_classes
+    from art.attacks.evasion import SquareAttack  # optional extra: imported where used
+
+    attacks = [apgd("ce"), apgd("dlr"),
+               SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
+                            batch_size=batch_size, verbose=False)]
+    return (AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=attacks, batch_size=batch_size),
+            classifier.nb_classes)
+
+
+def _run_art(name, model, x, y, epsilon, batch_size, seed):
+    attack, classes = _art_attack(name, model, x, epsilon, batch_size)
+    np.random.seed(seed)
+    return attack.generate(x=x, y=np.eye(classes, dtype=np.float32)[y]).astype(np.float32)
