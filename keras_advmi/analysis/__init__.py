@@ -1,12 +1,17 @@
-"""Why adversarial examples work and what adversarial training changes (P1, P3, P4, P5 of METHODS.md).
+"""Why adversarial examples work and what adversarial training changes 
+(the papers are cited in each module).
 
-* ``information_plane``: (I(X;T), I(T;Y)) per layer for clean and adversarial inputs (P1).
+* ``information_plane``: (I(X;T), I(T;Y)) per layer for clean and adversarial inputs ("Exploring adversarial
+  examples and adversarial robustness of convolutional neural networks by mutual information", 2022).
 * ``texture_shape_probe``, ``saturate``, ``patch_shuffle``: accuracy under texture- and
-  shape-removing transforms (P1).
-* ``promotion_suppression``: logit- and neuron-level promotion/suppression, perturbation type (P4).
-* ``grad_cam``: class activation maps (Selvaraju et al. 2017), for x and x' (P4's CAM link).
-* ``universal_fragility``: fooling rate of a targeted universal perturbation per class (P3).
-* ``neuron_sensitivity``: per-channel sensitivity to adversarial perturbations (P5).
+  shape-removing transforms (the same 2022 paper).
+* ``promotion_suppression``: logit- and neuron-level promotion/suppression, perturbation type
+  ("Interpreting Adversarial Examples by Activation Promotion and Suppression", 2019).
+* ``grad_cam``: class activation maps (Selvaraju et al. 2017), for x and x' (that paper's CAM link).
+* ``universal_fragility``: fooling rate of a targeted universal perturbation per class
+  ("Improving adversarial robustness of deep neural networks by using semantic information", 2020).
+* ``neuron_sensitivity``: per-channel sensitivity to adversarial perturbations ("Interpreting and
+  Improving Adversarial Robustness of Deep Neural Networks with Neuron Sensitivity", 2019).
 * ``gradient_alignment``: cosine of input gradients at x and at a random point of the eps-ball, the
   local-linearity measure that falls when single-step training overfits (Andriushchenko & Flammarion 2020).
 * ``analyze`` / ``write_report``: all of the above on several models, as an HTML report

@@ -1,5 +1,6 @@
 """Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-Localization", ICCV 2017), used by P4 to link promotion/suppression to where the model looks.
+Localization", ICCV 2017), used by "Interpreting Adversarial Examples by
+Activation Promotion and Suppression" (2019, arXiv 1904.02057) to link promotion/suppression to where the model looks.
 
 For class c and a convolutional layer with feature maps A^k (h x w, k = 1..K):
 

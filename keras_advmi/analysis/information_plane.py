@@ -1,8 +1,8 @@
-"""Information plane of clean and adversarial inputs (P1: "Exploring adversarial examples and
-adversarial robustness of convolutional neural networks by mutual information", arXiv 2207.05756).
+"""Information plane of clean and adversarial inputs ("Exploring adversarial examples and
+adversarial robustness of convolutional neural networks by mutual information", 2022, arXiv 2207.05756).
 
 For each layer T and each training epoch, the point (I(X;T), I(T;Y)) in nats, once for clean inputs
-and once for their adversarial counterparts (P1: PGD), estimated by the KDE upper bound
+and once for their adversarial counterparts (PGD, as in that paper), estimated by the KDE upper bound
 (Kolchinsky & Tracey 2017; Saxe et al. 2018) on the layer's activations seen through Gaussian noise
 of variance s2, D_ij = ||h_i - h_j||^2:
 
@@ -11,7 +11,7 @@ of variance s2, D_ij = ||h_i - h_j||^2:
 
 s2 is scale-aware by default: 0.1 x the median squared pairwise distance of the layer's clean
 activations (``kam.mi.kde_noise_var``), the same s2 for the adversarial ones, so a function-preserving
-rescale of a layer leaves its point where it is. P1's absolute s2 = 0.1 (``noise_var=0.1``) puts every
+rescale of a layer leaves its point where it is. The paper's absolute s2 = 0.1 (``noise_var=0.1``) puts every
 layer of an MNIST CNN at the ceiling. I(X;T) lies in [0, log N] and I(T;Y) in [0, H(Y)]; the result
 carries both ceilings for the plots.
 Input: either the per-epoch history a ``MutualInformationLogger`` recorded, or models (one
@@ -144,11 +144,11 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
         * a Keras model (one point per layer) or a list of models (checkpoints, one per epoch): the
           estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_information_plane``
           (noise variance ``noise_var``).
-      x: probe images (N, ...) in [0, 1] (needed with models; P1 probes with >= 1,000 samples).
+      x: probe images (N, ...) in [0, 1] (needed with models; the 2022 MI paper probes with >= 1,000 samples).
       y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
       layers: layer names (default: every layer with weights).
       noise_var: 'relative' (default: s2 = ``relative_noise`` x the median squared pairwise distance of
-        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (P1: 0.1).
+        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (0.1 in the 2022 MI paper).
       batch_size: rows per forward pass.
       estimator: which logged estimator to read from a logger history: 'kde_upper', 'kde_lower', 'binning'.
     Returns:
@@ -166,7 +166,7 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
         raise invalid("x", "probe images and labels (x, y) when model_or_history is a model", None)
     if noise_var != "relative" and (isinstance(noise_var, bool) or not isinstance(noise_var, numbers.Real)
                                     or not noise_var > 0):
-        raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; P1: 0.1)", noise_var)
+        raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; 0.1 in the 2022 MI paper)", noise_var)
     batch_size = check_positive_int("batch_size", batch_size)
 
     models = [check_model(m) for m in models]

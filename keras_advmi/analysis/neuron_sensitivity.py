@@ -1,5 +1,5 @@
-"""Neuron sensitivity (P5: Zhang et al., "Interpreting and Improving Adversarial Robustness of Deep
-Neural Networks with Neuron Sensitivity", arXiv 1909.06978).
+"""Neuron sensitivity (Zhang et al., "Interpreting and Improving Adversarial Robustness of Deep
+Neural Networks with Neuron Sensitivity", 2019, arXiv 1909.06978).
 
 For layer l and channel (neuron) m with activation map F_l^m, the sensitivity to an adversarial
 pair (x, x') is
@@ -7,7 +7,7 @@ pair (x, x') is
     sigma(F_l^m, x, x') = (1 / dim(F_l^m)) * || F_l^m(x) - F_l^m(x') ||_1,
 
 i.e. the mean absolute change over the channel's spatial positions (dim = H*W for a conv map,
-1 for a dense unit), averaged over samples. P5's claim, checked by ``benchmarks/neuron_sensitivity.py``:
+1 for a dense unit), averaged over samples. The paper's claim, checked by ``benchmarks/neuron_sensitivity.py``:
 adversarially trained models have lower neuron sensitivity than normally trained ones.
 
 Fixture (METHODS.md): F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.

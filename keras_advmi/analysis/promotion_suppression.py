@@ -1,18 +1,20 @@
-"""Promotion and suppression of logits and neurons by adversarial perturbations (P4: Xu et al.,
-"Interpreting Adversarial Examples by Activation Promotion and Suppression", arXiv 1904.02057).
+"""Promotion and suppression of logits and neurons by adversarial perturbations (Xu et al.,
+"Interpreting Adversarial Examples by Activation Promotion and Suppression", 2019, arXiv 1904.02057).
 
-Logit level [U] (METHODS.md): true label y, adversarial/target label t, logits z, clean x, adversarial x':
+Logit level (the paper leaves the exact formulas open; we use these, as METHODS.md does): true label
+y, adversarial/target label t, logits z, clean x, adversarial x':
 
     S = max(0, z_y(x) - z_y(x'))     suppression of the true class
     P = max(0, z_t(x') - z_t(x))     promotion of the adversarial class
     r = P / (P + S)
 
-r < 1/3: suppression-dominated, r > 2/3: promotion-dominated, otherwise balanced (P4's three
-perturbation types); P + S = 0 gives type "none". Fixture: z(x) = [4, 1, 0], z(x') = [1, 3, 0],
+r < 1/3: suppression-dominated, r > 2/3: promotion-dominated, otherwise balanced (the paper's
+three perturbation types); P + S = 0 gives type "none". Fixture: z(x) = [4, 1, 0], z(x') = [1, 3, 0],
 y = 0, t = 1 -> S = 3, P = 2, r = 0.4, balanced.
 
-Neuron level [U] on a chosen layer with activations a (flattened, d units): the first-order
-contribution of unit j to the change of logit c is  dz_c_j = (a_j(x') - a_j(x)) * g_cj, where
+Neuron level (also left open by the paper; we use a first-order reading) on a chosen layer with
+activations a (flattened, d units): the first-order contribution of unit j to the change of logit c is
+dz_c_j = (a_j(x') - a_j(x)) * g_cj, where
 g_cj = (dz_c/da_j(x) + dz_c/da_j(x')) / 2 (trapezoid rule). Per sample
 
     S_n = max(0, -sum_j dz_y_j),  P_n = max(0, sum_j dz_t_j),  r_n = P_n / (P_n + S_n),
@@ -98,7 +100,7 @@ def _neuron_level(model, layer, x, x_adv, y, t, batch_size):
 
 
 def promotion_suppression(model, x, x_adv, y, target=None, layer=None, batch_size=256, top_units=10):
-    """Per-sample promotion/suppression (P4) of the true and the adversarial class, logits and neurons.
+    """Per-sample promotion/suppression (the 2019 PSE paper) of the true and the adversarial class, logits and neurons.
 
     Args:
       model: Keras model / ``kam.AdversarialModel`` (its logits model) / callable returning logits

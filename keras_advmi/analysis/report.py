@@ -3,10 +3,13 @@ by side), written as a self-contained ``index.html`` (PNG figures embedded as da
 ``results.json`` holding every number the figures show.
 
 Per model, on the first N test images: clean accuracy; FGSM, PGD and targeted PGD examples at
-``epsilon``; texture vs shape probe (P1); promotion/suppression at logit and neuron level for the
-three attacks (P4); Grad-CAM of the true and the adversarial class on x and x' (P4's CAM link);
-robust accuracy against epsilon; fooling rates of targeted universal perturbations (P3); the
-information plane of clean and PGD inputs (P1).
+``epsilon``; texture vs shape probe ("Exploring adversarial examples and adversarial
+robustness of convolutional neural networks by mutual information", 2022); promotion/suppression at logit and neuron level for the
+three attacks ("Interpreting Adversarial Examples by Activation Promotion and Suppression",
+2019); Grad-CAM of the true and the adversarial class on x and x' (that paper's CAM link);
+robust accuracy against epsilon; fooling rates of targeted universal perturbations ("Improving
+adversarial robustness of deep neural networks by using semantic information", 2020); the
+information plane of clean and PGD inputs (the 2022 MI paper).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ ANALYSES = ("texture_shape", "pse", "grad_cam", "robustness", "universal", "info
 
 
 def _neuron_layer(model):
-    """Default layer of the neuron-level PSE: the Grad-CAM layer (the last 4-D feature map, P4's link
+    """Default layer of the neuron-level PSE: the Grad-CAM layer (the last 4-D feature map, the 2019 PSE paper's link
     between units and CAMs), else the last hidden layer with weights whose output is 2-D."""
     try:
         return last_conv_layer(model)
@@ -79,7 +82,7 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
       layer: layer of the neuron-level PSE (default: the last 4-D layer, else the penultimate one).
         cam_layer: Grad-CAM layer (default: the last 4-D layer).
       noise_var: KDE noise variance of the information plane: 'relative' (scale-aware, default) or an
-        absolute s2 (P1: 0.1); see ``information_plane``.
+        absolute s2 (0.1 in the 2022 MI paper); see ``information_plane``.
       histories: optional {label: MutualInformationLogger history} for per-epoch information planes.
       seed: attack and shuffle seed. progress: show a tqdm bar.
     Returns:
@@ -210,17 +213,21 @@ def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_st
 _SECTIONS = [
     ("robustness", "Robust accuracy vs epsilon",
      "FGSM and PGD (random start, step 2.5&middot;eps/steps) on the same test images."),
-    ("texture_shape", "Texture vs shape (P1)",
-     "Saturation removes texture and keeps shape; patch shuffle removes shape and keeps texture. P1: adversarially "
-     "trained models lose more under patch shuffle, normally trained ones more under saturation."),
-    ("pse", "Promotion vs suppression (P4)",
+    ("texture_shape", "Texture vs shape (Exploring adversarial examples ... by mutual information, "
+     "2022)",
+     "Saturation removes texture and keeps shape; patch shuffle removes shape and keeps texture. "
+     "The 2022 paper: adversarially trained models lose more under patch shuffle, normally trained ones more under saturation."),
+    ("pse", "Promotion vs suppression (Interpreting Adversarial Examples by Activation "
+     "Promotion and Suppression, 2019)",
      "Per successful adversarial example: suppression S of the true logit and promotion P of the adversarial "
      "logit; r = P/(P+S): &lt;1/3 suppression, &gt;2/3 promotion, else balanced."),
     ("grad_cam", "Grad-CAM of the true (y) and adversarial (t) class on x and x' (PGD)", ""),
-    ("universal", "Targeted universal perturbations: fooling rate per target class (P3)",
+    ("universal", "Targeted universal perturbations: fooling rate per target class (Improving "
+     "adversarial robustness ... by using semantic information, 2020)",
      "One image-agnostic perturbation per target class, fitted on the first half of the images, "
      "evaluated on the second half."),
-    ("information_plane", "Information plane, clean vs PGD (P1)",
+    ("information_plane", "Information plane, clean vs PGD (Exploring adversarial examples ... by mutual "
+     "information, 2022)",
      "KDE upper bound, nats, noise variance 0.1 x each layer's median squared pairwise distance (scale-aware); "
      "every panel on the same axes, dotted lines at the ceilings log N (I(X;T)) and H(Y) (I(T;Y))."),
 ]

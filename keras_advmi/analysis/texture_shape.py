@@ -1,11 +1,12 @@
-"""Texture vs shape probe (P1, arXiv 2207.05756, after Zhang & Zhu, ICML 2019).
+"""Texture vs shape probe ("Exploring adversarial examples and adversarial robustness
+of convolutional neural networks by mutual information", 2022, arXiv 2207.05756, after Zhang & Zhu, ICML 2019).
 
 Accuracy of a classifier on transformed test images:
 
 * saturation x_p (``layers.transforms.Saturation``) removes texture and keeps shape;
 * patch shuffle with a k x k grid (``layers.transforms.PatchShuffle``) removes shape and keeps texture.
 
-P1's finding, checked by ``benchmarks/analysis.py``: adversarially trained (AT) models keep more
+The paper's finding, checked by ``benchmarks/analysis.py``: adversarially trained (AT) models keep more
 accuracy under saturation and lose more under patch shuffle than normally trained (NT) ones — AT
 relies on shape, NT on texture.
 """

@@ -1,5 +1,5 @@
-"""Universal-perturbation fragility per target class (P3: "Improving adversarial robustness of DNNs by
-using semantic information", arXiv 2008.07838).
+"""Universal-perturbation fragility per target class ("Improving adversarial robustness of deep neural
+networks by using semantic information", 2020, arXiv 2008.07838).
 
 For each target class t, one image-agnostic L-inf perturbation delta_t (|delta_t| <= eps) is fitted
 on the inputs near the decision boundary to t (``kam.attacks.universal``); its fooling rate
@@ -7,7 +7,7 @@ on the inputs near the decision boundary to t (``kam.attacks.universal``); its f
     FR_t = #{i : y_i != t, argmax f(clip01(x_i + delta_t)) = t} / #{i : y_i != t}
 
 says how easily the whole input distribution is pushed into class t. High FR_t marks the classes a
-model's decision regions leave exposed; P3's region adversarial training lowers them.
+model's decision regions leave exposed; That paper's region adversarial training lowers them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Binning estimate of I(X;T) and I(T;Y) (P1; Shwartz-Ziv & Tishby 2017).
+"""Binning estimate of I(X;T) and I(T;Y) ("Exploring adversarial examples and adversarial
+robustness of convolutional neural networks by mutual information", 2022, arXiv 2207.05756; Shwartz-Ziv &
+Tishby 2017).
 
-Each unit's activation is discretised as T = floor(h / w) (bin width w, P1: 0.5). With every input x
+Each unit's activation is discretised as T = floor(h / w) (bin width w; 0.5 in that paper). With every input x
 distinct, T is a function of X, so
 
     I(X;T) = H(T)         and        I(T;Y) = H(T) - sum_c p(c) H(T | Y = c),
@@ -35,7 +37,7 @@ def binning_mi(h, y, bin_width: float = 0.5, unit: str = "nats"):
     Args:
       h: activations, flattened per sample; N >= 2, finite.
       y: integer class labels (N,) (or one-hot).
-      bin_width: w > 0 (P1: 0.5).
+      bin_width: w > 0 (0.5 in the 2022 MI paper).
       unit: 'nats' (default) or 'bits'.
     Returns:
       (I_XT, I_TY) floats. Fixture: h = [[.1,.2],[.3,.4],[.6,.1],[.9,.9],[1.2,.2],[1.4,.3]],

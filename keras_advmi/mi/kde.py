@@ -1,8 +1,10 @@
 """Kernel-density (KDE) bounds on the mutual information of a layer's activations.
 
-P1 (after Kolchinsky & Tracey 2017, "Estimating mixture entropy with pairwise distances", and Saxe et
-al. 2018, "On the information bottleneck theory of deep learning"): the activations h (N x d) are
-seen through additive Gaussian noise of variance ``noise_var`` (s2); with D_ij = ||h_i - h_j||^2,
+As in "Exploring adversarial examples and adversarial robustness of convolutional neural networks by
+mutual information" (2022, arXiv 2207.05756), after Kolchinsky & Tracey 2017, "Estimating mixture
+entropy with pairwise distances", and Saxe et al. 2018, "On the information bottleneck theory of deep
+learning": the activations h (N x d) are seen through additive Gaussian noise of variance
+``noise_var`` (s2); with D_ij = ||h_i - h_j||^2,
 
     I_upper(X;T) = -(1/N) sum_i log( (1/N) sum_j exp(-D_ij / (2 s2)) )
     I_lower(X;T) = -(1/N) sum_i log( (1/N) sum_j exp(-D_ij / (8 s2)) )
@@ -10,7 +12,8 @@ seen through additive Gaussian noise of variance ``noise_var`` (s2); with D_ij =
 
 Every value lies in [0, log N] nats: estimates saturate at log N, so probe with >= 1,000 samples.
 
-Noise scale. P1 uses an absolute s2 = 0.1 (``noise_var=0.1``, kept for reproducing P1). The value of
+Noise scale. The 2022 mutual-information paper above uses an absolute s2 = 0.1 (``noise_var=0.1``, kept for
+reproducing it). The value of
 I(X;T) of a deterministic layer is then set by the ratio of the pairwise distances to s2, not by the
 network: activations of 1,000 distinct images lie far apart, every estimate sits at log N, and a
 function-preserving rescale of a layer (ReLU kernel x10, next kernel x0.1) moves it arbitrarily (Saxe et
@@ -26,7 +29,7 @@ at the default relative_noise = 0.1 resolves the cluster structure of the layer:
 tight classes, up to log N for points with no near neighbours, 0 for a collapsed layer.
 
 Implementation: float64 log-sum-exp, rows in chunks, so memory is O(N x chunk) (never O(N^2 x d)).
-Distances use ||a||^2 + ||b||^2 - 2 a.b on mean-centred data, clamped at 0 (P1's un-centred float32
+Distances use ||a||^2 + ||b||^2 - 2 a.b on mean-centred data, clamped at 0 (the 2022 paper's un-centred float32
 version of this identity can go negative); they are computed in float32 where the kernel is wide
 compared with the squared norms (s2 >= 1% of the largest), as the relative noise always is, else in float64.
 """
@@ -124,18 +127,18 @@ def kde_noise_var(h, relative_noise: float = RELATIVE_NOISE) -> float:
 
 
 def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
-    """s2 for ``noise_var`` = a positive number (absolute, P1) or 'relative' (``kde_noise_var`` of h64)."""
+    """s2 for ``noise_var`` = a positive number (absolute, as in the 2022 MI paper) or 'relative'
+    (``kde_noise_var`` of h64)."""
     if isinstance(noise_var, str):
         if noise_var != "relative":
-            raise invalid("noise_var", "a positive number (absolute s2, P1: 0.1) or 'relative'", noise_var)
+            raise invalid("noise_var", "a positive number (absolute s2; 0.1 in the 2022 MI paper) or 'relative'", noise_var)
         return check_positive("relative_noise", relative_noise) * _median_sq_distance(h64)
     return check_positive("noise_var", noise_var)
 
 
 def _gram_input(centred: np.ndarray, noise_var: float) -> tf.Tensor:
-    """Centred activations for the distance pass: float32 (about 2x faster) where the kernel is wide enough
-    for its rounding not to matter (s2 >= 1% of the largest squared norm; measured error below 1e-5 nats),
-    float64 otherwise (narrow kernels, as P1's absolute s2 on large activations)."""
+    """Centred activations for the distance pass: float32 (faster; docs/benchmarks.md) where the kernel is
+    wide enough for its rounding not to matter (s2 >= 1% of the largest squared norm), float64 otherwise (narrow kernels, as the 2022 MI paper's absolute s2 on large activations)."""
     wide = noise_var >= 0.01 * float(np.max(np.einsum("ij,ij->i", centred, centred)))
     return tf.constant(centred.astype(np.float32) if wide else centred)
 
@@ -163,7 +166,7 @@ def kde_mi(h, noise_var=0.1, bound: str = "upper", *, unit: str = "nats", chunk:
 
     Args:
       h: activations, shape (N, ...), flattened per sample; N >= 2, finite.
-      noise_var: variance s2 of the Gaussian noise: a number > 0 (absolute; P1: 0.1), or 'relative' for
+      noise_var: variance s2 of the Gaussian noise: a number > 0 (absolute; 0.1 in the 2022 MI paper), or 'relative' for
         ``relative_noise`` times the median squared pairwise distance of h (scale-aware; module doc).
       bound: 'upper' (kernel width 2 s2) or 'lower' (8 s2).
       unit: 'nats' (default) or 'bits'.
@@ -181,7 +184,7 @@ def kde_mi(h, noise_var=0.1, bound: str = "upper", *, unit: str = "nats", chunk:
 def kde_upper(h, noise_var=0.1, *, unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
     """Upper KDE bound on I(X;T): -(1/N) sum_i log((1/N) sum_j exp(-||h_i - h_j||^2 / (2 s2))).
 
-    ``noise_var``: absolute s2 (P1: 0.1) or 'relative' (scale-aware; see ``kde_mi``).
+    ``noise_var``: absolute s2 (0.1 in the 2022 MI paper) or 'relative' (scale-aware; see ``kde_mi``).
     Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.686432 nats.
     """
     return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk, relative_noise=relative_noise)

@@ -68,10 +68,8 @@ class OnlineLabelMI:
       num_critics: K. num_classes: C; labels are integers in [0, C). features: the width phi is padded to.
       embed_dim: E, the rank of each critic. steps: Adam steps per call. learning_rate: Adam's.
       seed: initialisation (Glorot-uniform, numpy-seeded; Keras' global RNG is untouched).
-    Measured on digits (224 training rows, unchanged data, 8 calls): an MLP critic (64 hidden units) or 100
-    steps per call overfit, and the held-out bound fell with every call (below 0 on adversarial probes after
-    3 calls); the bilinear critic at 50 steps of 3e-3 lost under 0.1 nats over 8 calls. Overfitting only
-    lowers a held-out bound, never raises it.
+    The critic is bilinear and the step count small because larger critics overfit the few probe rows
+    (docs/benchmarks.md, the neural estimate); overfitting only lowers a held-out bound, never raises it.
     """
 
     def __init__(self, num_critics: int, num_classes: int, features: int = 64, embed_dim: int = 16,
