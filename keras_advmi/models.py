@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from . import _multiworker
 from ._checks import check_bool, check_labels, invalid
 from ._defense import Defense, apply_if
 from ._model import check_model_images
@@ -236,7 +237,8 @@ class AdversarialModel(keras.Model):
         if self.clean_train_metrics:
             logits_clean = out.logits_clean if out.logits_clean is not None else self.model(x, training=False)
         results = self._update_metrics(y, logits_clean, out, loss, sample_weight)
-        return {k: v for k, v in results.items() if k not in self.defense.evaluation_log_names}
+        return _multiworker.logs_for_reduction(
+            {k: v for k, v in results.items() if k not in self.defense.evaluation_log_names})
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -249,7 +251,16 @@ class AdversarialModel(keras.Model):
         out = self._defense_loss(x, y, x_adv, training=False, step=None)
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
         loss = self._weighted_mean(out.per_sample, sample_weight)
-        return self._update_metrics(y, logits_clean, out, loss, sample_weight, extra)
+        return _multiworker.logs_for_reduction(self._update_metrics(y, logits_clean, out, loss, sample_weight, extra))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Multi-worker hook, the one override of a private Keras method: Keras' own reduces a whole batch
+        # across workers and fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); this worker's
+        # first replica's batch is built on instead. keras_advmi/_multiworker.py explains; drop when fixed.
+        batch = _multiworker.symbolic_build_batch(self.distribute_strategy, iterator)
+        if batch is not None:
+            iterator, data_batch = None, batch
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
         """``keras.Model.compile``; a ``loss`` is not used (the defense defines the loss), so it is dropped

@@ -327,7 +327,8 @@ class MIAT(Defense):
     def _scores(self, x, x_adv, outputs_clean, outputs_adv, training=False, rows=None):
         """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,), or (R,) for ``rows``
         (``miat_scores.scores`` with this defense's estimators)."""
-        return scores(self.natural, self.adversarial, x, x_adv, outputs_clean, outputs_adv, training, rows)
+        values = scores(self.natural, self.adversarial, x, x_adv, outputs_clean, outputs_adv, training, rows)
+        return tuple(tf.cast(v, tf.float32) for v in values)   # float32 under a mixed policy too (issue 23)
 
     # -- training loss ----------------------------------------------------------------------------
     def _base_parts(self, model, x, y, x_adv, training):
