@@ -106,6 +106,36 @@ def cleverhans_loop(x, y, batch, compiled):
     return epoch
 
 
+def handwritten_loop(x, y, batch):
+    """cleverhans' PGD (uniform start in the ball, sign-gradient steps, projection, clip to [0, 1]) and the
+    weight update, written out in TensorFlow and compiled with tf.function: the hand-written loop without
+    the cleverhans dependency (``benchmarks/gpu_check.sh`` needs only the package)."""
+    model = make_model()
+    opt = keras.optimizers.Adam(1e-3)
+    ce = loss_fn()
+
+    @tf.function
+    def step(xb, yb):
+        x_adv = tf.clip_by_value(xb + tf.random.uniform(tf.shape(xb), -EPS, EPS), 0.0, 1.0)
+        for _ in range(STEPS):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                loss = ce(yb, model(x_adv, training=False))
+            x_adv = x_adv + STEP_SIZE * tf.sign(tape.gradient(loss, x_adv))
+            x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - EPS, xb + EPS), 0.0, 1.0)
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(tf.stop_gradient(x_adv), training=True))
+        opt.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+
+    xs, ys = tf.constant(x), tf.constant(y)
+
+    def epoch():
+        for s in range(0, len(x), batch):
+            step(xs[s:s + batch], ys[s:s + batch])
+
+    return epoch
+
+
 def art_trainer(x, y, batch):
     from art.defences.trainer import AdversarialTrainerMadryPGD
     from art.estimators.classification import TensorFlowV2Classifier
@@ -163,11 +193,13 @@ def main():
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_chains=1)),
         "keras_advmi_pgd10_bf16_attack": lambda: ours(x, y, args.batch_size, kam.defenses.PGD(
             epsilon=EPS, steps=STEPS, step_size=STEP_SIZE, seed=0, attack_dtype="bfloat16")),
-        # Keras' "auto" leaves XLA off on a CPU-only machine; this contender forces it on
+        # Keras' "auto" leaves XLA off on a CPU-only machine (and turns it on with a GPU); these force it
         "keras_advmi_pgd10_xla": lambda: ours(x, y, args.batch_size, jit_compile=True),
+        "keras_advmi_pgd10_no_xla": lambda: ours(x, y, args.batch_size, jit_compile=False),
         "keras_advmi_fast_at": lambda: ours(x, y, args.batch_size, kam.defenses.FastAT(epsilon=EPS, seed=0)),
         "cleverhans_eager": lambda: cleverhans_loop(x, y, args.batch_size, compiled=False),
         "cleverhans_tf_function": lambda: cleverhans_loop(x, y, args.batch_size, compiled=True),
+        "handwritten_tf_function": lambda: handwritten_loop(x, y, args.batch_size),
         "art_madry_pgd": lambda: art_trainer(x, y, args.batch_size),
     }
     runs = {name: f() for name, f in factories.items() if name not in args.skip}
@@ -186,9 +218,12 @@ def main():
                 print(f"  {label} / {other:<28} {ips[name] / ips[other]:6.2f}x")
                 result[f"{key}{other}"] = ips[name] / ips[other]
 
-    loops = ("cleverhans_eager", "cleverhans_tf_function")
+    loops = ("cleverhans_eager", "cleverhans_tf_function", "handwritten_tf_function")
     ratios("keras_advmi_pgd10", "ours", "ratio_vs_",
-           ("keras_advmi_pgd10_one_chain", "keras_advmi_pgd10_xla", *loops, "art_madry_pgd"))
+           ("keras_advmi_pgd10_one_chain", "keras_advmi_pgd10_xla", "keras_advmi_pgd10_no_xla", *loops,
+            "art_madry_pgd"))
+    # XLA on against XLA off, whatever "auto" chose for the default contender
+    ratios("keras_advmi_pgd10_xla", "ours, XLA on", "xla_ratio_vs_", ("keras_advmi_pgd10_no_xla", *loops))
     # attack_chains=1: the attack as one chain of ops (the default where a GPU is visible)
     ratios("keras_advmi_pgd10_one_chain", "ours, attack_chains=1", "one_chain_ratio_vs_", loops)
     # the bf16 attack is a different computation: its own lines, never "ours"
