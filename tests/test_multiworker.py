@@ -49,7 +49,7 @@ def assert_same_weights(a, b, atol):
     assert diff <= atol, diff
 
 
-def check_runs(out, names, workers=("worker0", "worker1")):
+def check_runs(out, names, workers=("worker0", "worker1"), evaluate_rtol=None):
     """Both workers finished with equal weights and logs, equal to the MirroredStrategy run's (1e-5)."""
     reference = results(out, "mirrored")
     runs = {w: results(out, w) for w in workers}
@@ -63,7 +63,8 @@ def check_runs(out, names, workers=("worker0", "worker1")):
             for key, values in r[name]["history"].items():
                 np.testing.assert_allclose(values, ref["history"][key][-len(values):], rtol=1e-5, err_msg=key)
             for key, value in r[name]["evaluate"].items():
-                np.testing.assert_allclose(value, ref["evaluate"][key], rtol=1e-5, err_msg=key)
+                rtol = (evaluate_rtol or {}).get(name, 1e-5)
+                np.testing.assert_allclose(value, ref["evaluate"][key], rtol=rtol, err_msg=f"{w} {name} {key}")
         # per-replica attack seeds: distinct over the 2 workers (replica_id_in_sync_group is global), and
         # the same as the MirroredStrategy run's 2 replicas
         seeds = [tuple(s) for w in workers for s in runs[w][name]["seeds"]]
@@ -84,6 +85,20 @@ def test_two_workers_on_localhost_match_one_process(names, tmp_path):
         assert accuracy[-1] > accuracy[0] + 0.05, (name, accuracy)      # accuracy rises
     for name in set(names) - {"miat"}:    # MIAT spends the 3 short epochs in its phases
         assert reference[name]["evaluate"]["accuracy"] > 0.8, reference[name]["evaluate"]
+
+
+@pytest.mark.slow   # 120 s under load (2 workers and the reference, 4 defenses)
+@pytest.mark.timeout(TIMEOUT + 10)
+def test_the_other_defenses_on_two_workers(tmp_path):
+    """MART, FastAT, SNS and RegionAT (with its refresh callback) on 2 workers: equal to the one-process run.
+    SNS stores its channel masks with aggregation "only_first_replica", which TensorFlow resolves per worker
+    under MultiWorkerMirroredStrategy (the first replica of each worker) and globally under MirroredStrategy:
+    training is equal to the bit (refresh=1 re-picks the masks from each replica's batch every step), but
+    the stored masks that evaluate reads differ (measured: loss 2.3e-4, sensitivity 6e-3 relative)."""
+    names = ["mart", "fast_at", "sns", "region_at"]
+    launched = run_script("launch", tmp_path, *names)
+    assert launched["codes"] == [0, 0, 0], (launched, logs(tmp_path, "worker0")[-3000:])
+    check_runs(tmp_path, names, evaluate_rtol={"sns": 2e-2})
 
 
 @pytest.mark.upstream

@@ -33,6 +33,10 @@ def options(name):
     common = {"epsilon": 0.2, "steps": 3, "eval_steps": 3, "seed": 0}
     if name == "miat":   # its phases inside fit: base, estimator pretraining, MI term
         return {**common, "hsize": 16, "alpha": 1.0, "require_pretrained": False, "pretrain_attack_steps": 3}
+    if name == "sns":
+        return {**common, "layers": ["conv1"], "top_k": 3}
+    if name == "region_at":
+        return {"epsilon": 0.2, "seed": 0, "eval_steps": 3, "universal_steps": 3, "data_fraction": 0.25}
     return common
 
 
@@ -77,7 +81,7 @@ def worker(args):
     for name in args.defenses:
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+            net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
                                     keras.layers.Flatten(), keras.layers.Dense(10)])
             if args.plain:   # Keras' own Model.fit, to show the upstream failure
                 model = net
@@ -88,6 +92,8 @@ def worker(args):
                 model.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
         report = Report()
         callbacks = [report]
+        if name == "region_at":   # its universal deltas, computed on a subset at the start of training
+            callbacks.append(model.defense.refresh_callback(x[:128], y[:128]))
         if args.backup:   # one backup directory per worker: Keras' BackupAndRestore writes without coordination
             callbacks.insert(0, keras.callbacks.BackupAndRestore(os.path.join(args.backup, f"{name}-task{task}")))
         t0 = time.perf_counter()
