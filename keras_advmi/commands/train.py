@@ -17,6 +17,7 @@ from .._model import network_of
 from ..architectures import build
 from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor
 from ..defenses import REGISTRY
+from ..defenses.region_at import RegionAT
 from ..evaluation import RobustnessReport, evaluate_robustness
 from ..models import AdversarialModel
 from . import UsageError
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
     if done:
         print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
               f"{out / 'backup'}")
+    if isinstance(defense, RegionAT):   # its deltas are recomputed on the training data; without it they stay 0
+        callbacks.append(defense.refresh_callback(x, y))
     if args.defense == "fast_at":   # Wong et al.'s check: PGD vs FGSM accuracy on the validation data
         callbacks.append(CatastrophicOverfittingMonitor())
     if args.ema is not None:   # after BackupAndRestore, which must back up the raw weights, not the averages
