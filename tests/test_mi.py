@@ -169,6 +169,26 @@ def test_bounds_are_differentiable():
         assert grad is not None and bool(tf.reduce_all(tf.math.is_finite(grad))), name
 
 
+
+@pytest.mark.parametrize("fn", [mi.infonce, mi.dv, mi.nwj, mi.js, mi.dv_per_sample,
+                                lambda s, name=None: mi.per_sample_bound(s, "jsd", name=name)])
+def test_bounds_open_a_name_scope(fn):
+    """As tfp.vi.mutual_information's functions do: ops of a traced graph sit under ``name/``."""
+    def op_names(name):
+        graph = tf.function(lambda s: fn(s, name=name)).get_concrete_function(
+            tf.TensorSpec([4, 4], tf.float32)).graph
+        return [op.name for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp", "Identity")]
+    named = op_names("foo")
+    assert named and all(n.startswith("foo/") for n in named), named
+    assert not any(n.startswith("foo/") for n in op_names(None))
+
+
+def test_numpy_estimators_take_a_name():
+    assert mi.kde_upper(TWO, 0.1, name="foo") == pytest.approx(0.686432, abs=1e-5)
+    assert mi.kde_label_mi(SQUARE, SQUARE_Y, name="foo") == pytest.approx(0.686432, abs=1e-5)
+    assert mi.binning_mi(BINS_H, BINS_Y, name="foo") == mi.binning_mi(BINS_H, BINS_Y)
+    assert mi.label_entropy(SQUARE_Y, name="foo") == pytest.approx(math.log(2))
+
 @pytest.mark.parametrize("dims", [1, 2, 3, 4, 5])
 def test_trained_critic_recovers_gaussian_mi(dims):
     """rho 0.8: I = -(d/2) log(1 - rho^2); a separable critic with InfoNCE lands within 15%."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_positive_int, invalid
 from .._model import check_layer, check_model_images, tap_model
@@ -22,7 +24,7 @@ from ._common import check_class_index, check_model
 __all__ = ["grad_cam", "last_conv_layer"]
 
 
-def last_conv_layer(model):
+def last_conv_layer(model: keras.Model) -> str:
     """Name of the last layer whose output is a 4-D feature map (N, h, w, K); ValueError if none."""
     for layer in reversed(getattr(model, "layers", [])):
         try:
@@ -35,7 +37,8 @@ def last_conv_layer(model):
                   [l.name for l in getattr(model, "layers", [])])
 
 
-def grad_cam(model, x, class_index, layer=None, upsample=True, normalize=True, batch_size=128):
+def grad_cam(model: keras.Model, x: ArrayLike, class_index: int | ArrayLike, layer: str | None = None,
+             upsample: bool = True, normalize: bool = True, batch_size: int = 128) -> np.ndarray:
     """Grad-CAM heat maps of ``class_index`` on images x at ``layer``.
 
     Args:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, check_seed
 from ..attacks._common import check_budget, loss_gradient, seed_pair, uniform_ball_sample
@@ -40,7 +42,8 @@ def _cosines(model, x, y, epsilon, seed):
     return tf.where(norms > 0, dots / tf.where(norms > 0, norms, 1.0), tf.fill(tf.shape(dots), np.nan))
 
 
-def gradient_alignment(model, x, y, epsilon, seed=0, batch_size=256):
+def gradient_alignment(model: keras.Model, x: ArrayLike, y: ArrayLike, epsilon: float, seed: int = 0,
+                       batch_size: int = 256) -> dict:
     """Mean cosine between the input gradients of the cross-entropy at x and at a uniform point of
     the L-inf ball around x (GA of Andriushchenko & Flammarion 2020).
 

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import numbers
 import re
+from collections.abc import Sequence
 
 import numpy as np
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, invalid
 from .. import mi
@@ -33,7 +36,7 @@ from ._common import check_model
 __all__ = ["information_plane", "weighted_layers"]
 
 
-def weighted_layers(model):
+def weighted_layers(model: keras.Model) -> list[str]:
     """Names of the layers that have weights (conv/dense), in order: the default layers T."""
     return [layer.name for layer in getattr(model, "layers", []) if layer.weights]
 
@@ -131,8 +134,11 @@ def _activations(extractor, x, batch_size):
     return [np.concatenate(c, axis=0) for c in chunks]
 
 
-def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None, noise_var="relative",
-                      batch_size=256, estimator="kde_upper", relative_noise=0.1):
+def information_plane(model_or_history: keras.Model | Sequence[keras.Model] | keras.callbacks.Callback | dict,
+                      x: ArrayLike | None = None,
+                      y: ArrayLike | None = None, x_adv: ArrayLike | None = None, layers: Sequence[str] | None = None,
+                      noise_var: float | str = "relative", batch_size: int = 256, estimator: str = "kde_upper",
+                      relative_noise: float = 0.1) -> dict:
     """(I(X;T), I(T;Y)) per layer and epoch, clean and adversarial, in nats.
 
     Args:
@@ -144,11 +150,13 @@ def information_plane(model_or_history, x=None, y=None, x_adv=None, layers=None,
         * a Keras model (one point per layer) or a list of models (checkpoints, one per epoch): the
           estimates are computed here on (x, y) and (x_adv, y) with ``kam.mi.kde_information_plane``
           (noise variance ``noise_var``).
-      x: probe images (N, ...) in [0, 1] (needed with models; the 2022 MI paper probes with >= 1,000 samples).
+      x: probe images (N, ...) in [0, 1] (needed with models; the 2022 MI paper probes with >= 1,000
+        samples).
       y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
       layers: layer names (default: every layer with weights).
       noise_var: 'relative' (default: s2 = ``relative_noise`` x the median squared pairwise distance of
-        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (0.1 in the 2022 MI paper).
+        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (0.1 in the
+        2022 MI paper).
       batch_size: rows per forward pass.
       estimator: which logged estimator to read from a logger history: 'kde_upper', 'kde_lower', 'binning'.
     Returns:

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 import tensorflow as tf
 import keras
 
@@ -29,7 +30,7 @@ __all__ = ["neuron_sensitivity", "channel_sensitivity", "feature_model", "resolv
            "sensitivity_summary", "top_k_channels"]
 
 
-def channel_sensitivity(features_clean, features_adv):
+def channel_sensitivity(features_clean: ArrayLike, features_adv: ArrayLike) -> tf.Tensor:
     """Per-sample, per-channel sigma on tensors: mean over all axes but the first (batch) and last (channel).
 
     Args:
@@ -58,7 +59,8 @@ def feature_model(model: keras.Model, layers: str | Sequence[str], include_logit
     return tap_model(model, layers, include_logits=include_logits)
 
 
-def neuron_sensitivity(model, x, x_adv, layers, batch_size=256):
+def neuron_sensitivity(model: keras.Model, x: ArrayLike, x_adv: ArrayLike, layers: str | Sequence[str],
+                       batch_size: int = 256) -> dict[str, np.ndarray]:
     """Per-channel neuron sensitivity of ``layers``, averaged over the samples of (x, x_adv).
 
     Args:
@@ -111,7 +113,7 @@ def _check_sensitivities(sensitivities):
     return out
 
 
-def sensitivity_summary(sensitivities, k=None):
+def sensitivity_summary(sensitivities: dict[str, ArrayLike], k: int | None = None) -> dict[str, dict]:
     """Per-layer summary: {layer: {"mean", "median", "max", "std", "channels"[, "top_k_mean"]}} (floats).
 
     ``k`` (int >= 1) adds the mean of the ``k`` most sensitive channels (clipped to the channel count).
@@ -129,7 +131,7 @@ def sensitivity_summary(sensitivities, k=None):
     return summary
 
 
-def top_k_channels(sensitivities, k):
+def top_k_channels(sensitivities: dict[str, ArrayLike], k: int) -> dict[str, np.ndarray]:
     """{layer: indices of the ``k`` most sensitive channels, most sensitive first} (k clipped per layer)."""
     sensitivities = _check_sensitivities(sensitivities)
     k = check_positive_int("k", k)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, invalid
 from .._model import check_layer, check_model_images, predict_logits, tap_model
@@ -39,7 +41,7 @@ __all__ = ["promotion_suppression", "pse_ratio", "pse_type", "TYPES"]
 TYPES = ("suppression", "balanced", "promotion", "none")
 
 
-def pse_ratio(suppression, promotion):
+def pse_ratio(suppression: ArrayLike, promotion: ArrayLike) -> np.ndarray:
     """r = P / (P + S) with S, P clipped at 0; NaN where P + S = 0. Arrays of shape (N,)."""
     s = np.maximum(np.asarray(suppression, np.float64), 0.0)
     p = np.maximum(np.asarray(promotion, np.float64), 0.0)
@@ -48,7 +50,7 @@ def pse_ratio(suppression, promotion):
         return np.where(total > 0, p / np.where(total > 0, total, 1.0), np.nan)
 
 
-def pse_type(ratio, low=1 / 3, high=2 / 3):
+def pse_type(ratio: ArrayLike, low: float = 1 / 3, high: float = 2 / 3) -> np.ndarray:
     """Per-sample type from r: "suppression" (r < low), "promotion" (r > high), "balanced", "none" (NaN)."""
     r = np.asarray(ratio, np.float64)
     out = np.full(r.shape, "balanced", dtype=object)
@@ -99,7 +101,9 @@ def _neuron_level(model, layer, x, x_adv, y, t, batch_size):
             unit_promotion / len(x), unit_suppression / len(x))
 
 
-def promotion_suppression(model, x, x_adv, y, target=None, layer=None, batch_size=256, top_units=10):
+def promotion_suppression(model: keras.Model, x: ArrayLike, x_adv: ArrayLike, y: ArrayLike,
+                          target: ArrayLike | None = None, layer: str | None = None, batch_size: int = 256,
+                          top_units: int = 10) -> dict:
     """Per-sample promotion/suppression (the 2019 PSE paper) of the true and the adversarial class, logits and neurons.
 
     Args:

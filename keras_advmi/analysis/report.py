@@ -19,10 +19,12 @@ import html
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
+import keras
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from .._json import to_jsonable
@@ -68,8 +70,11 @@ def _random_targets(y, num_classes, seed):
     return ((y + rng.integers(1, num_classes, size=len(y))) % num_classes).astype(np.int64)
 
 
-def analyze(models, x, y, epsilon, analyses=ANALYSES, pgd_steps=20, universal_steps=40, cam_samples=4,
-            info_plane_n=1000, noise_var="relative", layer=None, cam_layer=None, histories=None, seed=0, batch_size=256, progress=False):
+def analyze(models: dict[str, keras.Model], x: ArrayLike, y: ArrayLike, epsilon: float,
+            analyses: Sequence[str] = ANALYSES, pgd_steps: int = 20, universal_steps: int = 40, cam_samples: int = 4,
+            info_plane_n: int = 1000, noise_var: float | str = "relative", layer: str | None = None,
+            cam_layer: str | None = None, histories: dict[str, dict] | None = None, seed: int = 0,
+            batch_size: int = 256, progress: bool = False) -> tuple[dict, dict[str, bytes]]:
     """Run the analyses on each model; returns ``(results, figures)``.
 
     Args:
@@ -284,7 +289,8 @@ def _summary_tables(results):
     return parts
 
 
-def write_report(out_dir, results, figures, title="keras-advmi analysis"):
+def write_report(out_dir: str | Path, results: dict, figures: dict[str, bytes],
+                 title: str = "keras-advmi analysis") -> Path:
     """Write ``out_dir/index.html`` (figures embedded as base64 PNG) and ``out_dir/results.json``.
 
     Returns the path of index.html.

@@ -14,8 +14,11 @@ relies on shape, NT on texture.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, check_seed, invalid
 from ..layers.transforms import PatchShuffle, Saturation
@@ -34,8 +37,9 @@ def _levels(name, values, kind):
     return values
 
 
-def texture_shape_probe(model, x, y, saturation_ps=(2, 8, 16, 64, 1024), shuffle_ks=(0, 2, 4, 8), seed=0,
-                        batch_size=256):
+def texture_shape_probe(model: keras.Model, x: ArrayLike, y: ArrayLike,
+                        saturation_ps: Sequence[float] = (2, 8, 16, 64, 1024), shuffle_ks: Sequence[int] = (0, 2, 4, 8),
+                        seed: int = 0, batch_size: int = 256) -> dict:
     """Accuracy of ``model`` on x under each saturation level p and each patch-shuffle grid k.
 
     Args:

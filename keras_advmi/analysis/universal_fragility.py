@@ -12,7 +12,11 @@ model's decision regions leave exposed; That paper's region adversarial training
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int
 from ..attacks._common import check_budget
@@ -23,8 +27,11 @@ from ._common import check_class_index, check_model
 __all__ = ["universal_fragility"]
 
 
-def universal_fragility(model, x, y, epsilon, targets=None, steps=40, step_size=None, boundary_fraction=0.5,
-                        seed=0, batch_size=256, x_eval=None, y_eval=None, return_deltas=False):
+def universal_fragility(model: keras.Model, x: ArrayLike, y: ArrayLike, epsilon: float,
+                        targets: Sequence[int] | None = None, steps: int = 40, step_size: float | None = None,
+                        boundary_fraction: float = 0.5, seed: int = 0, batch_size: int = 256,
+                        x_eval: ArrayLike | None = None, y_eval: ArrayLike | None = None,
+                        return_deltas: bool = False) -> dict:
     """Per-target-class fooling rates of targeted universal perturbations at budget ``epsilon``.
 
     Args:

@@ -13,6 +13,8 @@ entropies of the empirical distribution of T's rows. Both are <= log N: probe wi
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels
 from ._inputs import activations_2d, check_positive, check_unit, in_unit
@@ -31,7 +33,8 @@ def _entropy_of_rows(codes: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum()) + 0.0   # + 0.0 turns -0.0 into 0.0
 
 
-def binning_mi(h, y, bin_width: float = 0.5, unit: str = "nats"):
+def binning_mi(h: ArrayLike, y: ArrayLike, bin_width: float = 0.5, unit: str = "nats", *,
+               name: str | None = None) -> tuple[float, float]:
     """(I(X;T), I(T;Y)) by binning the activations ``h`` (N, ...) with labels ``y`` (N,).
 
     Args:
@@ -43,12 +46,13 @@ def binning_mi(h, y, bin_width: float = 0.5, unit: str = "nats"):
       (I_XT, I_TY) floats. Fixture: h = [[.1,.2],[.3,.4],[.6,.1],[.9,.9],[1.2,.2],[1.4,.3]],
       y = [0,0,0,1,1,1], w = 0.5 -> (1.918296, 1.000000) bits.
     """
-    h64 = activations_2d(h)
-    labels = check_labels("y", y, n=h64.shape[0])
-    width = check_positive("bin_width", bin_width)
-    check_unit(unit)
-    codes = np.floor(h64 / width).astype(np.int64)
-    h_t = _entropy_of_rows(codes)
-    n = len(labels)
-    h_t_given_y = sum(np.sum(labels == c) / n * _entropy_of_rows(codes[labels == c]) for c in np.unique(labels))
-    return float(in_unit(h_t, unit)), float(in_unit(max(h_t - h_t_given_y, 0.0), unit))
+    with tf.name_scope(name or "binning_mi"):
+        h64 = activations_2d(h)
+        labels = check_labels("y", y, n=h64.shape[0])
+        width = check_positive("bin_width", bin_width)
+        check_unit(unit)
+        codes = np.floor(h64 / width).astype(np.int64)
+        h_t = _entropy_of_rows(codes)
+        n = len(labels)
+        h_t_given_y = sum(np.sum(labels == c) / n * _entropy_of_rows(codes[labels == c]) for c in np.unique(labels))
+        return float(in_unit(h_t, unit)), float(in_unit(max(h_t - h_t_given_y, 0.0), unit))

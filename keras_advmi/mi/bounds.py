@@ -11,7 +11,8 @@ the off-diagonal entries pairs from the product of marginals. All values in nats
 
 InfoNCE, NWJ and JS call ``tfp.vi.mutual_information`` (TFP's functions are the reference); DV is not
 in TFP, so it is written here. Poole et al. 2019, "On variational bounds of mutual information",
-compares them. All functions are differentiable and graph-safe (used as training losses).
+compares them. All functions are differentiable and graph-safe (used as training losses), and each opens a
+``tf.name_scope(name or <function name>)`` as TFP's do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow.types.experimental import TensorLike
 
 from .._checks import invalid
 from ._inputs import in_unit
@@ -48,45 +50,49 @@ def _off_diagonal_mask(s):
     return tf.logical_not(tf.eye(n, dtype=tf.bool))
 
 
-def infonce(scores, unit: str = "nats"):
+def infonce(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
     """InfoNCE bound, mean_i [S_ii - log mean_j exp(S_ij)] = ``tfp.vi.mutual_information.lower_bound_info_nce``.
 
     Fixtures: [[2,0],[0,2]] -> 0.566219; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 0.674228.
     """
-    s = _scores(scores)
-    return in_unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
+    with tf.name_scope(name or "infonce"):
+        s = _scores(scores)
+        return in_unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
 
 
-def nwj(scores, unit: str = "nats"):
+def nwj(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
     """NWJ bound, mean_i S_ii - e^-1 mean_{i!=j} exp(S_ij) = ``tfp.vi.mutual_information.lower_bound_nguyen_wainwright_jordan``.
 
     Fixtures: [[2,0],[0,2]] -> 1.632121; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.420396.
     """
-    s = _scores(scores)
-    return in_unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
+    with tf.name_scope(name or "nwj"):
+        s = _scores(scores)
+        return in_unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
 
 
-def js(scores, unit: str = "nats"):
+def js(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
     """Jensen-Shannon (f-GAN/DIM) score = ``tfp.vi.mutual_information.lower_bound_jensen_shannon``.
 
     Fixtures: [[2,0],[0,2]] -> -0.820075; [[3,1,0],[0.5,2,-1],[0,1,1]] -> -1.046285.
     Not an MI value in nats; ``unit`` only rescales it for symmetry with the other bounds.
     """
-    s = _scores(scores)
-    return in_unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
+    with tf.name_scope(name or "js"):
+        s = _scores(scores)
+        return in_unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
 
 
-def dv(scores, unit: str = "nats"):
+def dv(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
     """Donsker-Varadhan bound, mean_i S_ii - log mean_{i != j} exp(S_ij) (not in TFP).
 
     Fixtures: [[2,0],[0,2]] -> 2.000000; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.545410.
     """
-    s = _scores(scores)
-    n = tf.cast(tf.shape(s)[0], s.dtype)
-    joint = tf.reduce_mean(tf.linalg.diag_part(s))
-    marginal = tf.boolean_mask(s, _off_diagonal_mask(s))
-    log_mean_exp = tf.reduce_logsumexp(marginal) - tf.math.log(n * (n - 1.0))
-    return in_unit(joint - log_mean_exp, unit)
+    with tf.name_scope(name or "dv"):
+        s = _scores(scores)
+        n = tf.cast(tf.shape(s)[0], s.dtype)
+        joint = tf.reduce_mean(tf.linalg.diag_part(s))
+        marginal = tf.boolean_mask(s, _off_diagonal_mask(s))
+        log_mean_exp = tf.reduce_logsumexp(marginal) - tf.math.log(n * (n - 1.0))
+        return in_unit(joint - log_mean_exp, unit)
 
 
 def _per_sample_scores(scores, positives):
@@ -103,7 +109,8 @@ def _per_sample_scores(scores, positives):
     return s, tf.one_hot(positives, n, dtype=s.dtype)[:, :, None], n
 
 
-def dv_per_sample(scores, diagonal: str = "exclude", positives=None):
+def dv_per_sample(scores: TensorLike, diagonal: str = "exclude", positives: TensorLike | None = None, *,
+                  name: str | None = None) -> tf.Tensor:
     """Per-sample DV terms of a score tensor, the MIAT estimator's output (METHODS.md, MIAT card).
 
     Args:
@@ -118,18 +125,20 @@ def dv_per_sample(scores, diagonal: str = "exclude", positives=None):
     """
     if diagonal not in ("exclude", "zero"):
         raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
-    s, eye, n = _per_sample_scores(scores, positives)
-    joint = tf.reduce_sum(s * eye, axis=1)                           # (R, L): S_iil
-    if diagonal == "exclude":
-        is_joint = tf.broadcast_to(tf.cast(eye, tf.bool), tf.shape(s))
-        negatives = tf.where(is_joint, tf.constant(-np.inf, s.dtype), s)
-    else:
-        negatives = s * (1.0 - eye)
-    log_mean = tf.reduce_logsumexp(negatives, axis=1) - tf.math.log(tf.cast(n - 1, s.dtype))
-    return tf.reduce_mean(joint - log_mean, axis=-1)
+    with tf.name_scope(name or "dv_per_sample"):
+        s, eye, n = _per_sample_scores(scores, positives)
+        joint = tf.reduce_sum(s * eye, axis=1)                           # (R, L): S_iil
+        if diagonal == "exclude":
+            is_joint = tf.broadcast_to(tf.cast(eye, tf.bool), tf.shape(s))
+            negatives = tf.where(is_joint, tf.constant(-np.inf, s.dtype), s)
+        else:
+            negatives = s * (1.0 - eye)
+        log_mean = tf.reduce_logsumexp(negatives, axis=1) - tf.math.log(tf.cast(n - 1, s.dtype))
+        return tf.reduce_mean(joint - log_mean, axis=-1)
 
 
-def per_sample_bound(scores, bound: str = "dv", diagonal: str = "exclude", positives=None):
+def per_sample_bound(scores: TensorLike, bound: str = "dv", diagonal: str = "exclude",
+                     positives: TensorLike | None = None, *, name: str | None = None) -> tf.Tensor:
     """Per-sample terms of a bound on a score tensor (N, N) or (N, N, L), averaged over locations L.
 
     bound: 'dv' (:func:`dv_per_sample`), 'jsd' (-softplus(-S_iil) - mean_{j != i} softplus(S_ijl)) or
@@ -138,17 +147,18 @@ def per_sample_bound(scores, bound: str = "dv", diagonal: str = "exclude", posit
     The MIAT estimators' per-sample output (Hjelm et al. 2019, DIM; METHODS.md MIAT card).
     """
     if bound == "dv":
-        return dv_per_sample(scores, diagonal, positives)
+        return dv_per_sample(scores, diagonal, positives, name=name or "per_sample_bound")
     if bound not in PER_SAMPLE_BOUNDS:
         raise invalid("bound", f"one of {PER_SAMPLE_BOUNDS}", bound)
-    s, eye, n = _per_sample_scores(scores, positives)
-    joint = tf.reduce_sum(s * eye, axis=1)                                   # (R, L)
-    if bound == "infonce":
-        terms = joint - (tf.reduce_logsumexp(s, axis=1) - tf.math.log(tf.cast(n, s.dtype)))
-    else:  # jsd
-        neg = tf.reduce_sum(tf.nn.softplus(s) * (1.0 - eye), axis=1) / tf.cast(n - 1, s.dtype)
-        terms = -tf.nn.softplus(-joint) - neg
-    return tf.reduce_mean(terms, axis=-1)
+    with tf.name_scope(name or "per_sample_bound"):
+        s, eye, n = _per_sample_scores(scores, positives)
+        joint = tf.reduce_sum(s * eye, axis=1)                                   # (R, L)
+        if bound == "infonce":
+            terms = joint - (tf.reduce_logsumexp(s, axis=1) - tf.math.log(tf.cast(n, s.dtype)))
+        else:  # jsd
+            neg = tf.reduce_sum(tf.nn.softplus(s) * (1.0 - eye), axis=1) / tf.cast(n - 1, s.dtype)
+            terms = -tf.nn.softplus(-joint) - neg
+        return tf.reduce_mean(terms, axis=-1)
 
 
 BOUNDS = {"infonce": infonce, "dv": dv, "nwj": nwj, "js": js}

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 import keras
+from numpy.typing import ArrayLike
 
 from .._checks import check_positive_int, invalid
 from ..layers.critics import ConcatCritic, SeparableCritic
@@ -58,9 +59,9 @@ def _samples(name, a):
     return arr
 
 
-def estimate(x, y, critic="separable", bound: str = "infonce", steps: int = 2000, *, batch_size: int = 512,
-             learning_rate: float = 5e-4, train_bound: str | None = None, eval_batches: int = 20,
-             seed: int = 0, unit: str = "nats") -> MIEstimate:
+def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "separable", bound: str = "infonce",
+             steps: int = 2000, *, batch_size: int = 512, learning_rate: float = 5e-4, train_bound: str | None = None,
+             eval_batches: int = 20, seed: int = 0, unit: str = "nats", name: str | None = None) -> MIEstimate:
     """Train ``critic`` to maximise a variational bound on I(X;Y) from paired samples; return the bound.
 
     Args:
@@ -72,6 +73,8 @@ def estimate(x, y, critic="separable", bound: str = "infonce", steps: int = 2000
         variance) and report 'dv'.
       eval_batches: batches averaged for ``value`` after training.
       seed: seeds batch sampling and the critic's initialisation.
+      unit: 'nats' (default) or 'bits'.
+      name: the ``tf.name_scope`` of the ops (default 'estimate'), as in ``tfp.vi.mutual_information``.
     Returns:
       :class:`MIEstimate` with ``value`` (float), ``curve`` (steps,) and the trained ``critic``.
     Reference: Poole et al. 2019; Belghazi et al. 2018 (MINE).
@@ -90,35 +93,36 @@ def estimate(x, y, critic="separable", bound: str = "infonce", steps: int = 2000
     eval_batches = check_positive_int("eval_batches", eval_batches)
     check_unit(unit)
 
-    keras.utils.set_random_seed(seed)
-    layer = _critic(critic)
-    layer((xs[:2], ys[:2]))  # build
-    optimizer = keras.optimizers.Adam(learning_rate)
-    report_fn, train_fn = BOUNDS[bound], BOUNDS[train_bound]
-    xt, yt = tf.constant(xs), tf.constant(ys)
-    n = len(xs)
+    with tf.name_scope(name or "estimate"):
+        keras.utils.set_random_seed(seed)
+        layer = _critic(critic)
+        layer((xs[:2], ys[:2]))  # build
+        optimizer = keras.optimizers.Adam(learning_rate)
+        report_fn, train_fn = BOUNDS[bound], BOUNDS[train_bound]
+        xt, yt = tf.constant(xs), tf.constant(ys)
+        n = len(xs)
 
-    @tf.function
-    def train_step(idx):
-        xb, yb = tf.gather(xt, idx), tf.gather(yt, idx)
-        with tf.GradientTape() as tape:
-            scores = layer((xb, yb), training=True)
-            loss = -train_fn(scores)
-        grads = tape.gradient(loss, layer.trainable_variables)
-        optimizer.apply(grads, layer.trainable_variables)
-        return report_fn(scores)
+        @tf.function
+        def train_step(idx):
+            xb, yb = tf.gather(xt, idx), tf.gather(yt, idx)
+            with tf.GradientTape() as tape:
+                scores = layer((xb, yb), training=True)
+                loss = -train_fn(scores)
+            grads = tape.gradient(loss, layer.trainable_variables)
+            optimizer.apply(grads, layer.trainable_variables)
+            return report_fn(scores)
 
-    @tf.function
-    def eval_step(idx):
-        return report_fn(layer((tf.gather(xt, idx), tf.gather(yt, idx))))
+        @tf.function
+        def eval_step(idx):
+            return report_fn(layer((tf.gather(xt, idx), tf.gather(yt, idx))))
 
-    rng = np.random.default_rng(seed)
-    curve = np.empty(steps)
-    for step in range(steps):
-        curve[step] = float(train_step(tf.constant(rng.choice(n, batch_size, replace=False))))
-    values = [float(eval_step(tf.constant(rng.choice(n, batch_size, replace=False)))) for _ in range(eval_batches)]
-    return MIEstimate(value=in_unit(float(np.mean(values)), unit), curve=in_unit(curve, unit), critic=layer,
-                      bound=bound, unit=unit)
+        rng = np.random.default_rng(seed)
+        curve = np.empty(steps)
+        for step in range(steps):
+            curve[step] = float(train_step(tf.constant(rng.choice(n, batch_size, replace=False))))
+        values = [float(eval_step(tf.constant(rng.choice(n, batch_size, replace=False)))) for _ in range(eval_batches)]
+        return MIEstimate(value=in_unit(float(np.mean(values)), unit), curve=in_unit(curve, unit), critic=layer,
+                          bound=bound, unit=unit)
 
 
 def gaussian_mi(rho: float, dims: int) -> float:
@@ -127,7 +131,7 @@ def gaussian_mi(rho: float, dims: int) -> float:
     return -0.5 * dims * float(np.log1p(-rho * rho))
 
 
-def correlated_gaussians(rho: float, dims: int, n: int, seed: int = 0):
+def correlated_gaussians(rho: float, dims: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) samples, each (n, dims) float32, with corr(x_k, y_k) = rho and independent dims."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dims))

@@ -40,6 +40,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, invalid
 from ._inputs import activations_2d, check_positive, in_unit
@@ -111,7 +112,7 @@ def _median_sq_distance(h64: np.ndarray) -> float:
     return median if median > 0 else float(dist.mean())
 
 
-def kde_noise_var(h, relative_noise: float = RELATIVE_NOISE) -> float:
+def kde_noise_var(h: ArrayLike, relative_noise: float = RELATIVE_NOISE, *, name: str | None = None) -> float:
     """The scale-aware noise variance s2 = ``relative_noise`` * median_{i<j} ||h_i - h_j||^2 (module doc).
 
     Args:
@@ -123,7 +124,8 @@ def kde_noise_var(h, relative_noise: float = RELATIVE_NOISE) -> float:
     stays scale-invariant);
     where over half of the pairs coincide (median 0) the mean squared distance is used.
     """
-    return check_positive("relative_noise", relative_noise) * _median_sq_distance(activations_2d(h))
+    with tf.name_scope(name or "kde_noise_var"):
+        return check_positive("relative_noise", relative_noise) * _median_sq_distance(activations_2d(h))
 
 
 def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
@@ -138,7 +140,8 @@ def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
 
 def _gram_input(centred: np.ndarray, noise_var: float) -> tf.Tensor:
     """Centred activations for the distance pass: float32 (faster; docs/benchmarks.md) where the kernel is
-    wide enough for its rounding not to matter (s2 >= 1% of the largest squared norm), float64 otherwise (narrow kernels, as the 2022 MI paper's absolute s2 on large activations)."""
+    wide enough for its rounding not to matter (s2 >= 1% of the largest squared norm), float64 otherwise
+    (narrow kernels, as the 2022 MI paper's absolute s2 on large activations)."""
     wide = noise_var >= 0.01 * float(np.max(np.einsum("ij,ij->i", centred, centred)))
     return tf.constant(centred.astype(np.float32) if wide else centred)
 
@@ -160,8 +163,8 @@ def _check_bound(bound):
     return bound
 
 
-def kde_mi(h, noise_var=0.1, bound: str = "upper", *, unit: str = "nats", chunk: int = 512,
-           relative_noise: float = RELATIVE_NOISE) -> float:
+def kde_mi(h: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *, unit: str = "nats",
+           chunk: int = 512, relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """I(X;T) of activations ``h`` (N, ...) by the KDE ``bound`` ('upper' or 'lower'); see the module doc.
 
     Args:
@@ -172,34 +175,41 @@ def kde_mi(h, noise_var=0.1, bound: str = "upper", *, unit: str = "nats", chunk:
       unit: 'nats' (default) or 'bits'.
       chunk: rows per block; peak memory ~ 3 * 8 bytes * N * chunk.
       relative_noise: s2 / median distance with ``noise_var='relative'``.
+      name: the ``tf.name_scope`` of the ops (default 'kde_mi'), as in ``tfp.vi.mutual_information``.
     Returns:
       float in [0, log N].
     """
-    h64 = activations_2d(h)
-    noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
-    chunk = check_positive_int("chunk", chunk)
-    return in_unit(_kde_nats(h64, noise_var, _check_bound(bound), chunk), unit)
+    with tf.name_scope(name or "kde_mi"):
+        h64 = activations_2d(h)
+        noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
+        chunk = check_positive_int("chunk", chunk)
+        return in_unit(_kde_nats(h64, noise_var, _check_bound(bound), chunk), unit)
 
 
-def kde_upper(h, noise_var=0.1, *, unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
+def kde_upper(h: ArrayLike, noise_var: float | str = 0.1, *, unit: str = "nats", chunk: int = 512,
+              relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """Upper KDE bound on I(X;T): -(1/N) sum_i log((1/N) sum_j exp(-||h_i - h_j||^2 / (2 s2))).
 
     ``noise_var``: absolute s2 (0.1 in the 2022 MI paper) or 'relative' (scale-aware; see ``kde_mi``).
     Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.686432 nats.
     """
-    return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk, relative_noise=relative_noise)
+    return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk, relative_noise=relative_noise,
+                  name=name or "kde_upper")
 
 
-def kde_lower(h, noise_var=0.1, *, unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
+def kde_lower(h: ArrayLike, noise_var: float | str = 0.1, *, unit: str = "nats", chunk: int = 512,
+              relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """Lower KDE bound on I(X;T): as ``kde_upper`` with kernel width 8 s2 instead of 2 s2.
 
     Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.441218 nats.
     """
-    return kde_mi(h, noise_var, "lower", unit=unit, chunk=chunk, relative_noise=relative_noise)
+    return kde_mi(h, noise_var, "lower", unit=unit, chunk=chunk, relative_noise=relative_noise,
+                  name=name or "kde_lower")
 
 
-def kde_label_mi(h, y, noise_var=0.1, bound: str = "upper", *, unit: str = "nats",
-                 chunk: int = 512, relative_noise: float = RELATIVE_NOISE) -> float:
+def kde_label_mi(h: ArrayLike, y: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *,
+                 unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE,
+                 name: str | None = None) -> float:
     """I(T;Y) = I(X;T) on all N minus sum_c p(c) I(X;T | Y = c), both by the same KDE ``bound``.
 
     Args:
@@ -209,38 +219,43 @@ def kde_label_mi(h, y, noise_var=0.1, bound: str = "upper", *, unit: str = "nats
     With ``noise_var='relative'`` one s2, from all N rows, serves both terms.
     Fixture: h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1], s2 = 0.1 -> upper 0.686432, lower 0.441218.
     """
-    return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk, relative_noise=relative_noise)[1]
+    return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk, relative_noise=relative_noise,
+                                 name=name or "kde_label_mi")[1]
 
 
-def kde_information_plane(h, y, noise_var=0.1, bound: str = "upper", *, unit: str = "nats",
-                          chunk: int = 512, relative_noise: float = RELATIVE_NOISE):
+def kde_information_plane(h: ArrayLike, y: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *,
+                          unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE,
+                          name: str | None = None) -> tuple[float, float]:
     """(I(X;T), I(T;Y)) by one KDE ``bound`` in one pass: I(X;T) is the first term of I(T;Y).
 
     Costs ~(1 + 1/C) times one ``kde_mi`` for C balanced classes, instead of 2x for two calls.
     """
-    h64 = activations_2d(h)
-    labels = check_labels("y", y, n=h64.shape[0])
-    noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
-    bound = _check_bound(bound)
-    chunk = check_positive_int("chunk", chunk)
-    if noise_var == 0.0:   # identical rows: no information about X or Y
-        return in_unit(0.0, unit), in_unit(0.0, unit)
-    _, dense_labels = np.unique(labels, return_inverse=True)
-    centred = h64 - h64.mean(axis=0, keepdims=True)
-    row_all, row_class = _row_logmeanexp_with_classes(
-        _gram_input(centred, noise_var), tf.constant(dense_labels.astype(np.int32)),
-        tf.constant(1.0 / (_BOUND_SCALE[bound] * noise_var), tf.float64), tf.constant(chunk, tf.int32))
-    total = min(max(-float(tf.reduce_mean(row_all)), 0.0), math.log(len(h64))) + 0.0
-    within = -float(tf.reduce_mean(row_class))      # sum_c p(c) I(X;T | Y = c)
-    return in_unit(total, unit), in_unit(max(total - within, 0.0) + 0.0, unit)
+    with tf.name_scope(name or "kde_information_plane"):
+        h64 = activations_2d(h)
+        labels = check_labels("y", y, n=h64.shape[0])
+        noise_var = _resolve_noise_var(h64, noise_var, relative_noise)
+        bound = _check_bound(bound)
+        chunk = check_positive_int("chunk", chunk)
+        if noise_var == 0.0:   # identical rows: no information about X or Y
+            return in_unit(0.0, unit), in_unit(0.0, unit)
+        _, dense_labels = np.unique(labels, return_inverse=True)
+        centred = h64 - h64.mean(axis=0, keepdims=True)
+        row_all, row_class = _row_logmeanexp_with_classes(
+            _gram_input(centred, noise_var), tf.constant(dense_labels.astype(np.int32)),
+            tf.constant(1.0 / (_BOUND_SCALE[bound] * noise_var), tf.float64), tf.constant(chunk, tf.int32))
+        total = min(max(-float(tf.reduce_mean(row_all)), 0.0), math.log(len(h64))) + 0.0
+        within = -float(tf.reduce_mean(row_class))      # sum_c p(c) I(X;T | Y = c)
+        return in_unit(total, unit), in_unit(max(total - within, 0.0) + 0.0, unit)
 
 
-def log_n(n: int, unit: str = "nats") -> float:
+def log_n(n: int, unit: str = "nats", *, name: str | None = None) -> float:
     """The ceiling log N every I(X;T) estimate here saturates at (for plotting beside the curves)."""
-    return in_unit(math.log(check_positive_int("n", n)), unit)
+    with tf.name_scope(name or "log_n"):
+        return in_unit(math.log(check_positive_int("n", n)), unit)
 
 
-def label_entropy(y, unit: str = "nats") -> float:
+def label_entropy(y: ArrayLike, unit: str = "nats", *, name: str | None = None) -> float:
     """H(Y) of the empirical label distribution of ``y`` (N,): the ceiling of every I(T;Y) estimate."""
-    labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    return in_unit(_entropy_of_rows(check_labels("y", labels, n=len(labels))[:, None]), unit)
+    with tf.name_scope(name or "label_entropy"):
+        labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+        return in_unit(_entropy_of_rows(check_labels("y", labels, n=len(labels))[:, None]), unit)
