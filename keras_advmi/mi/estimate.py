@@ -59,9 +59,51 @@ def _samples(name, a):
     return arr
 
 
+class _BoundModel(keras.Model):
+    """The critic trained by ``fit`` to maximise ``train_fn`` of its score matrix; records the reported
+    bound of every training batch on device (``curve``) and averages it over ``evaluate``'s batches."""
+
+    def __init__(self, critic: keras.layers.Layer, report_fn, train_fn, steps: int):
+        super().__init__()
+        self.critic, self.report_fn, self.train_fn = critic, report_fn, train_fn
+        self.curve = tf.Variable(tf.zeros([steps]), trainable=False)
+        self.step = tf.Variable(0, dtype=tf.int32, trainable=False)
+        self.bound_tracker = keras.metrics.Mean(name="bound")
+
+    def call(self, inputs, training=False):
+        return self.critic(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.bound_tracker]
+
+    def train_step(self, data):
+        xb, yb = data
+        with tf.GradientTape() as tape:
+            scores = self.critic((xb, yb), training=True)
+            loss = -self.train_fn(scores)
+        grads = tape.gradient(loss, self.critic.trainable_variables)
+        self.optimizer.apply(grads, self.critic.trainable_variables)
+        value = self.report_fn(scores)
+        self.curve[self.step].assign(tf.cast(value, self.curve.dtype))
+        self.step.assign_add(1)
+        return {"bound": value}
+
+    def test_step(self, data):
+        self.bound_tracker.update_state(self.report_fn(self.critic(data)))
+        return {"bound": self.bound_tracker.result()}
+
+
+def _batches(xs: np.ndarray, ys: np.ndarray, idx: np.ndarray) -> tf.data.Dataset:
+    """One (x, y) batch per row of ``idx`` (rows of sample indices), in that order."""
+    xt, yt = tf.constant(xs), tf.constant(ys)
+    return tf.data.Dataset.from_tensor_slices(idx).map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
+
+
 def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "separable", bound: str = "infonce",
              steps: int = 2000, *, batch_size: int = 512, learning_rate: float = 5e-4, train_bound: str | None = None,
-             eval_batches: int = 20, seed: int = 0, unit: str = "nats", name: str | None = None) -> MIEstimate:
+             eval_batches: int = 20, seed: int = 0, unit: str = "nats", callbacks: list | None = None,
+             verbose: int | str = 0, name: str | None = None) -> MIEstimate:
     """Train ``critic`` to maximise a variational bound on I(X;Y) from paired samples; return the bound.
 
     Args:
@@ -74,6 +116,8 @@ def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "sep
       eval_batches: batches averaged for ``value`` after training.
       seed: seeds batch sampling and the critic's initialisation.
       unit: 'nats' (default) or 'bits'.
+      callbacks, verbose: passed to ``fit``; the critic trains as a small ``keras.Model``, one epoch of
+        ``steps`` batches.
       name: the ``tf.name_scope`` of the ops (default 'estimate'), as in ``tfp.vi.mutual_information``.
     Returns:
       :class:`MIEstimate` with ``value`` (float), ``curve`` (steps,) and the trained ``critic``.
@@ -93,37 +137,20 @@ def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "sep
     eval_batches = check_positive_int("eval_batches", eval_batches)
     check_unit(unit)
 
+    rng = np.random.default_rng(seed)
+    train_idx = np.stack([rng.choice(len(xs), batch_size, replace=False) for _ in range(steps)])
+    eval_idx = np.stack([rng.choice(len(xs), batch_size, replace=False) for _ in range(eval_batches)])
     with tf.name_scope(name or "estimate"):
         keras.utils.set_random_seed(seed)
         layer = _critic(critic)
         layer((xs[:2], ys[:2]))  # build
-        optimizer = keras.optimizers.Adam(learning_rate)
-        report_fn, train_fn = BOUNDS[bound], BOUNDS[train_bound]
-        xt, yt = tf.constant(xs), tf.constant(ys)
-        n = len(xs)
-
-        @tf.function
-        def train_step(idx):
-            xb, yb = tf.gather(xt, idx), tf.gather(yt, idx)
-            with tf.GradientTape() as tape:
-                scores = layer((xb, yb), training=True)
-                loss = -train_fn(scores)
-            grads = tape.gradient(loss, layer.trainable_variables)
-            optimizer.apply(grads, layer.trainable_variables)
-            return report_fn(scores)
-
-        @tf.function
-        def eval_step(idx):
-            return report_fn(layer((tf.gather(xt, idx), tf.gather(yt, idx))))
-
-        rng = np.random.default_rng(seed)
-        curve = np.empty(steps)
-        for step in range(steps):
-            curve[step] = float(train_step(tf.constant(rng.choice(n, batch_size, replace=False))))
-        values = [float(eval_step(tf.constant(rng.choice(n, batch_size, replace=False)))) for _ in range(eval_batches)]
-        return MIEstimate(value=in_unit(float(np.mean(values)), unit), curve=in_unit(curve, unit), critic=layer,
-                          bound=bound, unit=unit)
-
+        model = _BoundModel(layer, BOUNDS[bound], BOUNDS[train_bound], steps)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=False)
+        model.fit(_batches(xs, ys, train_idx), epochs=1, shuffle=False, verbose=verbose, callbacks=callbacks)
+        value = model.evaluate(_batches(xs, ys, eval_idx), verbose=0, return_dict=True)["bound"]
+        curve = model.curve.numpy().astype(np.float64)
+    return MIEstimate(value=in_unit(float(value), unit), curve=in_unit(curve, unit), critic=layer, bound=bound,
+                      unit=unit)
 
 def gaussian_mi(rho: float, dims: int) -> float:
     """Analytic I(X;Y) in nats of jointly Gaussian X, Y with correlation ``rho`` in each of ``dims`` dims:
