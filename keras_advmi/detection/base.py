@@ -26,7 +26,7 @@ from .._model import input_shape_of, network_of
 logger = logging.getLogger(__name__)
 
 
-def unwrap_model(model):
+def unwrap_model(model) -> keras.Model:
     """``network_of(model)`` (the logits model inside a ``kam.AdversarialModel``), checked callable."""
     model = network_of(model)
     if not callable(model):
@@ -42,7 +42,7 @@ class Detector(keras.layers.Layer):
     ``calibration`` (dict: target and measured FPR, number of samples, threshold).
     """
 
-    def __init__(self, batch_size=256, **kwargs):
+    def __init__(self, batch_size: int = 256, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -58,11 +58,11 @@ class Detector(keras.layers.Layer):
     def _fit(self, model, x, y):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def score_and_logits(self, x):  # pragma: no cover - abstract
+    def score_and_logits(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # pragma: no cover - abstract
         """(score (N,) float32, logits (N, classes) float32) from one pass; graph-safe."""
         raise NotImplementedError
 
-    def score_and_view_logits(self, x):
+    def score_and_view_logits(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """(score (N,), [logits (N, classes) of each view the score compares]), view 0 being x itself.
 
         The adaptive attack's "consensus" objective pushes every view to the same wrong class. Default:
@@ -84,7 +84,7 @@ class Detector(keras.layers.Layer):
         return {**super().get_config(), "batch_size": self.batch_size}
 
     # -- scikit-learn style API ------------------------------------------------------------------
-    def fit(self, model, x_clean, y=None):
+    def fit(self, model: keras.Model, x_clean: np.ndarray, y: np.ndarray | None = None) -> Detector:
         """Fit on clean data only.
 
         Args:
@@ -111,7 +111,7 @@ class Detector(keras.layers.Layer):
         self.built = True
         return self
 
-    def score(self, x):
+    def score(self, x: np.ndarray) -> np.ndarray:
         """Adversarial scores (N,) float32 NumPy (higher = more adversarial), computed in batches."""
         self._require_fitted("score")
         x = self._as_images("x", x)
@@ -126,7 +126,7 @@ class Detector(keras.layers.Layer):
             out.append(s)
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)
 
-    def calibrate(self, x_clean_val, fpr=0.05):
+    def calibrate(self, x_clean_val: np.ndarray, fpr: float = 0.05) -> Detector:
         """Set ``threshold`` so that a fraction ``fpr`` of held-out clean images score above it.
 
         threshold = the (1 - fpr) empirical quantile of the clean scores (higher interpolation), so
@@ -154,16 +154,16 @@ class Detector(keras.layers.Layer):
             logger.warning("calibrating at fpr=%g on only %d images: the threshold is coarse", fpr, len(scores))
         return self
 
-    def detect(self, x):
+    def detect(self, x: np.ndarray) -> np.ndarray:
         """Boolean (N,): score > threshold."""
         self._require_calibrated("detect")
         return self.score(x) > float(self.threshold.numpy())
 
     @property
-    def is_calibrated(self):
+    def is_calibrated(self) -> bool:
         return self.calibration is not None and np.isfinite(float(self.threshold.numpy()))
 
-    def describe(self):
+    def describe(self) -> dict:
         """JSON-ready summary: class, config, fitted input shape, calibration."""
         config = {k: v for k, v in self.get_config().items() if k not in ("dtype", "trainable")}
         return {"class": type(self).__name__, "config": config, "input_shape": list(self.input_shape_ or []),
@@ -212,6 +212,6 @@ def _model_input_shape(model):
     return tuple(int(d) for d in shape)
 
 
-def model_input_shape(model):
+def model_input_shape(model) -> tuple:
     return _model_input_shape(unwrap_model(model))
 

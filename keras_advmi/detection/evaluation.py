@@ -29,10 +29,12 @@ graph (feature squeezing's rounding uses a straight-through estimator, i.e. BPDA
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+import keras
 from sklearn.metrics import roc_auc_score
 
 from .._checks import check_images, check_labels, check_positive_int, invalid
@@ -65,7 +67,7 @@ class DetectionReport:
                 return row
         raise KeyError(attack)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"detector": self.detector, "threshold": self.threshold, "fpr_target": self.fpr_target,
                 "rows": self.rows}
 
@@ -138,8 +140,10 @@ def _adaptive_graph(detector, x, y, epsilon, step_size, steps, c, threshold, see
     return tf.stop_gradient(best_x), tf.where(take, cat, best_cat), tf.where(take, s, best_s)
 
 
-def adaptive_attack(detector, x, y, epsilon=0.3, step_size=None, steps=100, c=1.0, seed=0, batch_size=256,
-                    objectives=("selective", "joint", "ce", "consensus")):
+def adaptive_attack(detector: Detector, x: np.ndarray, y: np.ndarray, epsilon: float = 0.3,
+                    step_size: float | None = None, steps: int = 100, c: float = 1.0, seed: int | None = 0,
+                    batch_size: int = 256,
+                    objectives: Sequence[str] = ("selective", "joint", "ce", "consensus")) -> np.ndarray:
     """L-inf PGD against model and detector together (see the module docstring).
 
     Args:
@@ -201,8 +205,9 @@ def _attack(name, detector, model, x, y, epsilon, adaptive_c, seed, batch_size):
     return adaptive_attack(detector, x, y, epsilon=epsilon, steps=k, c=adaptive_c, seed=seed, batch_size=batch_size)
 
 
-def evaluate(detector, model, x_clean, y=None, attacks=("fgsm", "pgd-40", "adaptive"), epsilon=0.3, adaptive_c=1.0,
-             seed=0, batch_size=256):
+def evaluate(detector: Detector, model: keras.Model, x_clean: np.ndarray, y: np.ndarray | None = None,
+             attacks: str | Sequence[str] = ("fgsm", "pgd-40", "adaptive"), epsilon: float = 0.3,
+             adaptive_c: float = 1.0, seed: int | None = 0, batch_size: int = 256) -> DetectionReport:
     """AUROC and TPR at the calibrated FPR of ``detector`` per attack (``fgsm``, ``pgd-K``, ``adaptive[-K]``).
 
     Args:

@@ -25,14 +25,14 @@ from .._model import logits_of, predict_logits
 from .base import Detector
 
 
-def reduce_bit_depth(x, bits):
+def reduce_bit_depth(x: tf.Tensor, bits: int) -> tf.Tensor:
     """round(x * (2^bits - 1)) / (2^bits - 1), straight-through gradient. x in [0, 1]."""
     levels = float(2 ** bits - 1)
     squeezed = tf.round(x * levels) / levels
     return x + tf.stop_gradient(squeezed - x)
 
 
-def median_filter(x, size):
+def median_filter(x: tf.Tensor, size: int) -> tf.Tensor:
     """Per-channel size x size median filter of NHWC images (rank floor(size^2/2) of the window)."""
     if size <= 1:
         return x
@@ -66,7 +66,7 @@ class FeatureSqueezingDetector(Detector):
       batch_size: rows per forward pass in ``score``.
     """
 
-    def __init__(self, bits=1, median=2, batch_size=256, **kwargs):
+    def __init__(self, bits: int | None = 1, median: int | None = 2, batch_size: int = 256, **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
         if bits is not None:
             bits = check_positive_int("bits", bits)
@@ -86,7 +86,7 @@ class FeatureSqueezingDetector(Detector):
         if self.median is not None and x.ndim != 4:
             raise invalid("x_clean", "NHWC images (rank 4) for the median filter", f"array of shape {x.shape}")
 
-    def squeezed(self, x):
+    def squeezed(self, x: tf.Tensor) -> list[tf.Tensor]:
         out = []
         if self.bits is not None:
             out.append(reduce_bit_depth(x, self.bits))

@@ -18,6 +18,8 @@ Default ``layers=None``: every layer with weights except the last (the feature e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -37,7 +39,8 @@ class MahalanobisDetector(Detector):
       batch_size: rows per forward pass in ``fit``/``score``.
     """
 
-    def __init__(self, layers=None, shrinkage=1e-3, batch_size=256, **kwargs):
+    def __init__(self, layers: str | Sequence[str] | None = None, shrinkage: float = 1e-3, batch_size: int = 256,
+                 **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
         if isinstance(layers, str):
             layers = [layers]
@@ -103,7 +106,7 @@ class MahalanobisDetector(Detector):
             self._state(f"whitening_{k}", w)
             self._state(f"whitened_means_{k}", means_w)
 
-    def layer_scores(self, x):
+    def layer_scores(self, x: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
         """Per-layer min-class Mahalanobis distances [(N,) ...] and logits."""
         feats, logits = self._features(x)
         out = []

@@ -1,6 +1,7 @@
-"""MI-score detector after MIAT / NAMID (Zhou et al., ICML 2022, arXiv 2207.12203, P2 in METHODS.md).
+"""MI-score detector after MIAT / NAMID ("Improving Adversarial Robustness via Mutual Information Estimation",
+ICML 2022, arXiv 2207.12203).
 
-P2's finding: an adversarial input carries less natural MI between the input and the model's
+That paper's finding: an adversarial input carries less natural MI between the input and the model's
 output than a clean one. The detector scores the per-sample natural-MI estimate of (x, h(x)):
 
     u[i, j, l] = < G(h(x_i)), L(x_j)_l >                          (DIM-style local critic)
@@ -8,18 +9,18 @@ output than a clean one. The detector scores the per-sample natural-MI estimate 
     score(x_i) = -v(x_i)                                          (higher = more adversarial)
 
 L is a small conv encoder of the image into a feature map of ``hidden`` channels, G a two-layer
-encoder of the model's logits (as in P2's estimators). The critic is trained on clean data only
+encoder of the model's logits (as in that paper's estimators). The critic is trained on clean data only
 (model frozen) to maximise the batch DV bound with in-batch negatives j != i. At scoring time the
 negatives are a fixed reference bank R of ``references`` clean training images (their L features
 are stored as a weight), so a sample's score does not depend on the other samples in its request
 (a served model must give the same answer for a batch of 1 and of 64).
 
 An adversarial input h(x~) answers for the wrong class while L still sees the true digit, so the
-joint pair looks like a negative pair and v drops. The adversarial-MI estimator of P2 scores the
+joint pair looks like a negative pair and v drops. The paper's adversarial-MI estimator scores the
 pattern n = x~ - x, which is unknown at test time, so it is not part of the score.
 
 When the model was trained with ``kam.defenses.MIAT``, pass ``estimators=defense``: the score is
-then -v_n(x -> h(x)) from P2's own (pretrained) natural estimator, i.e.
+then -v_n(x -> h(x)) from MIAT's own (pretrained) natural estimator, i.e.
 ``-defense.mi_scores(model, x, x)["mi_natural/clean"]`` computed in the graph; its DV term takes
 negatives from the batch, so scores then depend on batch composition and need batches of >= 2.
 """
@@ -57,7 +58,18 @@ def _output_encoder(classes, hidden, seed):
     ], name="mi_global_encoder")
 
 
-def dv_scores_batch(g, local):
+def _encode_output(logits, critic_input):
+    """What the global encoder G sees: the logits, or their log-softmax."""
+    return tf.nn.log_softmax(logits, axis=-1) if critic_input == "log_softmax" else logits
+
+
+def _local_features(local_encoder, x, hidden):
+    """L(x) as (N, P, hidden): the local encoder's feature map, its P positions flattened."""
+    f = local_encoder(x)
+    return tf.reshape(f, [tf.shape(f)[0], -1, hidden])
+
+
+def dv_scores_batch(g: tf.Tensor, local: tf.Tensor) -> tf.Tensor:
     """Per-sample DV terms with in-batch negatives j != i: g (B, D), local (B, P, D) -> (B,)."""
     u = tf.einsum("id,jpd->ijp", g, local)                                  # (B, B, P)
     b = tf.shape(u)[0]
@@ -67,7 +79,7 @@ def dv_scores_batch(g, local):
     return tf.reduce_mean(tf.transpose(joint) - neg, axis=-1)
 
 
-def dv_scores_reference(g, local, bank):
+def dv_scores_reference(g: tf.Tensor, local: tf.Tensor, bank: tf.Tensor) -> tf.Tensor:
     """Per-sample DV terms against a fixed bank: g (N, D), local (N, P, D), bank (M, P, D) -> (N,)."""
     joint = tf.einsum("id,ipd->ip", g, local)                                # (N, P)
     u = tf.einsum("id,jpd->ijp", g, bank)                                    # (N, M, P)
@@ -76,27 +88,93 @@ def dv_scores_reference(g, local, bank):
     return tf.reduce_mean(joint - neg, axis=-1)
 
 
+class CriticTraining(keras.Model):
+    """Trains ``detector``'s critic (its local and global encoders) on clean data with ``fit``.
+
+    ``train_step``: uniform noise of amplitude ``detector.noise`` on the images (seed ``(detector.seed,
+    epoch * 100003 + batch)``, clipped to [0, 1]), then Adam on ``-mean dv_scores_batch``, the batch DV bound
+    with in-batch negatives. Logs ``mi``, the mean DV bound (nats) over the epoch's batches. The classifier is
+    not part of it: its logits are computed once, before training.
+    """
+
+    def __init__(self, detector: MIScoreDetector, batches_per_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.local_encoder = detector.local_encoder       # the trained variables
+        self.global_encoder = detector.global_encoder
+        self.critic_input, self.hidden = detector.critic_input, detector.hidden
+        self.noise, self.seed = detector.noise, detector.seed
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.tracker = keras.metrics.Mean(name="mi")
+
+    @property
+    def metrics(self):
+        return [self.tracker]
+
+    def call(self, inputs, training=None):
+        x, logits = inputs
+        return dv_scores_batch(self.global_encoder(_encode_output(logits, self.critic_input)),
+                               _local_features(self.local_encoder, x, self.hidden))
+
+    def train_step(self, data):
+        xb, zb = data
+        if self.noise > 0:
+            t = tf.cast(self.optimizer.iterations, tf.int64)
+            n = tf.constant(self.batches_per_epoch, tf.int64)
+            seed = tf.stack([tf.constant(self.seed, tf.int64), (t // n) * 100003 + t % n])
+            xb = tf.clip_by_value(xb + tf.random.stateless_uniform(tf.shape(xb), seed, -self.noise, self.noise),
+                                  0.0, 1.0)
+        weights = self.local_encoder.trainable_weights + self.global_encoder.trainable_weights
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(self((xb, zb), training=True))
+        self.optimizer.apply(tape.gradient(loss, weights), weights)
+        self.tracker.update_state(-loss)
+        return {"mi": self.tracker.result()}
+
+
+class _CriticBatches(keras.utils.PyDataset):
+    """(images, logits) batches of all epochs, indexed globally (fit with ``steps_per_epoch=n_batches``): batch
+    ``g`` is batch ``g % n_batches`` of ``rng``'s permutation number ``g // n_batches``, the partial batch
+    dropped. The permutations are drawn up front, so a batch depends on its index only (not on when Keras
+    reads it) and ``rng`` is left where ``epochs`` permutations leave it."""
+
+    def __init__(self, x, logits, batch_size, epochs, rng):
+        super().__init__()
+        self.x, self.logits, self.batch_size = x, logits, batch_size
+        self.n_batches = len(x) // batch_size
+        self.orders = [rng.permutation(len(x)) for _ in range(epochs)]
+
+    def __len__(self):
+        return self.n_batches * len(self.orders)
+
+    def __getitem__(self, g):
+        epoch, b = divmod(g, self.n_batches)
+        idx = self.orders[epoch][b * self.batch_size:(b + 1) * self.batch_size]
+        return self.x[idx], self.logits[idx]
+
+
 @keras.saving.register_keras_serializable(package="keras_advmi")
 class MIScoreDetector(Detector):
-    """Low natural MI between an input and the model's output flags it as adversarial (P2).
+    """Low natural MI between an input and the model's output flags it as adversarial ("Improving Adversarial
+    Robustness via Mutual Information Estimation", 2022).
 
     Args:
       estimators: None (fit own critics, the default) or a ``kam.defenses.MIAT`` whose ``natural``
         estimator, v_n(pattern, logits) -> (N,), scores x against h(x).
-      hidden: critic feature width (P2 uses 2048 on CIFAR; ~64-256 suits MNIST).
+      hidden: critic feature width (the paper uses 2048 on CIFAR; ~64-256 suits MNIST).
       references: size M of the clean reference bank of negatives used at scoring time.
       epochs, learning_rate, train_batch_size: critic training (Adam, model frozen).
-      critic_input: what G encodes, ``"logits"`` (as P2) or ``"log_softmax"`` (invariant to a logit shift).
+      critic_input: what G encodes, ``"logits"`` (as the paper) or ``"log_softmax"`` (invariant to a logit shift).
       noise: amplitude of uniform noise added to the critic's image input while it trains (L-inf,
         clipped to [0, 1]; 0 = off). Noise, not adversarial examples: the critic still sees clean
-        data only, but learns image features that small perturbations do not move. [U] our choice;
-        default 0.5: on MNIST (NT CNN, PGD-40, 300 images) noise 0 / 0.3 / 0.5 gave AUROC 0.67 / 0.88 / 0.90
-        with the first critic design, 0.5 / 0.7 gave 0.92 / 0.96 with this one, and 40 epochs 0.98.
+        data only, but learns image features that small perturbations do not move. The paper trains its
+        estimators on clean and adversarial pairs; the noise is our choice for a detector fitted on clean data
+        only (the measured effect of its amplitude: docs/benchmarks.md, detection).
       seed: initialisation, noise and shuffling seed.
     """
 
-    def __init__(self, estimators=None, hidden=64, references=64, epochs=40, learning_rate=1e-3,
-                 train_batch_size=128, critic_input="logits", noise=0.5, seed=0, batch_size=256, **kwargs):
+    def __init__(self, estimators=None, hidden: int = 64, references: int = 64, epochs: int = 40,
+                 learning_rate: float = 1e-3, train_batch_size: int = 128, critic_input: str = "logits",
+                 noise: float = 0.5, seed: int = 0, batch_size: int = 256, **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
         if estimators is not None and not callable(getattr(estimators, "natural", None)):
             raise invalid("estimators", "None or a kam.defenses.MIAT (its pretrained natural estimator is used)",
@@ -135,42 +213,23 @@ class MIScoreDetector(Detector):
         logits = predict_logits(model, x, self.batch_size)
         self.local_encoder = _image_encoder(x.shape[1:], self.hidden, self.seed)
         self.global_encoder = _output_encoder(logits.shape[-1], self.hidden, self.seed)
-        weights = self.local_encoder.trainable_weights + self.global_encoder.trainable_weights
-        optimizer = keras.optimizers.Adam(self.learning_rate)
-        optimizer.build(weights)
-
-        noise = self.noise
-
-        @tf.function(reduce_retracing=True)
-        def step(xb, zb, seed):
-            if noise > 0:
-                xb = tf.clip_by_value(xb + tf.random.stateless_uniform(tf.shape(xb), seed, -noise, noise), 0.0, 1.0)
-            with tf.GradientTape() as tape:
-                v = dv_scores_batch(self.global_encoder(self._encode_output(zb)), self._local(xb))
-                loss = -tf.reduce_mean(v)
-            optimizer.apply(tape.gradient(loss, weights), weights)
-            return -loss
-
         rng = np.random.default_rng(self.seed)
-        bs = min(self.train_batch_size, len(x))
-        self.history = []
-        for epoch in range(self.epochs):
-            order = rng.permutation(len(x))
-            vals = [float(step(tf.constant(x[idx]), tf.constant(logits[idx]),
-                               tf.constant([self.seed, epoch * 100003 + k], tf.int64)))
-                    for k, idx in enumerate(order[i:i + bs] for i in range(0, len(x) - bs + 1, bs))]
-            self.history.append(float(np.mean(vals)))
+        batches = _CriticBatches(x, logits, min(self.train_batch_size, len(x)), self.epochs, rng)
+        trainer = CriticTraining(self, batches.n_batches)
+        trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate), jit_compile=False)
+        history = trainer.fit(batches, epochs=self.epochs, steps_per_epoch=batches.n_batches, verbose=0,
+                              shuffle=False).history
+        self.history = [float(v) for v in history["mi"]]
         bank = x[rng.choice(len(x), self.references, replace=False)]
         self._state("reference_bank", self._local(tf.constant(bank)).numpy())
 
     def _encode_output(self, logits):
-        return tf.nn.log_softmax(logits, axis=-1) if self.critic_input == "log_softmax" else logits
+        return _encode_output(logits, self.critic_input)
 
     def _local(self, x):
-        f = self.local_encoder(x)
-        return tf.reshape(f, [tf.shape(f)[0], -1, self.hidden])
+        return _local_features(self.local_encoder, x, self.hidden)
 
-    def natural_mi(self, x):
+    def natural_mi(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-sample natural-MI estimate v(x) (nats) and logits, graph-safe."""
         logits = logits_of(self.model, x)
         if self.estimators is not None:   # MIAT's natural estimator v_n(x -> h(x)), graph-safe
@@ -179,6 +238,6 @@ class MIScoreDetector(Detector):
         g = self.global_encoder(self._encode_output(logits))
         return dv_scores_reference(g, self._local(x), self.reference_bank), logits
 
-    def score_and_logits(self, x):
+    def score_and_logits(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         v, logits = self.natural_mi(x)
         return -v, logits
