@@ -170,6 +170,9 @@ class MIScoreDetector(Detector):
         estimators on clean and adversarial pairs; the noise is our choice for a detector fitted on clean data
         only (the measured effect of its amplitude: docs/benchmarks.md, detection).
       seed: initialisation, noise and shuffling seed.
+
+    After ``fit``: ``history``, the critic's mean DV bound (nats) per training epoch (``CriticTraining``'s
+    ``mi``).
     """
 
     def __init__(self, estimators=None, hidden: int = 64, references: int = 64, epochs: int = 40,
