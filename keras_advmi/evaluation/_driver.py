@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+import tqdm.auto   # the bar class is looked up at call time, so that a notebook or a test can swap it
 
 from .. import attacks
 from .._attack_names import parse_attack_name
@@ -112,7 +112,7 @@ def evaluate_robustness(model, x: np.ndarray, y: np.ndarray,
     for attack, eps in jobs:
         clean = attack == "clean" or eps == 0
         run = None if clean else _attack_fn(attack, model, x, eps, batch_size, restarts, seed)
-        bar = tqdm(total=len(x), desc=attack if eps is None else f"{attack} eps={eps:g}", unit="img") \
+        bar = tqdm.auto.tqdm(total=len(x), desc=attack if eps is None else f"{attack} eps={eps:g}", unit="img") \
             if progress else None
         predictions = []
         for i, start in enumerate(range(0, len(x), batch_size)):   # one bar step per batch
