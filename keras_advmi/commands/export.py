@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._model import network_of
 from ..detection import FeatureSqueezingDetector, MahalanobisDetector, MIScoreDetector
-from ..export import _version_path, export
+from ..export import export, version_path
 from . import UsageError
 from ._common import load_dataset, load_model, positive_int
 
@@ -58,7 +58,7 @@ def run(args):
 
     if not 0.0 < args.fpr < 1.0:
         raise UsageError(f"--fpr must be in (0, 1), got {args.fpr}")
-    target = _version_path(args.path)
+    target = version_path(args.path)
     if target.exists() and not args.overwrite:
         raise UsageError(f"export path {str(target)!r} already exists; choose a new version or pass --overwrite")
     model = load_model(args.model)
