@@ -100,23 +100,25 @@ class EstimatorPretraining(keras.Model):
 
 
 class _Batches(keras.utils.PyDataset):
-    """The pretraining batches: a fresh ``rng`` permutation per epoch, ``n_batches`` full batches."""
+    """The pretraining batches: a fresh ``rng`` permutation per epoch, ``n_batches`` full batches each.
 
-    def __init__(self, x, y, batch_size, rng):
+    Indexed across all epochs (``fit`` with ``steps_per_epoch=n_batches``) and the permutations drawn up
+    front: Keras reads a batch to inspect the data and calls ``on_epoch_end`` once before the first epoch,
+    so a permutation redrawn there would skip the first one."""
+
+    def __init__(self, x, y, batch_size, rng, epochs):
         super().__init__()
-        self.x, self.y, self.batch_size, self.rng = x, y, batch_size, rng
+        self.x, self.y, self.batch_size = x, y, batch_size
         self.n_batches = max(1, len(x) // batch_size)
-        self.order = rng.permutation(len(x))
+        self.orders = [rng.permutation(len(x)) for _ in range(epochs)]
 
     def __len__(self):
-        return self.n_batches
+        return self.n_batches * len(self.orders)
 
-    def __getitem__(self, b):
-        idx = self.order[b * self.batch_size:(b + 1) * self.batch_size]
+    def __getitem__(self, i):
+        epoch, b = divmod(i, self.n_batches)
+        idx = self.orders[epoch][b * self.batch_size:(b + 1) * self.batch_size]
         return self.x[idx], self.y[idx]
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
 
 
 def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch_size: int = 128,
@@ -142,8 +144,9 @@ def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: in
                          "`strategy.scope()` for the distributed MIAT fit.")
     trainer = EstimatorPretraining(defense, net, attack, seed)
     trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
-    batches = _Batches(x, y, batch_size, np.random.default_rng(seed))
-    history = trainer.fit(batches, epochs=epochs, verbose=1 if verbose else 0, shuffle=False).history
+    batches = _Batches(x, y, batch_size, np.random.default_rng(seed), epochs)
+    history = trainer.fit(batches, epochs=epochs, steps_per_epoch=batches.n_batches, verbose=1 if verbose else 0,
+                          shuffle=False).history
     defense.natural.pretrained.assign(1.0)
     defense.adversarial.pretrained.assign(1.0)
     return {k: [float(v) for v in history[k]] for k in HISTORY_KEYS}
