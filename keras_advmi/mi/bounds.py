@@ -45,6 +45,12 @@ def _scores(scores, name="scores"):
     return s
 
 
+def _tfp_bound(tfp_fn, scores, unit, name):
+    """``tfp_fn(logu=scores)`` on checked scores, in ``unit``, under ``tf.name_scope(name)``."""
+    with tf.name_scope(name):
+        return in_unit(tfp_fn(logu=_scores(scores)), unit)
+
+
 def _off_diagonal_mask(s):
     n = tf.shape(s)[0]
     return tf.logical_not(tf.eye(n, dtype=tf.bool))
@@ -55,9 +61,7 @@ def infonce(scores: TensorLike, unit: str = "nats", *, name: str | None = None) 
 
     Fixtures: [[2,0],[0,2]] -> 0.566219; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 0.674228.
     """
-    with tf.name_scope(name or "infonce"):
-        s = _scores(scores)
-        return in_unit(_tfp_mi.lower_bound_info_nce(logu=s), unit)
+    return _tfp_bound(_tfp_mi.lower_bound_info_nce, scores, unit, name or "infonce")
 
 
 def nwj(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
@@ -65,9 +69,7 @@ def nwj(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> t
 
     Fixtures: [[2,0],[0,2]] -> 1.632121; [[3,1,0],[0.5,2,-1],[0,1,1]] -> 1.420396.
     """
-    with tf.name_scope(name or "nwj"):
-        s = _scores(scores)
-        return in_unit(_tfp_mi.lower_bound_nguyen_wainwright_jordan(logu=s), unit)
+    return _tfp_bound(_tfp_mi.lower_bound_nguyen_wainwright_jordan, scores, unit, name or "nwj")
 
 
 def js(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
@@ -76,9 +78,7 @@ def js(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf
     Fixtures: [[2,0],[0,2]] -> -0.820075; [[3,1,0],[0.5,2,-1],[0,1,1]] -> -1.046285.
     Not an MI value in nats; ``unit`` only rescales it for symmetry with the other bounds.
     """
-    with tf.name_scope(name or "js"):
-        s = _scores(scores)
-        return in_unit(_tfp_mi.lower_bound_jensen_shannon(logu=s), unit)
+    return _tfp_bound(_tfp_mi.lower_bound_jensen_shannon, scores, unit, name or "js")
 
 
 def dv(scores: TensorLike, unit: str = "nats", *, name: str | None = None) -> tf.Tensor:
