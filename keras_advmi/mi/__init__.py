@@ -2,8 +2,10 @@
 
 Nonparametric, on a layer's activations: ``kde_upper``, ``kde_lower`` (I(X;T)), ``kde_label_mi``
 (I(T;Y)), ``binning_mi`` (both); ``kde_noise_var`` is the scale-aware noise (``noise_var="relative"``).
-``OnlineLabelMI`` trains critics for I(T;Y) a few steps at a time (the logger's neural estimate). Neural bounds on a critic's score matrix: ``infonce``, ``dv``,
-``nwj``, ``js``; ``estimate`` trains a critic (``keras_advmi.layers``) and returns a bound.
+``OnlineLabelMI`` trains critics for I(T;Y) a few steps at a time (the logger's neural estimate).
+Neural bounds on a critic's score matrix: ``infonce``, ``dv``, ``nwj``, ``js``; ``estimate`` trains a
+critic (``keras_advmi.layers``) as a small ``keras.Model`` with ``fit`` and returns a bound. Each bound
+and estimator takes ``name=`` and opens ``tf.name_scope(name or <function name>)``, as TFP's do.
 Formulas and references: each module's docstring and METHODS.md ("MI estimators").
 """
 

@@ -19,6 +19,8 @@ two estimators of different kinds of the same quantity, side by side.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -94,7 +96,7 @@ class OnlineLabelMI:
         self.optimizer.build(self.variables)
         self._train = tf.function(self._train_steps)
 
-    def scores(self, x, onehot):
+    def scores(self, x: tf.Tensor, onehot: tf.Tensor) -> tf.Tensor:
         """(K, N, N) critic scores of features x (K, N, F) against labels ``onehot`` (N, C)."""
         wx, bx, wy, by = self.variables
         gx = tf.einsum("knf,kfe->kne", x, wx) + bx
@@ -110,7 +112,7 @@ class OnlineLabelMI:
                 loss = -tf.reduce_sum(self._bounds(x, onehot))   # critics are independent: sum their losses
             self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
 
-    def update(self, features, labels) -> np.ndarray:
+    def update(self, features: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
         """Train on the even rows, return the K bounds (nats) on the odd rows.
 
         Args:
