@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from .._batches import PermutedBatches
 from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
 from .._model import network_of
 from ..attacks.pgd import pgd_graph
@@ -99,28 +100,6 @@ class EstimatorPretraining(keras.Model):
         return {k: t.result() for k, t in self.trackers.items()}
 
 
-class _Batches(keras.utils.PyDataset):
-    """The pretraining batches: a fresh ``rng`` permutation per epoch, ``n_batches`` full batches each.
-
-    Indexed across all epochs (``fit`` with ``steps_per_epoch=n_batches``) and the permutations drawn up
-    front: Keras reads a batch to inspect the data and calls ``on_epoch_end`` once before the first epoch,
-    so a permutation redrawn there would skip the first one."""
-
-    def __init__(self, x, y, batch_size, rng, epochs):
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.n_batches = max(1, len(x) // batch_size)
-        self.orders = [rng.permutation(len(x)) for _ in range(epochs)]
-
-    def __len__(self):
-        return self.n_batches * len(self.orders)
-
-    def __getitem__(self, i):
-        epoch, b = divmod(i, self.n_batches)
-        idx = self.orders[epoch][b * self.batch_size:(b + 1) * self.batch_size]
-        return self.x[idx], self.y[idx]
-
-
 def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch_size: int = 128,
                         learning_rate: float | None = None, seed: int = 0, verbose: int = 1, attack_norm=None,
                         attack_epsilon: float | None = None, attack_steps: int | None = None) -> dict:
@@ -144,7 +123,7 @@ def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: in
                          "`strategy.scope()` for the distributed MIAT fit.")
     trainer = EstimatorPretraining(defense, net, attack, seed)
     trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
-    batches = _Batches(x, y, batch_size, np.random.default_rng(seed), epochs)
+    batches = PermutedBatches((x, y), batch_size, epochs, np.random.default_rng(seed))
     history = trainer.fit(batches, epochs=epochs, steps_per_epoch=batches.n_batches, verbose=1 if verbose else 0,
                           shuffle=False).history
     defense.natural.pretrained.assign(1.0)

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from .._batches import PermutedBatches
 from .._checks import check_positive_int, invalid
 from .._model import logits_of, predict_logits
 from .base import Detector
@@ -131,27 +132,6 @@ class CriticTraining(keras.Model):
         return {"mi": self.tracker.result()}
 
 
-class _CriticBatches(keras.utils.PyDataset):
-    """(images, logits) batches of all epochs, indexed globally (fit with ``steps_per_epoch=n_batches``): batch
-    ``g`` is batch ``g % n_batches`` of ``rng``'s permutation number ``g // n_batches``, the partial batch
-    dropped. The permutations are drawn up front, so a batch depends on its index only (not on when Keras
-    reads it) and ``rng`` is left where ``epochs`` permutations leave it."""
-
-    def __init__(self, x, logits, batch_size, epochs, rng):
-        super().__init__()
-        self.x, self.logits, self.batch_size = x, logits, batch_size
-        self.n_batches = len(x) // batch_size
-        self.orders = [rng.permutation(len(x)) for _ in range(epochs)]
-
-    def __len__(self):
-        return self.n_batches * len(self.orders)
-
-    def __getitem__(self, g):
-        epoch, b = divmod(g, self.n_batches)
-        idx = self.orders[epoch][b * self.batch_size:(b + 1) * self.batch_size]
-        return self.x[idx], self.logits[idx]
-
-
 @keras.saving.register_keras_serializable(package="keras_advmi")
 class MIScoreDetector(Detector):
     """Low natural MI between an input and the model's output flags it as adversarial ("Improving Adversarial
@@ -217,7 +197,7 @@ class MIScoreDetector(Detector):
         self.local_encoder = _image_encoder(x.shape[1:], self.hidden, self.seed)
         self.global_encoder = _output_encoder(logits.shape[-1], self.hidden, self.seed)
         rng = np.random.default_rng(self.seed)
-        batches = _CriticBatches(x, logits, min(self.train_batch_size, len(x)), self.epochs, rng)
+        batches = PermutedBatches((x, logits), min(self.train_batch_size, len(x)), self.epochs, rng)
         trainer = CriticTraining(self, batches.n_batches)
         trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate), jit_compile=False)
         history = trainer.fit(batches, epochs=self.epochs, steps_per_epoch=batches.n_batches, verbose=0,
