@@ -55,3 +55,53 @@ def test_universal_perturbations_are_exported_by_attacks():
     assert callable(kam.attacks.targeted_universal_perturbation)
     assert callable(kam.attacks.universal_perturbations)
     assert callable(kam.attacks.dlr_loss) and callable(kam.attacks.madry_step_size)
+
+
+#: docs/ARCHITECTURE.md's layers: a module may import from its own layer and the layers below.
+LAYERS = {
+    0: {"_checks", "_model", "_json", "_version", "_quiet", "_attack_names", "_batches", "_multiworker",
+        "architectures", "data"},
+    1: {"attacks"},
+    2: {"mi", "layers"},
+    3: {"_defense", "defenses"},
+    4: {"models"},
+    5: {"callbacks", "evaluation", "detection", "analysis"},
+    6: {"export"},
+    8: {"commands", "cli", "__init__"},
+}
+#: serving stands apart: it loads SavedModels and imports the foundations only.
+SERVING_MAY_IMPORT = LAYERS[0]
+#: The upward imports ARCHITECTURE.md names, each for one reason: SNS's loss is the neuron-sensitivity
+#: measure; RegionAT's fine-tuning recipe wraps an AdversarialModel; AdversarialModel.export is kam.export.
+UPWARD = {("keras_advmi/defenses/sns.py", "analysis"), ("keras_advmi/defenses/region_finetune.py", "models"),
+          ("keras_advmi/models.py", "export")}
+
+
+def _imported_units(path):
+    """(first-level unit of keras_advmi, line) for each relative import of ``path``."""
+    package = list(path.relative_to(PACKAGE).parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - (node.level - 1)]
+            target = base + (node.module.split(".") if node.module else [])
+            for unit in ([target[0]] if target else [alias.name for alias in node.names]):
+                yield unit, node.lineno
+
+
+def test_layers_import_only_downwards():
+    layer_of = {unit: level for level, units in LAYERS.items() for unit in units}
+    hits = []
+    for path in _sources():
+        where = str(path.relative_to(PACKAGE.parent))
+        unit = path.relative_to(PACKAGE).with_suffix("").parts[0]
+        for target, line in _imported_units(path):
+            if target == unit:
+                continue
+            if unit == "serving":
+                ok = target in SERVING_MAY_IMPORT
+            else:
+                ok = target != "serving" or unit in LAYERS[8]
+                ok = ok and (target == "serving" or layer_of[target] <= layer_of[unit])
+            if not ok and (where, target) not in UPWARD:
+                hits.append(f"{where}:{line}: {unit} imports {target}")
+    assert not hits, "imports against docs/ARCHITECTURE.md's layers:\n" + "\n".join(hits)
