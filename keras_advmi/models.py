@@ -78,8 +78,8 @@ class AdversarialModel(keras.Model):
       defense: a ``kam.defenses.Defense`` (PGD, TRADES, MART, FastAT, ...).
       clean_train_metrics: compute the compiled metrics (e.g. ``accuracy``) on clean inputs during
         training too. That takes one more forward pass per batch, unless the defense made one anyway
-        (TRADES, MART; its cost is in docs/benchmarks.md). ``False`` skips the pass; training then logs ``loss``, ``adv_accuracy`` and the defense's logs,
-        and validation still reports every metric.
+        (TRADES, MART; its cost is in docs/benchmarks.md). ``False`` skips the pass; training then logs
+        ``loss``, ``adv_accuracy`` and the defense's logs, and validation still reports every metric.
 
     ``train_step``: x_adv = defense.adversarial_examples(model, x, y) -> per-sample defense loss ->
     weighted mean -> ``optimizer.apply``. ``test_step``: clean metrics, ``adv_accuracy`` under the

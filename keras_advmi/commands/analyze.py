@@ -35,7 +35,9 @@ def add_parser(subparsers):
                         "MutualInformationLogger writes, or {'clean': {layer: [[I_XT, I_TY], ...]}, 'adv': ...}")
     p.add_argument("--noise-var", type=_noise_var, default="relative",
                    help="KDE noise variance of the information plane: 'relative' (default; 0.1 x each layer's "
-                        "median squared pairwise distance, scale-aware) or an absolute number (P1: 0.1)")
+                        "median squared pairwise distance, scale-aware) or an absolute number (0.1 is the value of "
+                        "\"Exploring adversarial examples and adversarial robustness of CNNs by mutual "
+                        "information\", 2022)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
     return p
