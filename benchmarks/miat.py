@@ -27,7 +27,8 @@ fit-alone (issue 27): PGD-AT vs MIAT(pgd) each trained by one ``fit`` of --epoch
   OUT/fit_alone.jsonl are skipped. Both defenses ramp epsilon as the CLI does by default (2 epochs at
   eps >= 0.2). Issue 27 item 4 (one row ~1 h on 2 quiet CPU cores):
       KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py fit-alone --datasets mnist fashion_mnist \
-          --seeds 0 1 --arch madry_cnn --train 60000 --epochs 8 --out benchmarks/out/miat_fit
+          --seeds 0 1 --arch madry_cnn --train 60000 --epochs 8
+  Finished rows are committed (benchmarks/results/miat_fit/fit_alone.jsonl): a new checkout goes on with the rest.
 digits-fit-alone (issue 27, done-when 1): tests/test_miat.py's protocol over batch orders: the tests' small CNN
   from seed 0, PGD-AT or MIAT (defaults, eps 0.1, step 0.025, PGD-5) by one fit of 12 epochs, Adam 2e-3,
   batch 64, keras.utils.set_random_seed(ORDER) before each fit; validation clean and PGD-10 accuracy.
@@ -388,7 +389,9 @@ def main():
     for phase in ("base", "pretrain", "alpha-warmup"):
         f.add_argument(f"--{phase}-epochs", type=_phase_arg, default="auto", help="MIAT's phase, 'auto' or epochs")
     f.add_argument("--no-autoattack", dest="autoattack", action="store_false")
-    f.add_argument("--out", default="benchmarks/out/miat_fit")
+    f.add_argument("--out", default="benchmarks/results/miat_fit",
+                   help="finished rows go to OUT/fit_alone.jsonl (tracked in git, so a run continues in a new checkout); "
+                        "OUT/backup/ holds the running row's BackupAndRestore state (ignored)")
     s = sub.add_parser("step-cost")
     s.add_argument("--bases", nargs="+", default=list(BASES))
     s.add_argument("--repeats", type=int, default=30)
