@@ -18,7 +18,7 @@ import keras
 
 from ._checks import check_images, check_positive_int, invalid
 
-__all__ = ["network_of", "logits_of", "predict_logits", "input_shape_of", "check_model_images", "check_layer",
+__all__ = ["network_of", "check_network", "logits_of", "predict_logits", "input_shape_of", "check_model_images", "check_layer",
            "resolve_layers", "tap_model"]
 
 
@@ -30,6 +30,14 @@ def network_of(model):
     """
     inner = getattr(model, "model", None)
     return inner if getattr(model, "defense", None) is not None and isinstance(inner, keras.Model) else model
+
+
+def check_network(model):
+    """``network_of(model)``, which must be callable (a ValueError naming ``model`` otherwise)."""
+    model = network_of(model)
+    if not callable(model):
+        raise invalid("model", "a Keras model (or kam.AdversarialModel) returning logits", type(model).__name__)
+    return model
 
 
 def logits_of(model, x, training=False):

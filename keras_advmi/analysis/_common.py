@@ -11,15 +11,7 @@ import numbers
 import numpy as np
 
 from .._checks import invalid
-from .._model import network_of
-
-
-def check_model(model):
-    """The network of ``model`` (unwrapped from a ``kam.AdversarialModel``), which must be callable."""
-    model = network_of(model)
-    if not callable(model):
-        raise invalid("model", "a Keras model or a callable returning logits", type(model).__name__)
-    return model
+from .._model import check_network  # noqa: F401 (the analyses import it from here)
 
 
 def check_class_index(name, value, n, num_classes):

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from .._checks import check_positive_int, invalid
 from .._model import check_layer, check_model_images, tap_model
-from ._common import check_class_index, check_model
+from ._common import check_class_index, check_network
 
 __all__ = ["grad_cam", "last_conv_layer"]
 
@@ -53,7 +53,7 @@ def grad_cam(model: keras.Model, x: ArrayLike, class_index: int | ArrayLike, lay
     Returns:
       float32 (N, H, W) if ``upsample`` else (N, h, w), >= 0 (in [0, 1] with ``normalize``).
     """
-    model = check_model(model)
+    model = check_network(model)
     x = check_model_images(model, x, spatial=True)
     batch_size = check_positive_int("batch_size", batch_size)
     layer = last_conv_layer(model) if layer is None else layer

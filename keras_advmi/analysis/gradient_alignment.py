@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from .._checks import check_labels, check_positive_int, check_seed
 from ..attacks._common import check_budget, loss_gradient, seed_pair, uniform_ball_sample
 from .._model import check_model_images, predict_logits
-from ._common import check_model
+from ._common import check_network
 
 __all__ = ["gradient_alignment"]
 
@@ -57,7 +57,7 @@ def gradient_alignment(model: keras.Model, x: ArrayLike, y: ArrayLike, epsilon: 
       dict: ``mean`` (float, over the samples with a defined cosine), ``per_sample`` (float32 (N,),
       NaN where a gradient is zero), ``n`` (int, samples in the mean).
     """
-    model = check_model(model)
+    model = check_network(model)
     x = check_model_images(model, x)
     num_classes = predict_logits(model, x[:1], 1).shape[-1]
     y = check_labels("y", y, n=len(x), num_classes=num_classes)

@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike
 from .._checks import check_labels, check_positive_int, invalid
 from .. import mi
 from .._model import check_layer, check_model_images, predict_logits, tap_model
-from ._common import check_model
+from ._common import check_network
 
 __all__ = ["information_plane", "weighted_layers"]
 
@@ -177,7 +177,7 @@ def information_plane(model_or_history: keras.Model | Sequence[keras.Model] | ke
         raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; 0.1 in the 2022 MI paper)", noise_var)
     batch_size = check_positive_int("batch_size", batch_size)
 
-    models = [check_model(m) for m in models]
+    models = [check_network(m) for m in models]
     x = check_model_images(models[0], x)
     num_classes = predict_logits(models[0], x[:1], 1).shape[-1]
     y = check_labels("y", y, n=len(x), num_classes=num_classes)

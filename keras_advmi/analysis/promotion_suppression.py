@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 
 from .._checks import check_labels, check_positive_int, invalid
 from .._model import check_layer, check_model_images, predict_logits, tap_model
-from ._common import check_class_index, check_model
+from ._common import check_class_index, check_network
 
 __all__ = ["promotion_suppression", "pse_ratio", "pse_type", "TYPES"]
 
@@ -124,7 +124,7 @@ def promotion_suppression(model: keras.Model, x: ArrayLike, x_adv: ArrayLike, y:
       of units with dz_t > 0 / dz_y < 0), "top_promoting"/"top_suppressing" (unit indices, largest mean
       contribution first) and "layer".
     """
-    model = check_model(model)
+    model = check_network(model)
     x = check_model_images(model, x)
     x_adv = check_model_images(model, x_adv, name="x_adv")
     if x.shape != x_adv.shape:

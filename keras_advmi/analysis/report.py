@@ -30,7 +30,7 @@ from .._checks import check_fraction, check_labels, check_positive_int, invalid
 from .._model import check_model_images, predict_logits
 from ..attacks import madry_step_size
 from . import plots
-from ._common import check_model
+from ._common import check_network
 from ._html import write_report
 from ._steps import STEPS, Run, random_targets
 
@@ -74,7 +74,7 @@ def analyze(models: dict[str, keras.Model], x: ArrayLike, y: ArrayLike, epsilon:
         raise invalid("analyses", f"names among {list(ANALYSES)}", unknown)
     epsilon = check_fraction("epsilon", epsilon, low_open=True)
     pgd_steps = check_positive_int("pgd_steps", pgd_steps)
-    models = {str(label): check_model(m) for label, m in models.items()}
+    models = {str(label): check_network(m) for label, m in models.items()}
     first = next(iter(models.values()))
     x = check_model_images(first, x, spatial=True)
     num_classes = predict_logits(first, x[:1], 1).shape[-1]

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from .._checks import check_labels, check_positive_int, check_seed, invalid
 from ..layers.transforms import PatchShuffle, Saturation
 from .._model import check_model_images, predict_logits
-from ._common import check_model
+from ._common import check_network
 
 __all__ = ["texture_shape_probe"]
 
@@ -53,7 +53,7 @@ def texture_shape_probe(model: keras.Model, x: ArrayLike, y: ArrayLike,
       {"clean": acc, "saturation": {p: acc}, "patch_shuffle": {k: acc}, "n": N}, accuracies in [0, 1]
       (keys p as float, k as int, in the given order).
     """
-    model = check_model(model)
+    model = check_network(model)
     x = check_model_images(model, x, spatial=True)
     batch_size = check_positive_int("batch_size", batch_size)
     ps = [Saturation(p).p for p in _levels("saturation_ps", saturation_ps, "numbers p > 0")]

@@ -22,7 +22,7 @@ from .._checks import check_labels, check_positive_int
 from ..attacks._common import check_budget
 from ..attacks.universal import fooling_rates, universal_perturbations
 from .._model import check_model_images, predict_logits
-from ._common import check_class_index, check_model
+from ._common import check_class_index, check_network
 
 __all__ = ["universal_fragility"]
 
@@ -46,7 +46,7 @@ def universal_fragility(model: keras.Model, x: ArrayLike, y: ArrayLike, epsilon:
       {"epsilon", "targets": [t...], "fooling_rate": np.ndarray (T,), "mean", "max",
        "most_fragile_target"} (+ "deltas").
     """
-    model = check_model(model)
+    model = check_network(model)
     check_budget(epsilon)
     steps = check_positive_int("steps", steps)
     x = check_model_images(model, x)

@@ -34,7 +34,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_norm, check_positive_int, invalid
-from .._model import logits_of, network_of as logits_model
+from .._model import logits_of, network_of
 from ..attacks._common import madry_step_size, seed_pair
 from ..attacks.pgd import pgd_graph
 from ..layers.dim import MIEstimator
@@ -240,7 +240,7 @@ class MIAT(Defense):
                 "step": int(self._state.step.numpy())}
 
     def check_ready(self, model):
-        self.build(logits_model(model))
+        self.build(network_of(model))
         no_pretraining = self.pretrain_steps == 0 or self.pretrain_epochs == 0
         if self.require_pretrained and no_pretraining and not self.pretrained and not self.schedule["resolved"]:
             raise ValueError("MIAT's MI estimators are not pretrained and `pretrain_epochs`/`pretrain_steps` is 0: "
@@ -300,7 +300,7 @@ class MIAT(Defense):
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
         """Phase 0/2: the base's training examples. Phase 1: the pretraining attack's pairs (official: L2)."""
-        self.build(logits_model(model))
+        self.build(network_of(model))
         norm, eps, step_size, steps = self._pretrain_attack()
         phase, _ = self._phase()
 
@@ -380,7 +380,7 @@ class MIAT(Defense):
         """The base loss plus the phase's MI part (``Defense.loss``). The phase is read from MIAT's own count of
         training steps (``schedule['step']``), not from ``step``: in the pretraining phase the model's optimizer
         takes no step, so its count does not advance there."""
-        self.build(logits_model(model))   # a no-op once built (AdversarialModel builds it at construction)
+        self.build(network_of(model))   # a no-op once built (AdversarialModel builds it at construction)
         phase, into_miat = self._phase()
         is_pretraining, is_miat = tf.equal(phase, 1), tf.equal(phase, 2)
         if training:

@@ -21,17 +21,9 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from .._model import input_shape_of, network_of
+from .._model import check_network, input_shape_of
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model) -> keras.Model:
-    """``network_of(model)`` (the logits model inside a ``kam.AdversarialModel``), checked callable."""
-    model = network_of(model)
-    if not callable(model):
-        raise invalid("model", "a Keras model (or kam.AdversarialModel) that outputs logits", type(model).__name__)
-    return model
 
 
 class Detector(keras.layers.Layer):
@@ -94,7 +86,7 @@ class Detector(keras.layers.Layer):
         Returns:
           self.
         """
-        model = unwrap_model(model)
+        model = check_network(model)
         x = self._as_images("x_clean", x_clean, check_shape=False)
         if len(x) < 2:
             raise invalid("x_clean", "at least 2 clean images", f"{len(x)} images")
@@ -213,5 +205,5 @@ def _model_input_shape(model):
 
 
 def model_input_shape(model) -> tuple:
-    return _model_input_shape(unwrap_model(model))
+    return _model_input_shape(check_network(model))
 

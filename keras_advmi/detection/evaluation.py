@@ -43,7 +43,8 @@ from ..attacks import fgsm, madry_step_size, pgd
 from ..attacks._common import check_budget, seed_pair, uniform_ball_sample
 from ..attacks.losses import cross_entropy
 from .._attack_names import parse_attack_name
-from .base import Detector, unwrap_model
+from .._model import check_network
+from .base import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def evaluate(detector: Detector, model: keras.Model, x_clean: np.ndarray, y: np.
         raise invalid("detector", "a kam.detection detector (MIScoreDetector, MahalanobisDetector, ...)",
                       type(detector).__name__)
     detector._require_calibrated("evaluate")
-    model = unwrap_model(model)
+    model = check_network(model)
     if detector.model is not model:
         logger.warning("evaluate: the detector was fitted on another model object than `model`")
     if isinstance(attacks, str):

@@ -21,7 +21,7 @@ import tensorflow as tf
 import keras
 
 from .._checks import check_positive_int, invalid
-from .._model import logits_of, predict_logits
+from .._model import logits_of
 from .base import Detector
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 
 from .._checks import invalid
-from ..detection.base import unwrap_model
+from .._model import check_network
 from ._atomic import write_version_atomically
 from ._checks import check_detector, check_logits_model, input_shape_of_export, version_path
 from ._metadata import METADATA_ASSET, export_metadata
@@ -37,7 +37,7 @@ def export(model: keras.Model, path: str | os.PathLike, detector=None, metadata:
     Returns:
       the absolute path of the version directory (str).
     """
-    logits_model = unwrap_model(model)
+    logits_model = check_network(model)
     if not isinstance(logits_model, keras.Model):
         raise invalid("model", "a Keras model (or kam.AdversarialModel) that outputs logits", type(model).__name__)
     target = version_path(path)
