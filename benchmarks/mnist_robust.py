@@ -50,20 +50,6 @@ def make_defense(name, steps, warmup_steps, fast_step=None, attack_dtype=None, e
     raise SystemExit(f"unknown defense {name!r}")
 
 
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear up to ``peak`` at 40% of ``total_steps``, then linear down to 0."""
-
-    def __init__(self, total_steps, peak):
-        self.total_steps, self.peak = float(total_steps), float(peak)
-
-    def __call__(self, step):
-        t = keras.ops.cast(step, "float32") / self.total_steps
-        return self.peak * keras.ops.maximum(0.0, keras.ops.where(t < 0.4, t / 0.4, (1.0 - t) / 0.6))
-
-    def get_config(self):
-        return {"total_steps": self.total_steps, "peak": self.peak}
-
-
 def build(args, steps_per_epoch):
     """The compiled AdversarialModel that ``train`` fits (``budget`` times the same one)."""
     robust = kam.AdversarialModel(network(args.arch, args.seed),
@@ -72,7 +58,7 @@ def build(args, steps_per_epoch):
                                   clean_train_metrics=args.clean_train_metrics)
     # --ema: Polyak averaging of the weights (Keras' use_ema); validation sees the averaged weights
     # (SwapEMAWeights) and fit ends by writing them into the model.
-    optimizer = keras.optimizers.Adam(OneCycle(steps_per_epoch * args.epochs, args.lr),
+    optimizer = keras.optimizers.Adam(kam.schedules.OneCycle(steps_per_epoch * args.epochs, args.lr),
                                       use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     robust.compile(optimizer=optimizer, metrics=["accuracy"])
     return robust

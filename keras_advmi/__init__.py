@@ -13,7 +13,7 @@ from ._quiet import import_tensorflow_quietly as _import_tf  # noqa: E402
 
 _import_tf()
 
-from . import analysis, attacks, callbacks, data, defenses, detection, layers, mi  # noqa: E402
+from . import analysis, attacks, callbacks, data, defenses, detection, layers, mi, recipes, schedules  # noqa: E402
 from .evaluation import evaluate_robustness  # noqa: E402
 from .export import export  # noqa: E402
 from .models import AdversarialModel  # noqa: E402
@@ -21,4 +21,4 @@ from .models import AdversarialModel  # noqa: E402
 from ._version import __version__  # noqa: E402
 
 __all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
-           "export", "layers", "mi", "__version__"]
+           "export", "layers", "mi", "recipes", "schedules", "__version__"]

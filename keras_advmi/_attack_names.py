@@ -1,7 +1,7 @@
 """Attack names as ``evaluate_robustness`` and ``kam.detection.evaluate`` take them, parsed in one place.
 
 ``clean``, ``fgsm``, ``pgd-K`` (L-inf, K steps), ``pgd-l2-K`` (L2), ``cleverhans-pgd-K``, ``apgd-ce``,
-``apgd-dlr``, ``autoattack``, ``adaptive`` / ``adaptive-K`` (the detection-aware attack).
+``apgd-dlr``, ``autoattack``, ``autoattack-standard``, ``adaptive`` / ``adaptive-K`` (the detection-aware attack).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-_NAME_RE = re.compile(r"^(?:(clean|fgsm|apgd-ce|apgd-dlr|autoattack)|(pgd|pgd-l2|cleverhans-pgd)-(\d+)"
+_NAME_RE = re.compile(r"^(?:(clean|fgsm|apgd-ce|apgd-dlr|autoattack-standard|autoattack)|(pgd|pgd-l2|cleverhans-pgd)-(\d+)"
                       r"|(adaptive)(?:-(\d+))?)$")
 
 

@@ -15,7 +15,7 @@ def add_parser(subparsers):
     p.add_argument("model", help="a .keras file")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--attacks", nargs="+", default=["clean", "fgsm", "pgd-20"],
-                   help="clean fgsm pgd-K pgd-l2-K cleverhans-pgd-K apgd-ce apgd-dlr autoattack")
+                   help="clean fgsm pgd-K pgd-l2-K cleverhans-pgd-K apgd-ce apgd-dlr autoattack autoattack-standard")
     p.add_argument("--epsilons", nargs="+", type=epsilon_arg, help="default: the dataset's epsilon")
     p.add_argument("--n", type=positive_int, default=1000, help="test images")
     p.add_argument("--restarts", type=positive_int, default=1)

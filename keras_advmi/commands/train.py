@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -20,6 +21,8 @@ from ..defenses import REGISTRY
 from ..defenses.region_at import RegionAT
 from ..evaluation import RobustnessReport, evaluate_robustness
 from ..models import AdversarialModel
+from ..recipes import RECIPES, Recipe
+from ..schedules import OneCycle
 from . import UsageError
 from ._common import epsilon_arg, load_dataset, load_model, positive_int
 
@@ -33,18 +36,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                           "from OUT/backup (printing 'resuming from epoch N'); writes "
                                           "OUT/model.keras and OUT/robustness.json. A finished run in OUT is "
                                           "not retrained unless --force.")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named set of the switches below, documented in docs/benchmarks.md and printed at start "
+                        "(switches given on the command line win): "
+                        + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()))
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
-    p.add_argument("--arch", default="small_cnn", choices=sorted(architectures.PRESETS),
-                   help="architecture preset")
+    p.add_argument("--arch", choices=sorted(architectures.PRESETS), help=_default("architecture preset", "arch"))
     p.add_argument("--model", help="start from this .keras model instead of a preset")
-    p.add_argument("--defense", default="pgd", type=str.lower, choices=DEFENSE_NAMES,
-                   help="training defense (none = standard training)")
+    p.add_argument("--defense", type=str.lower, choices=DEFENSE_NAMES,
+                   help=_default("training defense (none = standard training)", "defense"))
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
-    p.add_argument("--steps", type=positive_int, default=10, help="attack steps in training")
+    p.add_argument("--steps", type=positive_int, help=_default("attack steps in training", "steps"))
     p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
-    p.add_argument("--attack-dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT steps on "
-                        "CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)")
+    p.add_argument("--attack-dtype", choices=["float32", "bfloat16"],
+                   help=_default("compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT "
+                                 "steps on CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)",
+                                 "attack_dtype"))
+    p.add_argument("--beta", type=float,
+                   help="TRADES' beta / MART's lambda: weight of the robust term (default: the defense's, 6)")
     p.add_argument("--pretrain-epochs", type=float, default=None,
                    help="MIAT: epochs of MI-estimator pretraining on the frozen model, inside the run (MIAT's "
                         "step 2; default: 10%% of --epochs)")
@@ -61,9 +70,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         f"for {'/'.join(WARMUP_DEFENSES)} at epsilon >= {WARMUP_EPSILON:g} (MNIST's 0.3), "
                         f"min({WARMUP_EPOCHS:g}, EPOCHS/2) epochs, since from step 0 at such a budget the model "
                         "can sit at chance (Madry et al.'s plateau); else 0")
-    p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--epochs", type=positive_int, help=_default("training epochs", "epochs"))
+    p.add_argument("--batch-size", type=positive_int, help=_default("batch size", "batch_size"))
+    p.add_argument("--lr", type=float, help=_default("Adam learning rate (the peak with --lr-schedule onecycle)", "lr"))
+    p.add_argument("--lr-schedule", choices=["constant", "onecycle"],
+                   help=_default("constant, or onecycle: linear up to --lr at 40%% of the run, then linear down "
+                                 "to 0 (kam.schedules.OneCycle)", "lr_schedule"))
+    p.add_argument("--val-images", type=positive_int,
+                   help="validate each epoch on the last N test images (default: all of them)")
     p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
                    help="keep an exponential moving average of the weights (e.g. 0.998): validation, the saved "
                         "model and the final table use the average")
@@ -81,6 +95,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
+
+#: The defaults of the switches a recipe may set (their parser default is None, so that a recipe can tell
+#: a switch left out from one given).
+DEFAULTS = {"arch": "small_cnn", "defense": "pgd", "steps": 10, "attack_dtype": "float32", "epochs": 5,
+            "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant"}
+
+
+def _default(text, dest):
+    return f"{text} (default: {DEFAULTS[dest]})"
+
+
+def apply_recipe(args: argparse.Namespace) -> Recipe | None:
+    """Fill the switches left out (None) from ``args.recipe``, then from ``DEFAULTS``; the recipe or None."""
+    recipe = RECIPES[args.recipe] if getattr(args, "recipe", None) else None
+    for dest, value in (recipe.switches if recipe else {}).items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+    return recipe
 
 #: The default epsilon warm-up: these defenses, at a training epsilon >= WARMUP_EPSILON, ramp epsilon
 #: over min(WARMUP_EPOCHS, epochs / 2) epochs (PGD-AT at MNIST's 0.3 from step 0 stays at chance).
@@ -102,6 +137,37 @@ def _resumed_epochs(backup):
         return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+class _WallTimeLog(keras.callbacks.Callback):
+    """Writes each epoch's wall seconds and logs to ``path`` (JSON), kept across resumed runs: a run resumed
+    after ``resumed`` finished epochs drops any later record (an epoch killed before its backup re-runs)."""
+
+    def __init__(self, path: Path, resumed: int):
+        super().__init__()
+        self.path = path
+        try:
+            epochs = json.loads(path.read_text())["epochs"] if resumed else []
+        except (OSError, ValueError, KeyError, TypeError):
+            epochs = []
+        self.epochs = [e for e in epochs if e.get("epoch", 0) <= resumed]
+
+    @staticmethod
+    def total_seconds(path: Path) -> float | None:
+        try:
+            return round(sum(e["seconds"] for e in json.loads(path.read_text())["epochs"]), 1)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1]
+        self.epochs.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 1),
+                            **{k: round(float(v), 4) for k, v in (logs or {}).items()}})
+        self.path.write_text(json.dumps({"epochs": self.epochs,
+                                         "seconds": round(sum(e["seconds"] for e in self.epochs), 1)}, indent=2))
 
 
 def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step_size: float | None, seed: int,
@@ -127,6 +193,19 @@ def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume, or skip a finished run), save OUT/model.keras and write the robustness table."""
+    beta_given = args.beta is not None
+    recipe = apply_recipe(args)
+    if beta_given and args.defense not in ("trades", "mart"):
+        raise UsageError(f"--beta is TRADES' beta or MART's lambda: it needs --defense trades or mart, "
+                         f"got --defense {args.defense}")
+    if recipe is not None:
+        print(f"recipe {recipe.name} ({recipe.summary}): {recipe.command_line()} "
+              "(switches given on the command line win)")
+        if args.dataset != recipe.dataset:
+            logger.warning("recipe %s was tuned on %s, not %s: its switches run unchanged", recipe.name,
+                           recipe.dataset, args.dataset)
+    if args.beta is not None and not args.beta >= 0:
+        raise UsageError(f"--beta must be >= 0, got {args.beta}")
     if args.lr <= 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     for flag in ("pretrain_epochs", "base_epochs", "alpha_warmup_epochs"):
@@ -173,13 +252,17 @@ def run(args: argparse.Namespace) -> int:
     # MIAT runs its paper's phases inside fit (base, estimator pretraining, MI term ramped in; kam.defenses.MIAT):
     # unset lengths are its "auto" fractions of --epochs.
     auto = lambda v: "auto" if v is None else v   # noqa: E731
+    beta = {} if args.beta is None or args.defense not in ("trades", "mart") else \
+        {"beta": args.beta, "lam": args.beta}   # TRADES' beta, MART's lambda
     defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
-                           attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha,
+                           attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha, **beta,
                            base_epochs=auto(args.base_epochs), pretrain_epochs=auto(args.pretrain_epochs),
                            alpha_warmup_epochs=auto(args.alpha_warmup_epochs),
                            epsilon_warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
     out.mkdir(parents=True, exist_ok=True)
-    optimizer = keras.optimizers.Adam(args.lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
+    done = _resumed_epochs(out / "backup")
+    lr = OneCycle(steps_per_epoch * args.epochs, args.lr) if args.lr_schedule == "onecycle" else args.lr
+    optimizer = keras.optimizers.Adam(lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     if defense is None:
         trainer = model
         trainer.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -187,9 +270,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
         trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")),
-                 CollapseMonitor(xt[:1000], yt[:1000])]   # warns when the model sits at chance / on one class
-    done = _resumed_epochs(out / "backup")
+    xv, yv = (xt, yt) if args.val_images is None else (xt[-args.val_images:], yt[-args.val_images:])
+    callbacks = [_WallTimeLog(out / "train_log.json", done),   # before the backup: a killed epoch is re-run
+                 keras.callbacks.BackupAndRestore(str(out / "backup")),
+                 CollapseMonitor(xv[:1000], yv[:1000])]   # warns when the model sits at chance / on one class
     if done:
         print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
               f"{out / 'backup'}")
@@ -201,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         callbacks.append(keras.callbacks.SwapEMAWeights())
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
-    trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt),
+    trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv),
                 callbacks=callbacks, verbose=1)
     tmp = out / ".model.tmp.keras"   # then renamed: a run killed while saving leaves no half-written model.keras
     model.save(tmp)
@@ -217,7 +301,8 @@ def _final_table(model, args, epsilon, xt, yt, out):
                                  seed=args.seed, progress=None)
     report.to_json(out / "robustness.json")
     meta = {"dataset": args.dataset, "defense": args.defense, "epsilon": epsilon, "epochs": args.epochs,
-            "arch": args.arch if not args.model else args.model, "test_images": n}
+            "arch": args.arch if not args.model else args.model, "test_images": n, "recipe": args.recipe,
+            "seed": args.seed, "train_seconds": _WallTimeLog.total_seconds(out / "train_log.json")}
     (out / "train_config.json").write_text(json.dumps(meta, indent=2))
     print(f"\n{args.defense} on {args.dataset}, eps={epsilon:g}, {n} test images:")
     print(report)

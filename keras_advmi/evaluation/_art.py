@@ -1,5 +1,6 @@
 """ART adapters: a ``TensorFlowV2Classifier`` over a ``tf.function`` of the model, the vectorised DLR loss
-for Auto-PGD, and the ART attacks ``evaluate_robustness`` runs (``apgd-ce``, ``apgd-dlr``, ``autoattack``).
+for Auto-PGD, and the ART attacks ``evaluate_robustness`` runs (``apgd-ce``, ``apgd-dlr``, ``autoattack``,
+``autoattack-standard``).
 
 ART is an optional dependency (the ``autoattack`` extra), so it is imported where it is used.
 """
@@ -79,11 +80,37 @@ def _art_attack(name, model, x, epsilon, batch_size):
         return apgd("ce" if name == "apgd-ce" else "dlr", nb_random_init=1), classifier.nb_classes
     from art.attacks.evasion import SquareAttack  # optional extra: imported where used
 
+    if name == "autoattack-standard":
+        # APGD-CE and APGD-DLR, untargeted and then targeted at each other class (ART's targeted=True pass),
+        # then Square with AutoAttack's standard 5,000 queries on what is left.
+        apgd_pass = AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=[apgd("ce"), apgd("dlr")],
+                               batch_size=batch_size, targeted=True)
+        square = SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=5000, nb_restarts=1,
+                              batch_size=batch_size, verbose=False)
+        return _ThenSquare(apgd_pass, square, classifier), classifier.nb_classes
     attacks = [apgd("ce"), apgd("dlr"),
                SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
                             batch_size=batch_size, verbose=False)]
     return (AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=attacks, batch_size=batch_size),
             classifier.nb_classes)
+
+
+class _ThenSquare:
+    """``generate(x, y)``: a gradient pass (an ART attack), then Square on the inputs it left correctly
+    classified; per input, the first adversarial example found (``y`` one-hot, as ART takes it)."""
+
+    def __init__(self, gradient_pass, square, classifier):
+        self.gradient_pass, self.square, self.classifier = gradient_pass, square, classifier
+
+    def generate(self, x, y):
+        x_adv = np.array(self.gradient_pass.generate(x=x, y=y), dtype=np.float32)
+        labels = y.argmax(-1)
+        robust = np.flatnonzero(self.classifier.predict(x_adv).argmax(-1) == labels)
+        if len(robust):
+            x_square = self.square.generate(x=x[robust], y=y[robust])
+            fooled = self.classifier.predict(x_square).argmax(-1) != labels[robust]
+            x_adv[robust[fooled]] = x_square[fooled]
+        return x_adv
 
 
 def _run_art(name, model, x, y, epsilon, batch_size, seed):

@@ -23,7 +23,8 @@ from ._report import RobustnessReport
 logger = logging.getLogger(__name__)
 
 #: The attack families ``evaluate_robustness`` runs (names parsed by ``_attack_names.parse_attack_name``).
-ATTACK_FAMILIES = ("clean", "fgsm", "pgd", "pgd-l2", "cleverhans-pgd", "apgd-ce", "apgd-dlr", "autoattack")
+ATTACK_FAMILIES = ("clean", "fgsm", "pgd", "pgd-l2", "cleverhans-pgd", "apgd-ce", "apgd-dlr", "autoattack",
+                   "autoattack-standard")
 
 
 def _predict(model, x, batch_size):
@@ -92,7 +93,7 @@ def evaluate_robustness(model, x: np.ndarray, y: np.ndarray,
     bad = [a for a in attacks if parse_attack_name(str(a), ATTACK_FAMILIES) is None]
     if bad:
         raise invalid("attacks", "names among clean, fgsm, pgd-K, pgd-l2-K, cleverhans-pgd-K, apgd-ce, apgd-dlr, "
-                                 "autoattack", bad)
+                                 "autoattack, autoattack-standard", bad)
     epsilons = [float(e) for e in np.atleast_1d(epsilons)]
     if not epsilons or any((not np.isfinite(e)) or e < 0 for e in epsilons):
         raise invalid("epsilons", "one or more finite numbers >= 0", epsilons)
