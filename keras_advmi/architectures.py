@@ -62,6 +62,23 @@ def wong_cnn(input_shape=(28, 28, 1), classes=10):
     ], name="wong_cnn")
 
 
+def trades_cnn(input_shape=(28, 28, 1), classes=10, dropout=0.5):
+    """The MNIST SmallCNN of TRADES (Zhang et al., "Theoretically principled trade-off between robustness and
+    accuracy", 2019; github.com/yaodongyu/TRADES, models/small_cnn.py): conv32-conv32-pool-conv64-conv64-pool
+    (3x3, "valid": 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4), fc200, dropout 0.5, fc200, logits."""
+    conv = lambda f, name: keras.layers.Conv2D(f, 3, activation="relu", name=name)   # noqa: E731
+    return keras.Sequential([
+        keras.Input(input_shape),
+        conv(32, "conv1"), conv(32, "conv2"), keras.layers.MaxPooling2D(2, name="pool1"),
+        conv(64, "conv3"), conv(64, "conv4"), keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(200, activation="relu", name="fc1"),
+        keras.layers.Dropout(dropout, name="drop"),
+        keras.layers.Dense(200, activation="relu", name="fc2"),
+        keras.layers.Dense(classes, name="logits"),
+    ], name="trades_cnn")
+
+
 def mlp(input_shape, classes=10):
     """Flatten, two dense 256 ReLU layers, logits."""
     return keras.Sequential([
@@ -74,7 +91,7 @@ def mlp(input_shape, classes=10):
 
 
 PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "wong_cnn": wong_cnn, "bench_cnn": bench_cnn,
-           "mlp": mlp}
+           "trades_cnn": trades_cnn, "mlp": mlp}
 
 
 def build(name, input_shape, classes=10):

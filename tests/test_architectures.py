@@ -29,6 +29,16 @@ def test_wong_cnn_matches_the_reference_net():
     assert model.count_params() == (16 * 16 + 16) + (16 * 16 * 32 + 32) + (1568 * 100 + 100) + (100 * 10 + 10)
 
 
+def test_trades_cnn_matches_the_trades_smallcnn():
+    """yaodongyu/TRADES models/small_cnn.py: Conv2d(1,32,3), Conv2d(32,32,3), pool, Conv2d(32,64,3), Conv2d(64,64,3),
+    pool, Linear(1024,200), dropout 0.5, Linear(200,200), Linear(200,10)."""
+    model = architectures.trades_cnn()
+    assert tuple(model.get_layer("flatten").output.shape) == (None, 4 * 4 * 64)
+    assert model.get_layer("drop").rate == 0.5
+    assert model.count_params() == (9 * 32 + 32) + (9 * 32 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + \
+        (1024 * 200 + 200) + (200 * 200 + 200) + (200 * 10 + 10)
+
+
 def test_unknown_preset_is_refused_by_name():
     with pytest.raises(ValueError, match="`arch`.*wong_cnn"):
         architectures.build("resnet", (28, 28, 1))
