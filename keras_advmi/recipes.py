@@ -55,6 +55,7 @@ RECIPES = {
         "fast", "the best robust model within 30 minutes of training on 2 CPU cores: PGD-AT, 8 epochs",
         {"defense": "pgd", "epochs": 8, **_COMMON}),
     "robust": Recipe(
-        "robust", "the most robust model within 3 hours of training on 2 CPU cores: TRADES (beta 6), 40 epochs",
+        "robust", "the most robust model within 3 hours of training on 2 CPU cores: TRADES (beta 6), 40 epochs "
+                  "(a candidate: its figure is not measured yet, docs/benchmarks.md)",
         {"defense": "trades", "beta": 6.0, "epochs": 40, **_COMMON}),
 }
