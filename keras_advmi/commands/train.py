@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a named set of the switches below, documented in docs/benchmarks.md and printed at start "
                         "(switches given on the command line win): "
-                        + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()))
+                        + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()).replace("%", "%%"))
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
     p.add_argument("--arch", choices=sorted(architectures.PRESETS), help=_default("architecture preset", "arch"))
     p.add_argument("--model", help="start from this .keras model instead of a preset")
