@@ -270,8 +270,8 @@ def test_default_estimates_stay_clear_of_ceiling_and_floor(default_runs):
             assert np.all(values > 0.05 * ceiling) and np.all(values < 0.95 * ceiling), (kind, tag, values)
         assert fit_history["mi_saturated"] == [0.0] * 5
         if kind == "at":
-            # A model that learned, not a collapsed one (chance is 0.10). Above 0.5 in CI, 0.496 on loaded cores: the last bits of
-            # oneDNN's threaded sums vary with the load, so the floor keeps a margin instead of sitting on 0.5.
+            # A model that learned, not a collapsed one (chance is 0.10). Above 0.5 in CI, 0.496 on loaded
+            # cores (oneDNN's threaded sums vary with the load), so the floor keeps a margin below 0.5.
             assert fit_history["adv_accuracy"][-1] > 0.35
 
 
