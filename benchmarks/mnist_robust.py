@@ -71,21 +71,11 @@ def train(args):
     steps_per_epoch = int(np.ceil(len(x) / args.batch_size))
     robust = build(args, steps_per_epoch)
     log_path = out / "train_log.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {"epochs": [], "wall_seconds": 0.0}
-
-    class EpochLog(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self.t0
-            log["wall_seconds"] += seconds
-            log["epochs"].append({"epoch": epoch + 1, "seconds": round(seconds, 1),
-                                  **{k: round(float(v), 4) for k, v in (logs or {}).items()}})
-            log_path.write_text(json.dumps(log, indent=2))
-            robust.model.save(out / "model.keras")
-
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    # The model is saved at every epoch end (after the monitors, which may restore an earlier epoch), so that
+    # `evaluate` can score a run that is still going.
+    save = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: robust.model.save(out / "model.keras"))
+    callbacks = [kam.callbacks.EpochTimeLog(log_path, kam.callbacks.resumed_epochs(out / "backup")),
+                 keras.callbacks.BackupAndRestore(str(out / "backup"))]
     if args.defense in ("fast_at", "n_fgsm"):  # Wong et al.'s early stopping on a PGD check (validation PGD-20)
         callbacks.append(kam.callbacks.CatastrophicOverfittingMonitor(drop=0.2))
     if args.ema is not None:  # after BackupAndRestore, which must save the raw weights, not the averages
@@ -93,10 +83,10 @@ def train(args):
     # Validation (logs, and the monitor that may restore the most robust epoch) on the last 1,000 test
     # images; `evaluate` reports on the first --n, so nothing is selected on the images it scores.
     robust.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
-               validation_data=(xt[-1000:], yt[-1000:]), verbose=2, callbacks=[*callbacks, EpochLog()])
-    if args.ema is not None:  # EpochLog saved the raw weights; fit has since put the averages in
+               validation_data=(xt[-1000:], yt[-1000:]), verbose=2, callbacks=[*callbacks, save])
+    if args.ema is not None:  # `save` saved the raw weights; fit has since put the averages in
         robust.model.save(out / "model.keras")
-    print(json.dumps(log, indent=2))
+    print(log_path.read_text())
 
 
 def evaluate(args):
@@ -114,7 +104,7 @@ def evaluate(args):
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print(report)
     print(sweep)
-    print(f"train wall seconds {result['train_log']['wall_seconds']:.0f} over "
+    print(f"train wall seconds {result['train_log']['seconds']:.0f} over "
           f"{len(result['train_log']['epochs'])} epochs")
 
 

@@ -105,19 +105,46 @@ def test_bad_recipe_arguments_one_line_exit_2(args, needle, capsys):
 
 def test_wall_time_log_keeps_the_finished_epochs_of_a_resumed_run(tmp_path):
     path = tmp_path / "train_log.json"
-    first = train_cmd._WallTimeLog(path, resumed=0)
+    first = kam.callbacks.EpochTimeLog(path)
     for epoch in range(2):   # two epochs logged; the run is then killed before epoch 2's backup
         first.on_epoch_begin(epoch)
         first.on_epoch_end(epoch, {"loss": 1.0})
-    resumed = train_cmd._WallTimeLog(path, resumed=1)   # the backup holds 1 finished epoch: epoch 2 re-runs
+    resumed = kam.callbacks.EpochTimeLog(path, resumed_epochs=1)   # the backup holds 1 epoch: epoch 2 re-runs
     assert [e["epoch"] for e in resumed.epochs] == [1]
     resumed.on_epoch_begin(1)
     resumed.on_epoch_end(1, {"loss": 0.5})
     log = json.loads(path.read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["epochs"][1]["loss"] == 0.5
     assert log["seconds"] == pytest.approx(sum(e["seconds"] for e in log["epochs"]))
-    assert train_cmd._WallTimeLog.total_seconds(path) == pytest.approx(log["seconds"])
-    assert train_cmd._WallTimeLog(path, resumed=0).epochs == []   # a fresh run starts a fresh log
+    assert kam.callbacks.EpochTimeLog.total_seconds(path) == pytest.approx(log["seconds"])
+    assert kam.callbacks.EpochTimeLog(path).epochs == []   # a fresh run starts a fresh log
+    assert kam.callbacks.EpochTimeLog.total_seconds(tmp_path / "missing.json") is None
+    with pytest.raises(ValueError, match="resumed_epochs must be an integer >= 0, got -1"):
+        kam.callbacks.EpochTimeLog(path, resumed_epochs=-1)
+
+
+def test_wall_time_log_resumes_with_backup_and_restore(tmp_path):
+    """A fit killed in its third epoch, resumed from BackupAndRestore: the log holds epochs 1-3 once each."""
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    path, backup = tmp_path / "train_log.json", tmp_path / "backup"
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[kam.callbacks.EpochTimeLog(path),
+                                                        keras.callbacks.BackupAndRestore(str(backup)), Kill()])
+    assert kam.callbacks.resumed_epochs(backup) == 2
+    done = kam.callbacks.resumed_epochs(backup)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[kam.callbacks.EpochTimeLog(path, done),
+                                                    keras.callbacks.BackupAndRestore(str(backup))])
+    assert [e["epoch"] for e in json.loads(path.read_text())["epochs"]] == [1, 2, 3]
+    assert kam.callbacks.resumed_epochs(backup) == 0   # a finished fit deletes its backup
 
 
 class _Linear:

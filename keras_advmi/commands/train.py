@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import keras
@@ -16,7 +15,7 @@ import keras
 from .. import architectures, data
 from .._model import network_of
 from ..architectures import build
-from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor
+from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor, EpochTimeLog, resumed_epochs
 from ..defenses import REGISTRY
 from ..defenses.region_at import RegionAT
 from ..evaluation import RobustnessReport, evaluate_robustness
@@ -131,45 +130,6 @@ def default_warmup_epochs(defense: str, epsilon: float, epochs: float) -> float:
     return 0.0
 
 
-def _resumed_epochs(backup):
-    """Finished epochs recorded by keras.callbacks.BackupAndRestore in ``backup`` (0 when none)."""
-    try:
-        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
-class _WallTimeLog(keras.callbacks.Callback):
-    """Writes each epoch's wall seconds and logs to ``path`` (JSON), kept across resumed runs: a run resumed
-    after ``resumed`` finished epochs drops any later record (an epoch killed before its backup re-runs)."""
-
-    def __init__(self, path: Path, resumed: int):
-        super().__init__()
-        self.path = path
-        try:
-            epochs = json.loads(path.read_text())["epochs"] if resumed else []
-        except (OSError, ValueError, KeyError, TypeError):
-            epochs = []
-        self.epochs = [e for e in epochs if e.get("epoch", 0) <= resumed]
-
-    @staticmethod
-    def total_seconds(path: Path) -> float | None:
-        try:
-            return float(json.loads(path.read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1]
-        self.epochs.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 1),
-                            **{k: round(float(v), 4) for k, v in (logs or {}).items()}})
-        self.path.write_text(json.dumps({"epochs": self.epochs,
-                                         "seconds": round(sum(e["seconds"] for e in self.epochs), 1)}, indent=2))
-
-
 def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step_size: float | None, seed: int,
                  attack_dtype: str | None = None, epsilon_warmup_steps: int = 0, **extra):
     """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
@@ -260,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
                            alpha_warmup_epochs=auto(args.alpha_warmup_epochs),
                            epsilon_warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
     out.mkdir(parents=True, exist_ok=True)
-    done = _resumed_epochs(out / "backup")
+    done = resumed_epochs(out / "backup")
     lr = OneCycle(steps_per_epoch * args.epochs, args.lr) if args.lr_schedule == "onecycle" else args.lr
     optimizer = keras.optimizers.Adam(lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     if defense is None:
@@ -271,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
         trainer.compile(optimizer=optimizer, metrics=["accuracy"])
     xv, yv = (xt, yt) if args.val_images is None else (xt[-args.val_images:], yt[-args.val_images:])
-    callbacks = [_WallTimeLog(out / "train_log.json", done),   # before the backup: a killed epoch is re-run
+    callbacks = [EpochTimeLog(out / "train_log.json", done),   # before the backup: a killed epoch is re-run
                  keras.callbacks.BackupAndRestore(str(out / "backup")),
                  CollapseMonitor(xv[:1000], yv[:1000])]   # warns when the model sits at chance / on one class
     if done:
@@ -302,7 +262,7 @@ def _final_table(model, args, epsilon, xt, yt, out):
     report.to_json(out / "robustness.json")
     meta = {"dataset": args.dataset, "defense": args.defense, "epsilon": epsilon, "epochs": args.epochs,
             "arch": args.arch if not args.model else args.model, "test_images": n, "recipe": args.recipe,
-            "seed": args.seed, "train_seconds": _WallTimeLog.total_seconds(out / "train_log.json")}
+            "seed": args.seed, "train_seconds": EpochTimeLog.total_seconds(out / "train_log.json")}
     (out / "train_config.json").write_text(json.dumps(meta, indent=2))
     print(f"\n{args.defense} on {args.dataset}, eps={epsilon:g}, {n} test images:")
     print(report)
