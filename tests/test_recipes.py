@@ -45,7 +45,7 @@ def test_a_recipe_fills_the_switches_left_out_and_the_command_line_wins():
     assert train_cmd.apply_recipe(plain) is None
     assert (plain.arch, plain.epochs, plain.batch_size, plain.lr, plain.lr_schedule) == \
         ("small_cnn", 5, 64, 1e-3, "constant")   # the defaults the README's digits run has always had
-    assert RECIPES["robust"].command_line().startswith("--defense trades --beta 6 --epochs 40 --arch madry_cnn --steps 10")
+    assert RECIPES["robust"].command_line().startswith("--defense pgd --epochs 40 --arch trades_cnn --steps 10")
 
 
 @pytest.fixture
@@ -63,11 +63,12 @@ def captured_fit(monkeypatch):
 
 def test_the_recipe_is_printed_and_its_switches_reach_training(captured_fit, tmp_path, capsys):
     code = main(["train", "--recipe", "robust", "--dataset", "digits", "--arch", "small_cnn", "--epochs", "2",
-                 "--beta", "3", "--eval-attacks", "clean", "--out", str(tmp_path)])
+                 "--defense", "trades", "--beta", "3", "--eval-attacks", "clean", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "recipe robust" in out and "--defense trades" in out and "--lr-schedule onecycle" in out
+    assert "recipe robust" in out and "--defense pgd" in out and "--lr-schedule onecycle" in out
     defense, optimizer = captured_fit["defense"], captured_fit["optimizer"]
+    # --defense and --beta given on the command line win over the recipe's PGD-AT
     assert isinstance(defense, kam.defenses.TRADES) and defense.beta == 3.0 and defense.steps == 10
     assert defense.attack_dtype == "bfloat16"
     steps_per_epoch = -(-len(captured_fit["x"]) // 128)
