@@ -160,7 +160,8 @@ def main():
     f.add_argument("--defenses", nargs="+", default=["pgd", "trades", "mart"])
     f.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     f.add_argument("--aa-images", type=int, default=2000)
-    f.add_argument("--out", default="benchmarks/out/fashion_recipe")
+    f.add_argument("--out", default="benchmarks/results/fashion_recipe",
+                   help="finished rows go to OUT/results.jsonl (tracked in git, so a run goes on in a new checkout)")
     args = p.parse_args()
     evaluate(args) if args.cmd == "evaluate" else fashion(args)
 
