@@ -11,8 +11,9 @@ evaluate RUN: RUN/model.keras on the dataset of RUN/train_config.json at its eps
   10 restarts on --pgd-images (all 10,000), ``autoattack-standard`` (APGD-CE and APGD-DLR untargeted and
   targeted at the 9 other classes, then Square with 5,000 queries: kam.evaluate_robustness' docstring) and the
   package's ``autoattack`` on --aa-images (2,000), and a PGD-20 epsilon sweep on 1,000 (monotone, or flagged).
-  Every figure comes with its binomial standard error sqrt(p (1 - p) / n). Each part is written to
-  RUN/evaluation.json as it finishes; a rerun skips finished parts (evaluation takes hours on 2 cores).
+  Every figure comes with its binomial standard error sqrt(p (1 - p) / n). Each part runs in chunks of
+  --chunk images, each written to RUN/evaluation.json as it finishes; a rerun skips finished chunks and parts
+  (evaluation takes hours on 2 cores).
 fashion: trains each (defense, seed) with ``keras-advmi train --dataset fashion_mnist --recipe R --defense D``
   into --out/<defense>_<seed> (each resumable and skipped when finished), evaluates clean, PGD-40 x 3 and
   ``autoattack`` on the first --aa-images test images, and prints the table (mean +- half-range over seeds).
@@ -69,20 +70,42 @@ def evaluate(args):
     path = run / "evaluation.json"
     result = json.loads(path.read_text()) if path.exists() else {"parts": {}}
     result.update({"dataset": config["dataset"], "epsilon": epsilon, "train": config})
+    pending = result.setdefault("pending", {})     # part -> {first image: (rows, warnings)} of its finished chunks
     for key, attacks, epsilons, n, restarts in _parts(args, epsilon):
         if key in result["parts"] or key in args.skip:
             continue
-        t0 = time.perf_counter()
-        report = kam.evaluate_robustness(model, xt[:n], yt[:n], attacks=attacks, epsilons=epsilons,
-                                         restarts=restarts, seed=args.seed, progress=True)
-        seconds = time.perf_counter() - t0
-        rows = [_row(r["attack"], r["epsilon"], r["accuracy"], r["n"], seconds / len(report.rows))
-                for r in report.rows]
-        result["parts"][key] = {"rows": rows, "warnings": report.to_dict().get("warnings", [])}
+        chunks = pending.setdefault(key, {})
+        for start in range(0, n, args.chunk):
+            if str(start) in chunks:
+                continue
+            stop = min(start + args.chunk, n)
+            t0 = time.perf_counter()
+            report = kam.evaluate_robustness(model, xt[start:stop], yt[start:stop], attacks=attacks,
+                                             epsilons=epsilons, restarts=restarts, seed=args.seed, progress=True)
+            seconds = time.perf_counter() - t0
+            chunks[str(start)] = {"rows": [{"attack": r["attack"], "epsilon": r["epsilon"],
+                                            "correct": round(r["accuracy"] * r["n"]), "n": r["n"],
+                                            "seconds": seconds / len(report.rows)} for r in report.rows],
+                                  "warnings": report.to_dict().get("warnings", [])}
+            path.write_text(json.dumps(result, indent=2))
+            print(f"{key}: images {start}-{stop} done [{seconds:.0f} s]", flush=True)
+        result["parts"][key] = _merge(chunks.values())
+        del pending[key]
         path.write_text(json.dumps(result, indent=2))
         print(f"{key}: " + ", ".join(f"{r['accuracy']:.2%} ± {r['se']:.2%} (eps {r['epsilon']:g}, n {r['n']})"
-                                     for r in rows) + f" [{seconds:.0f} s]", flush=True)
+                                     for r in result["parts"][key]["rows"]), flush=True)
     print(table(result))
+
+
+def _merge(chunks) -> dict:
+    """One part's rows from its chunks: correct counts and seconds summed over the chunks, per (attack, epsilon)."""
+    chunks = list(chunks)
+    rows = []
+    for i, first in enumerate(chunks[0]["rows"]):
+        correct = sum(c["rows"][i]["correct"] for c in chunks)
+        n = sum(c["rows"][i]["n"] for c in chunks)
+        rows.append(_row(first["attack"], first["epsilon"], correct / n, n, sum(c["rows"][i]["seconds"] for c in chunks)))
+    return {"rows": rows, "warnings": sorted({w for c in chunks for w in c["warnings"]})}
 
 
 def table(result) -> str:
@@ -155,6 +178,8 @@ def main():
     e.add_argument("--sweep-images", type=int, default=1000)
     e.add_argument("--skip", nargs="*", default=[], help="parts to leave out (clean, pgd-100x10, autoattack, ...)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--chunk", type=int, default=1000,
+                   help="images per saved chunk: an interrupted part resumes at its first unfinished chunk")
     f = sub.add_parser("fashion")
     f.add_argument("--recipe", default="fast", choices=sorted(kam.recipes.RECIPES))
     f.add_argument("--defenses", nargs="+", default=["pgd", "trades", "mart"])
