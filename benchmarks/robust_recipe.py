@@ -70,7 +70,11 @@ def evaluate(args):
     path = run / "evaluation.json"
     result = json.loads(path.read_text()) if path.exists() else {"parts": {}}
     result.update({"dataset": config["dataset"], "epsilon": epsilon, "train": config})
-    pending = result.setdefault("pending", {})     # part -> {first image: (rows, warnings)} of its finished chunks
+    pending = result.setdefault("pending", {})     # part -> {first image: {rows, warnings}} of its finished chunks
+    if pending and result.get("chunk", args.chunk) != args.chunk:
+        raise SystemExit(f"--chunk {args.chunk}: {path} holds unfinished parts in chunks of {result['chunk']} "
+                         f"images; rerun with --chunk {result['chunk']}")
+    result["chunk"] = args.chunk
     for key, attacks, epsilons, n, restarts in _parts(args, epsilon):
         if key in result["parts"] or key in args.skip:
             continue
