@@ -224,3 +224,14 @@ def test_fast_recipe_on_a_5000_image_mnist_subset(tmp_path):
     acc = {r["attack"]: r["accuracy"] for r in json.loads((out / "robustness.json").read_text())["rows"]}
     assert acc["clean"] > 0.9, acc
     assert acc["pgd-20"] >= FAST_SUBSET_PGD20_FLOOR, acc
+
+
+def test_autoattack_standard_starts_each_apgd_run_once():
+    """The standard version runs APGD with one random start (fra31/auto-attack, version='standard'); ART's
+    default is 5, which made the gradient pass five times the standard's cost."""
+    from keras_advmi.evaluation._art import _art_attack
+
+    net, xt, _ = _Linear.model()
+    attack, _ = _art_attack("autoattack-standard", net, xt[:4], 0.3, 32)
+    assert [a.nb_random_init for a in attack.gradient_pass.attacks] == [1, 1]
+    assert attack.square.max_iter == 5000

@@ -6,8 +6,9 @@ Attack names:
   ``apgd-ce`` / ``apgd-dlr`` (ART's Auto-PGD) and ``autoattack`` (ART's AutoAttack: APGD-CE, APGD-DLR
   and Square with 1,000 queries; needs the ``autoattack`` extra: ``pip install keras-advmi[autoattack]``);
   ``autoattack-standard`` (nearer Croce & Hein's standard version, "Reliable evaluation of adversarial
-  robustness with an ensemble of diverse parameter-free attacks", 2020: APGD-CE and APGD-DLR, untargeted and
-  then targeted at each of the other classes, then Square with 5,000 queries; ART has no FAB).
+  robustness with an ensemble of diverse parameter-free attacks", 2020: APGD-CE and APGD-DLR, one random
+  start each, untargeted and then targeted at each of the other classes, then Square with 5,000 queries; ART
+  has no FAB).
 
 Gradient masking (Athalye et al., "Obfuscated Gradients Give a False Sense of Security", 2018; Carlini et al.,
 "On Evaluating Adversarial Robustness", 2019): robust accuracy must fall monotonically as epsilon grows, and an

@@ -82,8 +82,10 @@ def _art_attack(name, model, x, epsilon, batch_size):
 
     if name == "autoattack-standard":
         # APGD-CE and APGD-DLR, untargeted and then targeted at each other class (ART's targeted=True pass),
-        # then Square with AutoAttack's standard 5,000 queries on what is left.
-        apgd_pass = AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=[apgd("ce"), apgd("dlr")],
+        # one random start each as in the standard version (ART's default is 5), then Square with AutoAttack's
+        # standard 5,000 queries on what is left.
+        apgd_pass = AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step,
+                               attacks=[apgd("ce", nb_random_init=1), apgd("dlr", nb_random_init=1)],
                                batch_size=batch_size, targeted=True)
         square = SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=5000, nb_restarts=1,
                               batch_size=batch_size, verbose=False)
