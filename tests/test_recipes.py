@@ -235,3 +235,52 @@ def test_autoattack_standard_starts_each_apgd_run_once():
     attack, _ = _art_attack("autoattack-standard", net, xt[:4], 0.3, 32)
     assert [a.nb_random_init for a in attack.gradient_pass.attacks] == [1, 1]
     assert attack.square.max_iter == 5000
+
+
+def test_memoised_predictions_forward_each_row_once_and_return_its_own_logits():
+    from keras_advmi.evaluation._art import _MemoisedPredictions
+
+    calls = []
+
+    def predict(x, batch_size=128):
+        calls.append(len(x))
+        return x.sum(axis=(1, 2))[:, None] * np.arange(1, 4, dtype=np.float32)   # (N, 3) logits from (N, 2, 2)
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 2, 2), dtype=np.float32), rng.random((3, 2, 2), dtype=np.float32)
+    memo = _MemoisedPredictions(predict)
+    np.testing.assert_array_equal(memo(a), predict(a))
+    calls.clear()
+    both = np.concatenate([b, a[[4, 0]]])   # 3 new rows, 2 seen ones, in another order
+    np.testing.assert_array_equal(memo(both), predict(both))
+    assert calls[0] == 3 and memo.forwarded == 8
+    np.testing.assert_array_equal(memo(a.astype(np.float64)), predict(a.astype(np.float64)))   # another key
+    assert memo.forwarded == 13
+
+
+def test_square_on_memoised_predictions_forwards_only_its_candidates_and_finds_the_same_examples():
+    """ART's Square forwards all its inputs, their loss and the candidates' each iteration; on memoised
+    predictions only the candidates reach the model, and the attack (same random draws) returns the same
+    examples."""
+    from art.attacks.evasion import SquareAttack
+
+    from keras_advmi.evaluation._art import _art_classifier, _square_classifier
+
+    net, xt, yt = _Linear.model()
+    x, y = xt[:32], np.eye(10, dtype=np.float32)[yt[:32]]
+    plain = _art_classifier(net, x)
+    memoised = _square_classifier(plain, x)
+    memo = memoised.predict
+    examples, forwarded = [], []
+    for classifier in (plain, memoised):
+        seen = []
+        forward = classifier.predict
+        classifier.predict = lambda inputs, forward=forward, **kw: seen.append(len(inputs)) or forward(inputs, **kw)
+        np.random.seed(0)
+        square = SquareAttack(classifier, norm=np.inf, eps=0.05, max_iter=30, nb_restarts=1, verbose=False)
+        examples.append(square.generate(x=x, y=y))
+        forwarded.append(memo.forwarded if classifier is memoised else sum(seen))
+    np.testing.assert_allclose(examples[1], examples[0], atol=1e-6)
+    robust = int((plain.predict(examples[0]).argmax(-1) == yt[:32]).sum())
+    assert robust > 0, "eps 0.05 should leave some images for Square's iterations"
+    assert forwarded[1] <= len(x) + robust * 31 + len(x) and forwarded[0] > 2.5 * forwarded[1], forwarded

@@ -7,6 +7,9 @@ ART is an optional dependency (the ``autoattack`` extra), so it is imported wher
 
 from __future__ import annotations
 
+import collections
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -57,6 +60,44 @@ def _art_classifier(model, x, loss_object=None):
                                   clip_values=(0.0, 1.0))
 
 
+class _MemoisedPredictions:
+    """An ART classifier's ``predict``, memoised per input row: rows seen before are not forwarded again.
+
+    ART's ``SquareAttack`` forwards, every iteration, all its inputs (to find the ones still classified
+    correctly), those inputs again (their loss) and the candidates (their loss), where the original algorithm
+    (Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial attack via random search",
+    2020) forwards only the candidates. Keyed by a 128-bit BLAKE2 digest of each row's bytes (and dtype), so a
+    hit returns the logits of exactly that input; the memo keeps the ``4 x`` largest call's rows most recently
+    used. ``forwarded`` counts the rows actually sent to the model.
+    """
+
+    def __init__(self, predict):
+        self._predict, self._memo, self._capacity, self.forwarded = predict, collections.OrderedDict(), 0, 0
+
+    def __call__(self, x, batch_size=128, **kwargs):
+        x = np.ascontiguousarray(x)
+        keys = [hashlib.blake2b(x.dtype.str.encode() + row.tobytes(), digest_size=16).digest() for row in x]
+        misses = [i for i, key in enumerate(keys) if key not in self._memo]
+        if misses:
+            for i, logits in zip(misses, self._predict(x[misses], batch_size=batch_size, **kwargs)):
+                self._memo[keys[i]] = logits
+            self.forwarded += len(misses)
+        for key in keys:
+            self._memo.move_to_end(key)
+        self._capacity = max(self._capacity, 4 * len(x))
+        while len(self._memo) > self._capacity:
+            self._memo.popitem(last=False)
+        return np.stack([self._memo[key] for key in keys]) if keys else self._predict(x, batch_size=batch_size)
+
+
+def _square_classifier(classifier, x):
+    """A classifier over ``classifier``'s model whose ``predict`` is memoised (``_MemoisedPredictions``), for
+    ART's ``SquareAttack``."""
+    square = _art_classifier(classifier.model, x)
+    square.predict = _MemoisedPredictions(square.predict)
+    return square
+
+
 def _art_attack(name, model, x, epsilon, batch_size):
     """ART's attack ``name`` at ``epsilon`` and its classifier's class count (``x`` gives the input shape)."""
     try:
@@ -87,11 +128,11 @@ def _art_attack(name, model, x, epsilon, batch_size):
         apgd_pass = AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step,
                                attacks=[apgd("ce", nb_random_init=1), apgd("dlr", nb_random_init=1)],
                                batch_size=batch_size, targeted=True)
-        square = SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=5000, nb_restarts=1,
+        square = SquareAttack(_square_classifier(classifier, x), norm=np.inf, eps=epsilon, max_iter=5000, nb_restarts=1,
                               batch_size=batch_size, verbose=False)
         return _ThenSquare(apgd_pass, square, classifier), classifier.nb_classes
     attacks = [apgd("ce"), apgd("dlr"),
-               SquareAttack(classifier, norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
+               SquareAttack(_square_classifier(classifier, x), norm=np.inf, eps=epsilon, max_iter=1000, nb_restarts=1,
                             batch_size=batch_size, verbose=False)]
     return (AutoAttack(classifier, norm=np.inf, eps=epsilon, eps_step=step, attacks=attacks, batch_size=batch_size),
             classifier.nb_classes)
