@@ -8,7 +8,9 @@ Attack names:
   ``autoattack-standard`` (nearer Croce & Hein's standard version, "Reliable evaluation of adversarial
   robustness with an ensemble of diverse parameter-free attacks", 2020: APGD-CE and APGD-DLR, one random
   start each, untargeted and then targeted at each of the other classes, then Square with 5,000 queries; ART
-  has no FAB).
+  has no FAB). In both AutoAttacks Square runs on predictions memoised per input row, so that each input it
+  queries reaches the model once, as in the original algorithm (ART's Square forwards its inputs again each
+  iteration).
 
 Gradient masking (Athalye et al., "Obfuscated Gradients Give a False Sense of Security", 2018; Carlini et al.,
 "On Evaluating Adversarial Robustness", 2019): robust accuracy must fall monotonically as epsilon grows, and an
