@@ -86,6 +86,8 @@ def test_status_metadata_and_metrics(served):
                                               "class_ids"}
     assert sigs["serving_default"]["inputs"]["inputs"]["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in sigs["serving_default"]["inputs"]["inputs"]["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
+    # this test's own request, so that the count does not depend on which tests ran before it
+    assert _post(server, "/v1/models/digits:predict", {"instances": sf.images(1, seed=0).tolist()}).status_code == 200
     text = requests.get(server.rest_url + "/monitoring/prometheus/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     counts = [s for s in families[":tensorflow:serving:request_count"].samples if s.value > 0]
