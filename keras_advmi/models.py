@@ -271,17 +271,36 @@ class AdversarialModel(keras.Model):
                           "logits, plus its own terms). Leave loss out.", UserWarning, stacklevel=2)
         super().compile(optimizer, None, *args, **kwargs)
 
-    def export(self, filepath: str, detector=None, metadata: dict | None = None, overwrite: bool = False,
-               format: str = "tf_saved_model", verbose=None) -> str:
-        """``kam.export(self, filepath, detector, metadata, overwrite)``: an atomic TF-Serving SavedModel at
-        ``BASE/NAME/VERSION`` (``serving_default``, ``detect`` with a detector, metadata asset); returns its path.
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, *, detector=None,
+               metadata: dict | None = None, overwrite: bool = False, **kwargs):
+        """``keras.Model.export`` with TF Serving's SavedModel: the arguments of Keras' method, in its order.
 
-        Replaces ``keras.Model.export``, which cannot trace this wrapper; ``format`` must be
-        ``"tf_saved_model"`` (for other formats export ``robust.model``); ``verbose`` is accepted and unused.
+        ``format="tf_saved_model"`` writes ``kam.export(self, filepath, detector, metadata, overwrite)``: an
+        atomic SavedModel directory at ``filepath`` (any directory; ``BASE/NAME/VERSION`` to serve it) with
+        ``serving_default`` (probabilities, class ids), ``detect`` with a detector, and ``assets.extra/``
+        (metadata, TF Serving warm-up requests); returns its path. ``input_signature`` may be None or one
+        float32 spec of shape (None, *input_shape); ``verbose`` is accepted (the path is logged).
+        ``"onnx"``, ``"openvino"``, ``"litert"`` and ``"torch"`` are Keras' formats: the wrapped logits
+        network ``self.model`` is exported by ``keras.Model.export`` (``detector``/``metadata`` refused).
         """
+        keras_formats = ("onnx", "openvino", "litert", "torch")
+        if format in keras_formats:
+            for name, value in (("detector", detector), ("metadata", metadata)):
+                if value is not None:
+                    raise invalid(name, f"None with format={format!r} (only the 'tf_saved_model' export "
+                                        f"carries a detector and metadata)", type(value).__name__)
+            return self.model.export(filepath, format=format, verbose=verbose, input_signature=input_signature,
+                                     **kwargs)
         if format != "tf_saved_model":
-            raise invalid("format", "'tf_saved_model' (AdversarialModel.export writes TF Serving's SavedModel; "
-                                    "for other formats call robust.model.export)", format)
+            raise invalid("format", f"one of {['tf_saved_model', *keras_formats]}", format)
+        if kwargs:
+            raise TypeError(f"export() got unexpected keyword arguments {sorted(kwargs)} for "
+                            f"format='tf_saved_model'")
+        if verbose is not None and not isinstance(verbose, (bool, int)):
+            raise invalid("verbose", "None or a bool", verbose)
+        from .export._checks import check_input_signature, input_shape_of_export
+
+        check_input_signature(input_signature, input_shape_of_export(self.model, self))
         return _export(self, filepath, detector=detector, metadata=metadata, overwrite=overwrite)
 
     # -- input checks for in-memory data ------------------------------------------------------------

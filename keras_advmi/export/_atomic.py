@@ -1,7 +1,8 @@
-"""Atomic version directories: write into a hidden temp directory beside the target, fsync, rename into place.
+"""Atomic export directories: write into a hidden temp directory beside the target, fsync, rename into place.
 
-Temp names are ``.VERSION.tmp-PID-*`` (and ``.VERSION.old-PID-*`` for a replaced version), not numeric, so a
-version watcher ignores them; those of a process that is gone (a killed export) are removed by the next export.
+Temp names are ``.NAME.tmp-PID-*`` (and ``.NAME.old-PID-*`` for a replaced directory), hidden and not numeric,
+so a version watcher ignores them; those of a process that is gone (a killed export) are removed by the next
+export into the same parent directory.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 __all__ = ["write_version_atomically"]
 
-_TMP_RE = re.compile(r"^\.(\d+)\.(tmp|old)-(\d+)-")
+_TMP_RE = re.compile(r"^\.(.+)\.(tmp|old)-(\d+)-[A-Za-z0-9_]+$")
 
 
 def _remove_stale(parent):

@@ -1,4 +1,4 @@
-"""What ``kam.export`` accepts: a logits model, a numeric version path, a detector fitted on that model."""
+"""What ``kam.export`` accepts: a logits model, a directory path, a detector fitted on that model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import keras
 from .._checks import invalid
 from ..detection.base import Detector
 
-__all__ = ["check_logits_model", "check_detector", "input_shape_of_export", "version_path"]
+__all__ = ["check_logits_model", "check_detector", "check_input_signature", "export_path", "input_shape_of_export",
+           "version_path"]
 
 
 def check_logits_model(model: keras.Model, input_shape: tuple[int, ...], seed: int = 0) -> int:
@@ -36,6 +37,16 @@ def check_logits_model(model: keras.Model, input_shape: tuple[int, ...], seed: i
         raise invalid("model", "a model that outputs logits, not probabilities (its rows sum to 1)",
                       f"outputs in [{out.min():.3g}, {out.max():.3g}] summing to 1")
     return int(out.shape[1])
+
+
+def export_path(path: str | os.PathLike) -> Path:
+    """``path`` as an absolute ``Path`` (any directory name; ``BASE/NAME/VERSION`` is the layout to serve)."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise invalid("path", "a directory path (str or os.PathLike; BASE/NAME/VERSION to serve it)", path)
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise invalid("path", "a directory path (an existing file is never replaced)", str(path))
+    return target
 
 
 def version_path(path: str | os.PathLike) -> Path:
@@ -71,3 +82,25 @@ def check_detector(detector, logits_model: keras.Model, input_shape: tuple[int, 
     if detector.model is not logits_model:
         raise invalid("detector", "a detector fitted on this model (detector.fit(model, x_clean))",
                       f"{type(detector).__name__} fitted on model {getattr(detector.model, 'name', '?')!r}")
+
+
+def check_input_signature(input_signature, input_shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``input_signature`` is None or one spec (``tf.TensorSpec``, ``keras.InputSpec``
+    or ``keras.KerasTensor``, alone or in a one-element list/tuple) of shape (None or N, *input_shape) and
+    dtype float32: the exported signatures always take float32 images of the model's input shape."""
+    if input_signature is None:
+        return
+    spec = input_signature
+    if isinstance(spec, (list, tuple)) and len(spec) == 1:
+        spec = spec[0]
+    shape = getattr(spec, "shape", None)
+    dtype = getattr(spec, "dtype", None)
+    try:
+        dims = None if shape is None else tuple(None if d is None else int(d) for d in shape)
+    except TypeError:
+        dims = None
+    dtype_name = getattr(dtype, "name", dtype)
+    if dims is None or dims[1:] != tuple(input_shape) or dtype_name not in (None, "float32"):
+        shape_text = ", ".join(map(str, input_shape))
+        raise invalid("input_signature", f"None or one float32 spec of shape (None, {shape_text}) (the signatures "
+                                         f"take float32 images of the model's input shape)", input_signature)

@@ -1,5 +1,9 @@
-"""``assets/keras_advmi.json``: what an exported version holds (input spec, defense, dataset, robustness,
-detector calibration, package version)."""
+"""``assets.extra/keras_advmi.json``: what an exported version holds (input spec, defense, dataset, robustness,
+detector calibration, package version).
+
+``assets.extra/`` is TF Serving's place for files that sit beside the graph and that the graph does not read
+(the warm-up file lives there too); ``tf.saved_model.load`` ignores it.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from .._json import to_jsonable
 from .._version import __version__
 from ._signatures import DETECT_OUTPUTS, INPUT_NAME, SERVING_OUTPUTS
 
-__all__ = ["METADATA_ASSET", "export_metadata", "read_metadata"]
+__all__ = ["ASSETS_EXTRA", "METADATA_ASSET", "export_metadata", "read_metadata", "write_metadata"]
 
+ASSETS_EXTRA = "assets.extra"
 METADATA_ASSET = "keras_advmi.json"
 
 
@@ -47,6 +52,22 @@ def export_metadata(model, logits_model: keras.Model, detector, metadata: dict |
     return to_jsonable(out, decimals=None)
 
 
+def write_metadata(directory: str | os.PathLike, meta: dict) -> Path:
+    """Write ``meta`` to ``directory/assets.extra/keras_advmi.json``; returns the file's path."""
+    target = Path(directory) / ASSETS_EXTRA / METADATA_ASSET
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(meta, indent=2))
+    return target
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``assets/keras_advmi.json`` dict of an exported version directory."""
-    return json.loads((Path(path) / "assets" / METADATA_ASSET).read_text())
+    """The ``assets.extra/keras_advmi.json`` dict of an exported directory.
+
+    Exports written by earlier versions of the package kept it in ``assets/``; that place is read when
+    ``assets.extra/`` has none. FileNotFoundError names the expected file when neither exists.
+    """
+    root = Path(path)
+    target = root / ASSETS_EXTRA / METADATA_ASSET
+    if not target.is_file() and (root / "assets" / METADATA_ASSET).is_file():
+        target = root / "assets" / METADATA_ASSET
+    return json.loads(target.read_text())
