@@ -1,5 +1,7 @@
-"""SavedModel export: fresh-process parity, signatures via saved_model_cli, atomic write under SIGKILL, errors, CLI."""
+"""SavedModel export: fresh-process parity, signatures via saved_model_cli, atomic write under SIGKILL, errors, CLI,
+keras.Model.export's signature, assets.extra (metadata, TF Serving warm-up requests)."""
 
+import inspect
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from keras_advmi import detection as kd
 from keras_advmi.defenses import PGD
 from keras_advmi.export import export, read_metadata
 from keras_advmi.models import AdversarialModel
+from tensorflow_serving.apis import prediction_log_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -89,7 +92,9 @@ def test_signature_validates_shape_and_range(exported):
 
 
 def test_metadata_asset(exported, detector, trained_digits_model, tmp_path):
+    assert not (exported / "assets" / "keras_advmi.json").exists()    # TF Serving's place: assets.extra/
     meta = read_metadata(exported)
+    assert meta == json.loads((exported / "assets.extra" / "keras_advmi.json").read_text())
     assert meta["dataset"] == "digits" and meta["epsilon"] == 0.2 and meta["classes"] == 10
     assert meta["input"]["shape"] == [None, 8, 8, 1] and meta["input"]["dtype"] == "float32"
     assert meta["detector"]["class"] == "MahalanobisDetector"
@@ -114,9 +119,13 @@ def test_overwrite_and_version_errors(exported, trained_digits_model):
     assert exported.stat().st_mtime_ns != before
     assert sorted(p.name for p in exported.parent.iterdir()) == ["1"]  # no temp or old dirs left behind
     assert list(tf.saved_model.load(str(exported)).signatures) == ["serving_default"]
-    for bad in ("models/x/latest", "models/x/0", 3):
-        with pytest.raises(ValueError, match="path"):
+    (exported.parent / "a_file").write_text("x")
+    for bad in (3, "", exported.parent / "a_file"):
+        with pytest.raises(ValueError, match="`path`"):
             export(trained_digits_model, bad)
+    assert (exported.parent / "a_file").read_text() == "x"
+    with pytest.raises(ValueError, match="`overwrite`"):
+        export(trained_digits_model, exported, overwrite="yes")
 
 
 def test_rejects_non_logit_models_and_mismatched_detectors(tmp_path, cnn_factory, digits, detector):
@@ -216,3 +225,81 @@ def test_other_detectors_export_with_equal_scores(name, tmp_path, digits, traine
     out = loaded.signatures["detect"](inputs=tf.constant(xt[225:]))
     np.testing.assert_allclose(out["adversarial_score"].numpy(), det.score(xt[225:]), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out["is_adversarial"].numpy(), det.detect(xt[225:]))
+
+
+def _warmup_records(path):
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(Path(path) / "assets.extra" / "tf_serving_warmup_requests"))]
+
+
+def test_warmup_requests_one_per_signature(detector, trained_digits_model, tmp_path):
+    """TF Serving's warm-up file: a TFRecord of PredictionLog records, a Predict request of one zero image
+    per signature, which the SavedModel answers."""
+    exported = export(trained_digits_model, tmp_path / "with_detector", detector=detector)
+    logs = _warmup_records(exported)
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "predict_log"]
+    requests = [log.predict_log.request for log in logs]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default", "detect"]
+    loaded = tf.saved_model.load(exported)
+    for r in requests:
+        assert list(r.inputs) == ["inputs"]
+        x = tf.make_ndarray(r.inputs["inputs"])
+        assert x.dtype == np.float32 and x.shape == (1, 8, 8, 1) and not x.any()
+        out = loaded.signatures[r.model_spec.signature_name](inputs=tf.constant(x))
+        np.testing.assert_allclose(out["probabilities"].numpy(),
+                                   keras.ops.softmax(trained_digits_model(x)).numpy(), atol=1e-6)
+    plain = export(trained_digits_model, tmp_path / "no_detector")
+    assert [log.predict_log.request.model_spec.signature_name for log in _warmup_records(plain)] == [
+        "serving_default"]
+
+
+def test_robust_export_matches_keras_signature_and_takes_any_directory(trained_digits_model, digits, tmp_path):
+    """``AdversarialModel.export`` has keras.Model.export's arguments in its order (ours keyword-only after
+    them); a plain, non-numeric directory works and loads with tf.saved_model.load."""
+    ours = list(inspect.signature(AdversarialModel.export).parameters.values())
+    theirs = list(inspect.signature(keras.Model.export).parameters.values())
+    positional = [p for p in ours if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == [(p.name, p.default) for p in theirs[:-1]]
+    assert [(p.name, p.kind) for p in ours[len(positional):]] == [
+        ("detector", inspect.Parameter.KEYWORD_ONLY), ("metadata", inspect.Parameter.KEYWORD_ONLY),
+        ("overwrite", inspect.Parameter.KEYWORD_ONLY), ("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    robust = AdversarialModel(trained_digits_model, PGD(epsilon=0.15, steps=3))
+    target = tmp_path / "robust_model"
+    stale = tmp_path / ".robust_model.tmp-999999999-abcdefgh"    # a killed export's leftover (no such pid)
+    stale.mkdir()
+    assert robust.export(target, "tf_saved_model", False, None) == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["robust_model"]
+    _, (xt, _) = digits
+    out = tf.saved_model.load(str(target)).signatures["serving_default"](inputs=tf.constant(xt[:16]))
+    np.testing.assert_allclose(out["probabilities"].numpy(), keras.ops.softmax(trained_digits_model(xt[:16])),
+                               atol=1e-5)
+    assert read_metadata(target)["defense"]["class"] == "PGD"
+    assert len(_warmup_records(target)) == 1
+    with pytest.raises(FileExistsError, match="already exists"):
+        robust.export(target)
+    spec = tf.TensorSpec((None, 8, 8, 1), tf.float32)
+    assert robust.export(target, input_signature=[spec], overwrite=True, metadata={"dataset": "digits"}) == str(target)
+    assert read_metadata(target)["dataset"] == "digits"
+    with pytest.raises(ValueError, match="`input_signature`"):
+        robust.export(tmp_path / "x", input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)])
+    with pytest.raises(ValueError, match="`format`.*'litert'"):
+        robust.export(tmp_path / "x", format="savedmodel")
+    with pytest.raises(ValueError, match="`detector`"):
+        robust.export(tmp_path / "x.tflite", format="litert", detector=object())
+    with pytest.raises(TypeError, match="is_static"):
+        robust.export(tmp_path / "x", is_static=True)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_robust_export_delegates_keras_formats(trained_digits_model, digits, tmp_path):
+    """format='litert': Keras' own export of the logits network (same logits as the model)."""
+    robust = AdversarialModel(trained_digits_model, PGD(epsilon=0.15, steps=3))
+    robust.export(str(tmp_path / "m.tflite"), format="litert", verbose=False)
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "m.tflite"))
+    interpreter.allocate_tensors()
+    _, (xt, _) = digits
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.set_tensor(inp["index"], xt[:1])
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"]), trained_digits_model(xt[:1]), atol=1e-4)

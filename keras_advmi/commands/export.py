@@ -20,12 +20,15 @@ DETECTORS = ("mahalanobis", "feature_squeezing", "mi")
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "export", help="write a SavedModel for TF Serving (serving_default + detect)",
-        description="Export MODEL.keras to OUT_BASE/NAME/VERSION atomically. With --detector, fit it on clean "
-                    "training images of --dataset, calibrate it on held-out test images at --fpr and add the "
-                    "`detect` signature. train_config.json / robustness.json beside the model (written by "
-                    "`keras-advmi train`) go into assets/keras_advmi.json.")
+        description="Export MODEL.keras to OUT_BASE/NAME/VERSION atomically (VERSION a positive integer: the layout "
+                    "TF Serving and `keras-advmi serve` load; kam.export in Python takes any directory). With "
+                    "--detector, fit it on clean training images of --dataset, calibrate it on held-out test images "
+                    "at --fpr and add the `detect` signature. train_config.json / robustness.json beside the model "
+                    "(written by `keras-advmi train`) go into assets.extra/keras_advmi.json, beside TF Serving's "
+                    "warm-up requests (assets.extra/tf_serving_warmup_requests).")
     p.add_argument("model", help="a .keras file (logits model or AdversarialModel)")
-    p.add_argument("path", help="OUT_BASE/NAME/VERSION, VERSION a positive integer")
+    p.add_argument("path", help="OUT_BASE/NAME/VERSION, VERSION a positive integer (serve with "
+                                "--model_base_path OUT_BASE/NAME)")
     p.add_argument("--detector", choices=DETECTORS, help="add a `detect` signature with this detector")
     p.add_argument("--dataset", help="dataset to fit/calibrate the detector on (default: from train_config.json, "
                                      "else digits)")

@@ -8,8 +8,14 @@ skipped with one log line per name, and polling goes on for every other version 
 Policies as TF Serving's ``ServableVersionPolicy``: ``latest`` (N newest, default 1), ``all``,
 ``specific`` (listed versions). Every poll loads new wanted versions *before* unloading
 unwanted ones; a request holds a reference to its ``Servable`` so an unload never fails it.
-A version that fails to load is reported and retried at the next poll; a loaded version is
-never dropped unless the policy no longer wants it (or it disappeared from disk).
+A version is reported LOADING while it loads and replays its warm-up file
+(``assets.extra/tf_serving_warmup_requests``, see ``warmup``), and AVAILABLE only after both.
+A version that fails to load (or to warm up) is reported END with the error and retried with
+exponential backoff: ``retry_initial_s`` after the first failure, doubling up to ``retry_max_s``,
+one log line per attempt; the wait starts over when the files in its directory change (names,
+sizes, modification times), so a fixed version loads at the next poll. A loaded version is
+never dropped unless the policy no longer wants it (or it disappeared from disk). A base path
+that is itself a SavedModel (``BASE/saved_model.pb``, no version directory) is reported once.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,12 +34,15 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from .errors import ServingError
 from .protos import GetModelStatusResponse, ModelVersionStatus, version_status
+from .warmup import replay_warmup
 
 logger = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOAD_LOCK = threading.Lock()
 _VERSION_RE = re.compile(r"[0-9]{1,19}")
 MAX_VERSION = 2 ** 63 - 1
+_SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables", "assets", "assets.extra"}
+_FINGERPRINT_FILES = 10_000     # at most this many directory entries are looked at per failed version and poll
 
 
 def parse_version(text: str) -> int | None:
@@ -154,6 +164,33 @@ class ModelEntry:
         self.loaded = {}          # version -> Servable
         self.states: dict[int, ModelVersionStatus] = {}
         self.skipped = set()      # directory names already logged as not a version
+        self.retry: dict[int, _Retry] = {}   # version -> backoff state of a version that failed to load
+
+
+class _Retry:
+    """Backoff state of one version that failed to load: failures so far, when to try next, and the
+    fingerprint of its directory at the last attempt."""
+
+    def __init__(self, failures: int, next_at: float, fingerprint):
+        self.failures, self.next_at, self.fingerprint = failures, next_at, fingerprint
+
+
+def _fingerprint(path: str):
+    """(relative path, size, mtime_ns) of the entries under ``path``, sorted; the first
+    ``_FINGERPRINT_FILES`` entries of the walk only, so a huge directory costs a bounded time."""
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files) + dirs:
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            out.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+            if len(out) >= _FINGERPRINT_FILES:
+                return tuple(out)
+    return tuple(out)
 
 
 def entries_from_config(msg: model_server_config_pb2.ModelServerConfig) -> list[ModelEntry]:
@@ -175,9 +212,19 @@ def entries_from_config(msg: model_server_config_pb2.ModelServerConfig) -> list[
 class Registry:
     """Holds ModelEntry objects; ``poll()`` syncs them with disk; ``resolve()`` picks a servable."""
 
-    def __init__(self, entries: Iterable[ModelEntry]):
+    def __init__(self, entries: Iterable[ModelEntry], retry_initial_s: float = 1.0, retry_max_s: float = 300.0):
+        """``retry_initial_s`` / ``retry_max_s``: seconds before the first retry of a version that failed
+        to load, doubling per failure up to the cap (positive, cap >= initial)."""
+        for name, value in (("retry_initial_s", retry_initial_s), ("retry_max_s", retry_max_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"Received an invalid value for `{name}`, expected a positive number of "
+                                 f"seconds. Received: {name}={value!r}")
+        if retry_max_s < retry_initial_s:
+            raise ValueError(f"Received an invalid value for `retry_max_s`, expected >= retry_initial_s "
+                             f"({retry_initial_s}). Received: retry_max_s={retry_max_s!r}")
         self._entries = {e.name: e for e in entries}
         self._lock = threading.Lock()
+        self.retry_initial_s, self.retry_max_s = float(retry_initial_s), float(retry_max_s)
 
     @property
     def names(self) -> list[str]:
@@ -191,6 +238,13 @@ class Registry:
         except OSError:
             return {}
         found = {}
+        flat = "saved_model.pb" in names
+        if flat and "saved_model.pb" not in entry.skipped:
+            entry.skipped.update(_SAVED_MODEL_FILES)
+            logger.warning("model %s: the base path %s is itself a SavedModel; servers load BASE/VERSION/"
+                           "saved_model.pb with VERSION a positive integer: move it into a version directory "
+                           "(e.g. %s) or export to BASE/NAME/VERSION", entry.name, entry.base_path,
+                           os.path.join(entry.base_path, "1"))
         for n in sorted(names, key=lambda n: (len(n), n)):
             v = parse_version(n)
             if v is None or v in found:
@@ -226,18 +280,19 @@ class Registry:
         paths = self._on_disk(entry)
         disk = sorted(paths)
         wanted = self._wanted(entry, disk)
+        for v in list(entry.retry):
+            if v not in paths:      # gone from disk: a version written there later starts afresh
+                entry.retry.pop(v)
         for v in sorted(wanted - set(entry.loaded)):
-            try:
-                servable = Servable(entry.name, v, os.path.join(entry.base_path, paths[v]))
-            except Exception as exc:  # a bad version must not take the server down
-                logger.warning("model %s version %d failed to load: %s", entry.name, v, exc)
-                entry.states[v] = version_status(v, "END", "UNKNOWN", str(exc)[:300])
-                continue
-            with self._lock:
-                entry.loaded[v] = servable
-                entry.states[v] = version_status(v, "AVAILABLE")
-            changes += 1
-            logger.info("loaded %s version %d", entry.name, v)
+            path = os.path.join(entry.base_path, paths[v])
+            retry = entry.retry.get(v)
+            fingerprint = None
+            if retry is not None:
+                fingerprint = _fingerprint(path)
+                if time.monotonic() < retry.next_at and fingerprint == retry.fingerprint:
+                    continue
+            if self._load(entry, v, path, retry, fingerprint):
+                changes += 1
         # unload only once something wanted is available, so a model never goes dark
         if any(v in entry.loaded for v in wanted):
             for v in sorted(set(entry.loaded) - wanted):
@@ -247,6 +302,31 @@ class Registry:
                 changes += 1
                 logger.info("unloaded %s version %d", entry.name, v)
         return changes
+
+    def _load(self, entry, v, path, retry, fingerprint) -> bool:
+        """Load, warm up and publish version ``v``; on failure record END and the next retry time."""
+        if fingerprint is None:
+            fingerprint = _fingerprint(path)
+        with self._lock:
+            entry.states[v] = version_status(v, "LOADING")
+        try:
+            servable = Servable(entry.name, v, path)
+            records = replay_warmup(servable)
+        except Exception as exc:  # a bad version must not take the server down
+            failures = (retry.failures if retry is not None and fingerprint == retry.fingerprint else 0) + 1
+            wait = min(self.retry_max_s, self.retry_initial_s * 2.0 ** (failures - 1))
+            entry.retry[v] = _Retry(failures, time.monotonic() + wait, fingerprint)
+            logger.warning("model %s version %d failed to load (attempt %d, next in %.3g s unless its files "
+                           "change): %s", entry.name, v, failures, wait, exc)
+            with self._lock:
+                entry.states[v] = version_status(v, "END", "UNKNOWN", str(exc)[:300])
+            return False
+        entry.retry.pop(v, None)
+        with self._lock:
+            entry.loaded[v] = servable
+            entry.states[v] = version_status(v, "AVAILABLE")
+        logger.info("loaded %s version %d (%d warm-up records replayed)", entry.name, v, records)
+        return True
 
     def entry(self, name: str) -> ModelEntry:
         """The configured model called ``name``; NOT_FOUND otherwise."""
