@@ -1,13 +1,20 @@
-"""``keras-advmi serve``: the embedded TF-Serving-compatible server, with tensorflow_model_server's flags."""
+"""``keras-advmi serve``: the embedded TF-Serving-compatible server, with tensorflow_model_server's flags.
+
+SIGTERM (what Kubernetes sends on every rollout) and SIGINT (Ctrl-C) drain the server: readiness
+(``GET /ready``) turns 503, new requests are refused (REST 503, gRPC UNAVAILABLE), requests in flight
+get up to ``--drain_timeout_seconds`` to answer, then the process exits 0 (1 when the drain timed out,
+or a second signal cut it short).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
+import sys
+import threading
 
-from ..serving import config
-from ..serving.registry import ModelEntry, valid_model_name
-from ..serving.server import ModelServer
 from . import UsageError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +41,10 @@ def add_parser(subparsers):
                    help="request size cap in bytes, on the wire and decoded (default 64 MiB)")
     p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                    help="REST read timeout for a request's head and body, as TF Serving's flag (default 30000)")
+    p.add_argument("--drain_timeout_seconds", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds requests in flight get to finish while new ones are "
+                        "refused and GET /ready answers 503 (0 = stop at once; default 30, Kubernetes' "
+                        "default terminationGracePeriodSeconds)")
     p.add_argument("--max_request_rows", type=int, default=10000,
                    help="without batching, the most rows one request may carry (default 10000; with "
                         "batching the limit is max_batch_size)")
@@ -42,6 +53,8 @@ def add_parser(subparsers):
 
 
 def _entries_from_base(base):
+    from ..serving.registry import ModelEntry, valid_model_name   # here, not at the top: --help without TensorFlow
+
     if not os.path.isdir(base):
         raise UsageError(f"model directory {base!r} does not exist")
     names = sorted(n for n in os.listdir(base) if valid_model_name(n) and os.path.isdir(os.path.join(base, n)))
@@ -51,6 +64,9 @@ def _entries_from_base(base):
 
 
 def run(args):
+    from ..serving import config
+    from ..serving.server import ModelServer   # here, not at the top: --help without TensorFlow
+
     for flag in ("rest_api_port", "port"):
         if not 0 <= getattr(args, flag) < 65536:
             raise UsageError(f"--{flag} must be in [0, 65535], got {getattr(args, flag)}")
@@ -61,11 +77,14 @@ def run(args):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
             raise UsageError(f"--{flag} {path!r} does not exist")
+    if not (math.isfinite(args.drain_timeout_seconds) and args.drain_timeout_seconds >= 0):
+        raise UsageError(f"--drain_timeout_seconds must be seconds >= 0, got {args.drain_timeout_seconds}")
     if args.model_base_path and not os.path.isdir(args.model_base_path):
         raise UsageError(f"--model_base_path {args.model_base_path!r} does not exist")
     kwargs = dict(host=args.host, rest_port=args.rest_api_port, grpc_port=args.port,
                   poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
-                  read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows)
+                  read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows,
+                  drain_timeout=args.drain_timeout_seconds)
     if args.base and not (args.model_config_file or args.model_name):
         settings = None
         if args.enable_batching or args.batching_parameters_file:
@@ -79,13 +98,40 @@ def run(args):
             model_config_file=args.model_config_file, enable_batching=args.enable_batching,
             batching_parameters_file=args.batching_parameters_file,
             monitoring_config_file=args.monitoring_config_file, **kwargs)
-    server.start()
-    print(f"REST on http://{server.host}:{server.rest_port}  gRPC on {server.host}:{server.grpc_port}  "
-          f"models: {', '.join(server.registry.names)}", flush=True)
+    return _serve_until_signal(server, args.drain_timeout_seconds)
+
+
+def _serve_until_signal(server, drain_timeout):
+    """Start ``server``, serve until SIGTERM/SIGINT, then drain for up to ``drain_timeout`` seconds
+    and stop; a second signal stops at once. Returns the exit code: 0 when every request in flight
+    was answered. The handlers are installed before the models load, so no signal kills the process."""
+    signals = []
+    stop = threading.Event()
+
+    def on_signal(signum, frame):       # only sets flags: the main thread does the work
+        signals.append(signum)
+        if len(signals) > 1:
+            server.cancel_drain()
+        stop.set()
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    drained = True
     try:
-        server.wait()
-    except KeyboardInterrupt:
-        pass
+        server.start()
+        print(f"REST on http://{server.host}:{server.rest_port}  gRPC on {server.host}:{server.grpc_port}  "
+              f"models: {', '.join(server.registry.names)}", flush=True)
+        while not stop.wait(0.5):
+            if server.wait(0):          # the server ended by itself
+                break
+        if signals:
+            print(f"{signal.Signals(signals[0]).name}: draining (up to {drain_timeout:g} s); "
+                  "GET /ready answers 503", file=sys.stderr, flush=True)
+            drained = server.drain(drain_timeout)
+            if not drained:
+                print("drain cut short: requests still running were cancelled", file=sys.stderr, flush=True)
     finally:
         server.stop()
-    return 0
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0 if drained else 1

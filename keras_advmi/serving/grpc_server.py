@@ -62,6 +62,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _call(self, api, name, context, work):
         """Run ``work()``; map ServingError to its gRPC code, anything else to INTERNAL; count it."""
         t0, status = time.perf_counter(), "INTERNAL"
+        self.server.rpcs_in_flight += 1         # on the event loop: no lock (read by ModelServer.drain)
         try:
             resp = await work()
             status = "OK"
@@ -69,10 +70,15 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as exc:
             status = exc.code
             await context.abort(exc.grpc_code, exc.message)
+        except asyncio.CancelledError:  # a BaseException: the client cancelled or its deadline passed
+            remaining = context.time_remaining()
+            status = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0.01 else "CANCELLED"
+            raise
         except Exception:  # never exception text to the client
             logger.exception("gRPC %s failed", api)
             await context.abort(grpc.StatusCode.INTERNAL, "Internal error; see the server log")
         finally:
+            self.server.rpcs_in_flight -= 1
             self.server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "GRPC")
 
     def _resolve(self, spec):

@@ -5,7 +5,8 @@ versions, case-insensitive): ``POST /v1/models/NAME[/versions/N|/labels/L]:(pred
 ``GET /v1/models/NAME[/versions/N|/labels/L]`` (model_version_status; like TF Serving's
 ``GetModelStatusImpl``, a label does not narrow it; the registry's ``GetModelStatusResponse`` printed
 by ``protos.to_json``), ``GET .../metadata`` (signature_def, printed the same way),
-``GET <monitoring path>`` (Prometheus). Errors answer ``{"error": msg}`` with TF Serving's status for
+``GET <monitoring path>`` (Prometheus), ``GET /ready`` (readiness: 200, or 503 while a model is
+loading or the server drains). Errors answer ``{"error": msg}`` with TF Serving's status for
 the canonical code (400, 404, 413, 503...); nothing unexpected reaches a client as a traceback
 (it is logged; the client gets a JSON 500). The model call runs off the event loop (batcher
 threads / Direct pool) and wakes the loop once per batch. JSON decoding and encoding (orjson) run
@@ -95,10 +96,15 @@ def make_app(server) -> web.Application:
         except ServingError as exc:
             status = exc.code
             return _error(exc)
+        except asyncio.CancelledError:  # a BaseException: the handler was cancelled (shutdown)
+            status = "CANCELLED"
+            raise
         except Exception:  # never a traceback to the client
             logger.exception("REST %s %s failed", request.method, request.path[:200])
             return _error(ServingError("INTERNAL", "Internal error; see the server log"))
         finally:
+            if status == "OK" and request.transport is None:
+                status = "CANCELLED"        # the client disconnected before its answer
             server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "REST")
 
     async def _body(request, bound=None):
@@ -192,6 +198,13 @@ def make_app(server) -> web.Application:
         spec.version.value = s.version
         return protos.metadata_json(spec, protos.signature_def_map(s.signature_defs))
 
+    async def ready(request):
+        """Readiness (``GET /ready``): 200 while serving, 503 while loading or draining; ``in_flight``
+        counts the REST requests being answered."""
+        ok, reason = server.readiness()
+        return web.json_response({"ready": ok, "reason": reason, "in_flight": server.in_flight},
+                                 status=200 if ok else 503)
+
     async def metrics(request):
         return web.Response(body=server.metrics.text(), content_type="text/plain", charset="utf-8")
 
@@ -209,5 +222,6 @@ def make_app(server) -> web.Application:
     app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(json_errors)])
     if server.monitoring_path:
         app.router.add_get(server.monitoring_path, metrics)
+    app.router.add_get("/ready", ready)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

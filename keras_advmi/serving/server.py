@@ -13,6 +13,12 @@ seconds of opening (or of its previous answer, on keep-alive), else it is closed
 within ``read_timeout`` (408). TF Serving's ``--rest_api_timeout_in_ms`` (default 30,000) sets it.
 The head deadline is aiohttp's keep-alive timer, which runs from the moment a connection opens and
 closes it while no complete request has arrived (``aiohttp/web_protocol.py``, ``_process_keepalive``).
+
+Graceful shutdown (``drain``; ``keras-advmi serve`` calls it on SIGTERM and SIGINT): ``GET /ready``
+turns 503 and every new REST request is answered 503 (``{"error": ...}``, ``Connection: close``);
+gRPC stops taking RPCs (new ones get UNAVAILABLE); requests already in flight, including bodies still
+arriving, run to their answer for up to ``drain_timeout`` seconds; then both front ends close. TF
+Serving itself does not drain (tensorflow/serving#1853); Kubernetes sends SIGTERM on every rollout.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from aiohttp import web
 
 from . import batching, config, registry
 from .grpc_server import make_server
+from .errors import ServingError
 from .metrics import Metrics
 from .rest import make_app
 
@@ -34,6 +41,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 30.0       # TF Serving's --rest_api_timeout_in_ms default, in seconds
 DEFAULT_MAX_ROWS = 10_000
+DEFAULT_DRAIN_TIMEOUT = 30.0      # seconds; Kubernetes' default terminationGracePeriodSeconds
+STOP_GRACE = 1.0                  # seconds a plain stop() gives requests still running
+READY_PATH = "/ready"
+
+
+def _seconds(name, value):
+    """``value`` as float seconds >= 0 (finite), else ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0 <= v < float("inf"):
+        raise ValueError(f"Received an invalid value for `{name}`, expected seconds >= 0. "
+                         f"Received: {name}={value!r}")
+    return v
 
 
 class ModelServer:
@@ -51,13 +73,14 @@ class ModelServer:
       read_timeout: seconds a REST client has for its request head and for its body.
       max_request_rows: without batching, the most rows one request may carry (with batching,
         ``max_batch_size`` is the limit, as in TF Serving).
+      drain_timeout: seconds ``drain()`` waits for in-flight requests (>= 0).
     """
 
     def __init__(self, entries: Iterable[registry.ModelEntry], batching_settings: config.Batching | None = None,
                  host: str = "127.0.0.1", rest_port: int | None = 8501, grpc_port: int | None = 8500,
                  poll_seconds: float = 1.0, monitoring_path: str | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 max_request_rows: int = DEFAULT_MAX_ROWS):
+                 max_request_rows: int = DEFAULT_MAX_ROWS, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT):
         if poll_seconds < 0:
             raise ValueError(f"Received an invalid value for `poll_seconds`, expected >= 0. "
                              f"Received: poll_seconds={poll_seconds}")
@@ -70,6 +93,7 @@ class ModelServer:
         if int(max_request_rows) < 1:
             raise ValueError(f"Received an invalid value for `max_request_rows`, expected a positive integer. "
                              f"Received: max_request_rows={max_request_rows}")
+        self.drain_timeout = _seconds("drain_timeout", drain_timeout)
         self.registry = registry.Registry(entries)
         self.batching = batching_settings
         self.host, self.rest_port, self.grpc_port = host, rest_port, grpc_port
@@ -84,7 +108,13 @@ class ModelServer:
         self._thread = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self._finished = threading.Event()     # the loop thread has ended
+        self._abort_drain = threading.Event()
         self._error = None
+        self._draining = False                 # read and written on the event loop only
+        self._rest_active = 0                  # REST requests inside a handler
+        self.rpcs_in_flight = 0                # gRPC calls inside a servicer (grpc_server counts them)
+        self._drain_task = None
 
     @classmethod
     def from_flags(cls, model_name: str | None = None, model_base_path: str | None = None,
@@ -131,22 +161,31 @@ class ModelServer:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._start_async())
-        except Exception as exc:  # surfaced by start()
-            self._error = exc
+            try:
+                self._loop.run_until_complete(self._start_async())
+            except Exception as exc:  # surfaced by start()
+                self._error = exc
+                self._ready.set()
+                return
             self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_until_complete(self._stopped.wait())
-        self._loop.run_until_complete(self._stop_async())
-        self._loop.close()
+            self._loop.run_until_complete(self._stopped.wait())
+            self._loop.run_until_complete(self._stop_async())
+            self._loop.close()
+        finally:
+            # an Event, not Thread.is_alive(): on CPython 3.11 a KeyboardInterrupt inside
+            # Thread.join() can leave is_alive() False while the thread still runs
+            self._finished.set()
 
     async def _start_async(self):
         self._stopped = asyncio.Event()
         self._runner = None
         self._grpc = None
         if self.rest_port is not None:
-            self._runner = web.AppRunner(make_app(self), access_log=None, keepalive_timeout=self.read_timeout)
+            app = make_app(self)
+            gate = self._gate
+            app.middlewares.insert(0, web.middleware(lambda request, handler: gate(request, handler)))
+            self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.read_timeout,
+                                         shutdown_timeout=STOP_GRACE)
             await self._runner.setup()
             await web.TCPSite(self._runner, self.host, self.rest_port, backlog=1024).start()
             self.rest_port = self._runner.addresses[0][1]      # the bound port (port 0: a free one)
@@ -155,25 +194,108 @@ class ModelServer:
             await self._grpc.start()
 
     async def _stop_async(self):
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
         if self._grpc is not None:
-            await self._grpc.stop(grace=1)
+            await self._grpc.stop(grace=STOP_GRACE)
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # -- graceful shutdown -------------------------------------------------------------------
+    async def _gate(self, request, handler):
+        """aiohttp middleware: counts REST requests in flight; while draining, answers new ones 503
+        (readiness and the Prometheus page still answer, uncounted) and closes connections after each
+        answer."""
+        if request.path in (READY_PATH, self.monitoring_path):
+            return await handler(request)
+        if self._draining:
+            resp = web.json_response({"error": "The server is shutting down"}, status=503)
+            resp.force_close()
+            return resp
+        self._rest_active += 1
+        try:
+            resp = await handler(request)
+            if self._draining and isinstance(resp, web.Response):
+                resp.force_close()          # no keep-alive: the next request goes to another replica
+            return resp
+        finally:
+            self._rest_active -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """REST requests inside a handler now (readiness probes and the Prometheus page not counted)."""
+        return self._rest_active
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(ready, reason)``: ready while serving with every configured model available; not ready
+        before ``start()``, while draining, after ``stop()``, or while a model has no loaded version.
+        ``GET /ready`` answers it (200 / 503), for load balancers and Kubernetes' readinessProbe."""
+        if not self._ready.is_set() or self._error is not None or self._finished.is_set():
+            return False, "not serving"
+        if self._draining:
+            return False, "draining: the server is shutting down"
+        for name in self.registry.names:
+            try:
+                self.registry.resolve(name)
+            except ServingError:
+                return False, f"model {name} has no available version"
+        return True, "ready"
+
+    async def _drain_async(self, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._draining = True
+        # gRPC: no new RPCs from here on (UNAVAILABLE); those in flight get until the deadline
+        grpc_stop = asyncio.ensure_future(self._grpc.stop(grace=timeout)) if self._grpc is not None else None
+        while (self._rest_active or self.rpcs_in_flight) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        drained = not (self._rest_active or self.rpcs_in_flight)
+        if grpc_stop is not None:
+            await grpc_stop
+        return drained
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop taking new requests and wait up to ``timeout`` seconds (default ``drain_timeout``)
+        for those in flight; returns True when all of them answered. Call ``stop()`` afterwards.
+        ``cancel_drain()`` (safe from a signal handler) ends the wait early and returns False."""
+        timeout = self.drain_timeout if timeout is None else _seconds("timeout", timeout)
+        if self._loop is None or self._finished.is_set():
+            return True
+
+        async def run():
+            self._drain_task = asyncio.current_task()
+            return await self._drain_async(timeout)
+        fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        while not self._abort_drain.is_set():
+            try:
+                return fut.result(0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+            except concurrent.futures.CancelledError:
+                return False
+        return False
+
+    def cancel_drain(self) -> None:
+        """Make a running ``drain()`` return False now (a second SIGTERM/SIGINT)."""
+        self._abort_drain.set()
+
     def stop(self) -> None:
-        """Stop both front ends, the version poller and the executor."""
+        """Stop both front ends (requests still running get ``STOP_GRACE`` seconds), the version
+        poller and the executor. Safe to call more than once."""
         self._stopping.set()
-        if self._loop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(timeout=10)
+        if self._loop is not None and not self._finished.is_set():
+            try:
+                self._loop.call_soon_threadsafe(self._stopped.set)
+            except RuntimeError:  # pragma: no cover - the loop closed in between
+                pass
+            self._finished.wait(timeout=15)
         if self.executor is not None:
             self.executor.close()
         self.io_pool.shutdown(wait=False)
 
-    def wait(self) -> None:
-        """Block until stopped (CLI)."""
-        while self._thread.is_alive():
-            self._thread.join(0.5)
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped, or ``timeout`` seconds; True once stopped."""
+        return self._finished.wait(timeout)
 
     def __enter__(self) -> ModelServer:
         return self.start()
