@@ -8,7 +8,7 @@ by hand. A record is a JSON object with a ``kind`` key, in any ``*.json`` file b
 (files without ``kind``, such as a run's ``train_config.json``, are sources that records point into).
 
 Fields every record may carry: ``order`` (int, sort key within its section, then the path), ``title``,
-``hardware`` (what ran it, e.g. "2 x86_64 CPU cores (AVX-512 with BF16), no GPU"), ``notes`` (list of
+``hardware`` (what ran it, e.g. "2 x86_64 CPU cores (AVX-512), no GPU"), ``notes`` (list of
 short strings printed under the table).
 
 kind "robustness": accuracy of trained models, one row per model; rendered in the per-dataset tables.
@@ -32,7 +32,8 @@ kind "robustness": accuracy of trained models, one row per model; rendered in th
                  its ``parts``; without ``match`` the key is read from the file's top level).
 kind "claims": {"rows": [{"paper", "year", "venue", "claim", "dataset", "verdict" ("reproduced" |
     "not reproduced" | "not testable here"), "figure" (text; "{id.field}" is replaced by the figure
-    ``field`` of the robustness row ``id``), "command"}]}.
+    ``field`` of the robustness row ``id``), "command"}], "images": [{"path" (relative to docs/), "alt",
+    "caption"}]}.
 kind "table": any other measured figure. {"section" (a key of SECTIONS), "title", "command": str or
     [str], "data": str, "hardware", "columns": [str], "rows": [[cell, ...]]}; cells are printed as
     written (numbers with thousands separators).
@@ -73,6 +74,7 @@ SECTIONS = {  # section key -> heading, in page order
     "evaluation": "Evaluation speed",
     "analysis": "Analysis suite",
     "parity": "Parity with reference code",
+    "defaults": "Measurements behind defaults",
     "import_time": "Import time",
 }
 GENERIC = ("import_time*.json", "serving_load*.json")  # rendered as they are when they carry no "kind"
@@ -237,6 +239,13 @@ def aa_label(fig: Figure) -> Figure:
     return fig
 
 
+DEFAULT_HARDWARE = "2 x86_64 CPU cores (AVX-512), no GPU"
+
+
+def _hardware(text: str) -> str:
+    return "2 CPU cores" if text == DEFAULT_HARDWARE else text
+
+
 def _model(name: str) -> str:
     return f"`{name}`" if re.fullmatch(r"[A-Za-z0-9_]+", name) else name
 
@@ -293,7 +302,7 @@ def render_robustness(records, results) -> tuple[list[str], dict]:
                     code([display_command(c) for c in ([row["command"]] if isinstance(row["command"], str)
                                                        else row["command"])]),
                     clean.render(), pgd.render(), "<br>".join(a.render() for a in aas),
-                    cell(row.get("hardware", rec.get("hardware", ""))), cell(wall(row, seconds, figs))]) + " |")
+                    cell(_hardware(row.get("hardware", rec.get("hardware", "")))), cell(wall(row, seconds, figs))]) + " |")
                 if "id" in row:
                     if row["id"] in refs:
                         raise ValueError(f"row id {row['id']!r} appears twice")
@@ -337,7 +346,14 @@ def render_claims(records, refs) -> list[str]:
                                       f"**{row['verdict']}**", cell(resolve(row["figure"])),
                                       code([display_command(c) for c in ([row["command"]] if isinstance(
                                           row["command"], str) else row["command"])])]) + " |")
-    return out + [""]
+    out.append("")
+    for r in records:
+        if r["kind"] == "claims":
+            for image in r.get("images", []):
+                if not (RESULTS.parent.parent / "docs" / image["path"]).is_file():
+                    raise ValueError(f"image {image['path']!r} does not exist under docs/")
+                out += [f"{image['caption']}", "", f"![{image['alt']}]({image['path']})", ""]
+    return out
 
 
 def render_table(rec) -> list[str]:
@@ -380,7 +396,12 @@ def render_generic(path: Path, data, results: Path) -> list[str]:
         out += ["| " + " | ".join(cell(json.dumps(it[c]) if isinstance(it.get(c), (dict, list)) else it.get(c, ""))
                                   for c in cols) + " |" for it in items] + [""]
     for name, value in nested.items():
-        if not any(name == t[0] for t in tables):
+        if any(name == t[0] for t in tables):
+            continue
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            out += [f"{name}:", "", "| key | value |", "|---|---|"]
+            out += [f"| {cell(k)} | {cell(v)} |" for k, v in value.items()] + [""]
+        else:
             out += [f"{name}: `{json.dumps(value, sort_keys=True)}`", ""]
     return out + [f"Source: `benchmarks/results/{path.relative_to(results).as_posix()}`.", ""]
 
@@ -396,7 +417,7 @@ def render(results: Path = RESULTS) -> str:
            "wall time. Every figure here is read from a result file under `benchmarks/results/` (named under "
            "each table); `python benchmarks/results_page.py` writes this page and `--check` fails when it is out "
            "of date.", "",
-           "Hardware, unless a row says otherwise: 2 x86_64 CPU cores (AVX-512 with BF16), no GPU; TensorFlow "
+           "Hardware, unless a row says otherwise: 2 x86_64 CPU cores (AVX-512, with AVX512_BF16), no GPU; TensorFlow "
            "2.21, Keras 3.15. No figure here was measured on a GPU. Commands that read MNIST or "
            "Fashion-MNIST need `KERAS_ADVMI_DATA` set to the folder of the IDX files. Wall times are single "
            "runs and vary by up to 2x from run to run on 2 cores: compare ratios measured side by side in one "
