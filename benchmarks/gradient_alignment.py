@@ -5,7 +5,7 @@ For each ``benchmarks/out/<name>/model.keras`` given, on the first ``--n`` MNIST
     mean cos of the input gradients at x and at a uniform point of the eps-ball;
   * the FGSM-to-PGD loss ratio: mean CE at FGSM's example over mean CE at PGD-40's (step 2.5 eps / 40,
     one start, seed 0). A single gradient step finds what 40 steps find when it is near 1.
-docs/benchmarks.md (issue 3) compares PGD-AT and FastAT models of two networks with it.
+docs/results.md compares PGD-AT and FastAT models of two networks with it.
 
     KERAS_ADVMI_DATA=../shared/data python benchmarks/gradient_alignment.py mnist_pgd_s1 wong_fast_s0 ...
 """

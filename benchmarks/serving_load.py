@@ -8,7 +8,7 @@ body for every mode. The REST load generator (--client raw, default) is 64 async
 this process sending a pre-encoded HTTP/1.1 request (keep-alive, reconnecting when a server closes);
 it costs little CPU per request, so on a 2-core machine the servers, not the client, set the pace.
 --client requests keeps the earlier generator (64 threads with requests.Session, several times the
-client CPU; docs/benchmarks.md has both). gRPC (--client raw) is its counterpart: 64 coroutines on 4 ``grpc.aio`` channels sending
+client CPU; docs/results.md has both). gRPC (--client raw) is its counterpart: 64 coroutines on 4 ``grpc.aio`` channels sending
 a PredictRequest serialized once; with --client requests, the official stub from 64 threads.
 Prints throughput, p50/p99 latency, failures, server and client CPU per request (from /proc) and
 the ratios (gRPC / REST on the same batching server among them); the run is bounded by

@@ -70,12 +70,12 @@ class Defense:
       seed: base seed of the attack noise; step and replica make each batch's noise distinct.
       attack_dtype: None (float32) or 'bfloat16': the compute dtype of the *training* attack's passes
         (``attacks._precision``); the variables, x_adv, the loss and weight gradients and every
-        evaluation attack stay float32. Faster where bf16 units exist (docs/benchmarks.md).
+        evaluation attack stay float32. Faster where bf16 units exist (docs/results.md).
       attack_chains: 'auto' or a positive int: the batch is cut into this many sub-batches, each attacked
         by its own chain of ops in the same graph (``in_chains``), so a CPU's cores can run small ops of
         two chains at once. The result is the same attack (it is per sample; only the random-start draws
         differ). 'auto' is 2 where no GPU or TPU is visible and 1 otherwise (the speed-up on CPU cores is
-        in docs/benchmarks.md).
+        in docs/results.md).
     """
 
     name = "defense"

@@ -47,7 +47,7 @@ def bench_cnn(input_shape=(28, 28, 1), classes=10) -> keras.Sequential:
 
 def wong_cnn(input_shape=(28, 28, 1), classes=10):
     """The MNIST net of Wong et al. 2020's fast-AT code: conv16-4x4 stride 2, conv32-4x4 stride 2, fc100,
-    logits. It trains PGD-10 AT several times faster than ``madry_cnn`` (measured in docs/benchmarks.md).
+    logits. It trains PGD-10 AT several times faster than ``madry_cnn`` (measured in docs/results.md).
 
     "same" padding with stride 2 pads one pixel per side here, as the reference's ``padding=1``
     (28 -> 14 -> 7). Reference: github.com/locuslab/fast_adversarial, MNIST/mnist_net.py.

@@ -78,7 +78,7 @@ class AdversarialModel(keras.Model):
       defense: a ``kam.defenses.Defense`` (PGD, TRADES, MART, FastAT, ...).
       clean_train_metrics: compute the compiled metrics (e.g. ``accuracy``) on clean inputs during
         training too. That takes one more forward pass per batch, unless the defense made one anyway
-        (TRADES, MART; its cost is in docs/benchmarks.md). ``False`` skips the pass; training then logs
+        (TRADES, MART; its cost is in docs/results.md). ``False`` skips the pass; training then logs
         ``loss``, ``adv_accuracy`` and the defense's logs, and validation still reports every metric.
 
     ``train_step``: x_adv = defense.adversarial_examples(model, x, y) -> per-sample defense loss ->

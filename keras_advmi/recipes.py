@@ -2,7 +2,7 @@
 
 A recipe fills in every switch it names that the command line leaves out; a switch given on the command line
 wins. ``keras-advmi train`` prints the recipe's switches at start. The figures each recipe gives, with the
-command, wall time and seed, are in docs/benchmarks.md ("Robust accuracy at the literature's level").
+command, wall time and seed, are in docs/results.md ("Robust accuracy, per dataset").
 
 Both recipes are PGD-AT ("Towards deep learning models resistant to adversarial attacks", Madry et al. 2018)
 on TRADES' SmallCNN (``architectures.trades_cnn``, "Theoretically principled trade-off between robustness and
@@ -47,7 +47,7 @@ def _flag(dest, value):
 
 
 #: The switches both recipes share: PGD-10 at Madry's step 2.5 eps / 10 computed in bfloat16
-#: (1.7x faster steps, the same robust accuracy within tenths: docs/benchmarks.md), batch 128, Adam on the
+#: (1.7x faster steps, the same robust accuracy within tenths: docs/results.md), batch 128, Adam on the
 #: one-cycle rate (peak 2e-3), epsilon ramped over 2 epochs, validation on the last 1,000 test images.
 _COMMON = {"steps": 10, "attack_dtype": "bfloat16", "batch_size": 128,
            "lr": 2e-3, "lr_schedule": "onecycle", "epsilon_warmup_epochs": 2.0, "val_images": 1000}
@@ -60,6 +60,6 @@ RECIPES = {
     "robust": Recipe(
         "robust", "the most robust model within 3 hours of training on 2 CPU cores: the fast recipe for 40 epochs "
                   "(7,800 s for seed 0; AutoAttack 92.7% on 1,000 MNIST test images, no better than fast; standard "
-                  "AutoAttack 91.7% on 2,000: docs/benchmarks.md)",
+                  "AutoAttack 91.7% on 2,000: docs/results.md)",
         {"defense": "pgd", "epochs": 40, "arch": "trades_cnn", **_COMMON}),
 }

@@ -76,7 +76,7 @@ def test_pgd_at_with_a_bf16_attack_trains_as_robust_a_model(digits, cnn_factory)
     print(result)
     # Two float32 runs of one recipe differ by up to ~3 PGD-20 points here, and so does this pair: over seeds
     # 0-3 the bf16-minus-float32 gap was -2.4 / 0.0 / +0.7 / -2.9 points, and -3.1 for seed 0 with one
-    # intra-op thread instead of two (docs/benchmarks.md). So 5 points: a bf16 attack that stopped working
+    # intra-op thread instead of two (docs/results.md). So 5 points: a bf16 attack that stopped working
     # would leave a model near normal training's PGD-20 accuracy, tens of points lower. The attack-strength
     # check below is the sharp one.
     assert result[None][1] > 0.5

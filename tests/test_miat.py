@@ -77,7 +77,7 @@ def test_fit_alone_from_an_untrained_cnn_keeps_up_with_pgd_at(digits, cnn_factor
     """Issue 27, done-when 1: ``fit`` alone, defaults, 12 epochs from an untrained small CNN (3 base epochs,
     1 of estimator pretraining, 8 of MIAT with 3 of ramp): within 3 points of PGD-AT's clean and 5 of its
     adversarial validation accuracy (PGD-10, eps 0.1), the same budget (12 epochs of fit), seed and batches.
-    Measured over 5 batch orders (docs/benchmarks.md, "MIAT from fit alone"); this order: +0.0 / +1.3 points.
+    Measured over 5 batch orders (docs/results.md, digits table); this order: +0.0 / +1.3 points.
     58 s on a quiet machine (5.5 min when the 2 cores are shared by four jobs)."""
     (x, y), (xt, yt) = digits
     results = {}

@@ -203,7 +203,7 @@ def test_autoattack_standard_runs_through_evaluate_robustness():
 
 #: The fast recipe on the first 5,000 MNIST training images (its 8 epochs, 320 steps): PGD-20 at eps 0.3 on the
 #: first 500 test images. Measured 2026-12-02 on Madry's CNN (the recipe's first network): 70.8% and 74.0% (seeds
-#: 0, 1); on TRADES' SmallCNN, its network now: 81.2% (seed 0; docs/benchmarks.md). The floor stays 10 points
+#: 0, 1); on TRADES' SmallCNN, its network now: 81.2% (seed 0; docs/results.md). The floor stays 10 points
 #: under the lowest figure.
 FAST_SUBSET_PGD20_FLOOR = 0.60
 
@@ -228,7 +228,7 @@ def test_fast_recipe_on_a_5000_image_mnist_subset(tmp_path):
 
 def test_autoattack_standard_starts_each_apgd_run_once():
     """The standard version runs APGD with one random start (fra31/auto-attack, version='standard'); ART's
-    default is 5 (measured: 9.3 s an image against 3.56 s with one, docs/benchmarks.md)."""
+    default is 5 (measured: 9.3 s an image against 3.56 s with one, docs/results.md)."""
     from keras_advmi.evaluation._art import _art_attack
 
     net, xt, _ = _Linear.model()

@@ -6,7 +6,7 @@
 Single-step (FGSM) training relies on the loss being close to linear inside the eps-ball: then one
 gradient step finds what PGD finds. When FGSM training overfits catastrophically, the gradients at
 two points of the ball stop pointing the same way and GA falls (the paper measures it on CIFAR-10;
-on MNIST, docs/benchmarks.md compares PGD-AT and FastAT models). GA = 1 where the gradient's
+on MNIST, docs/results.md compares PGD-AT and FastAT models). GA = 1 where the gradient's
 direction does not change inside the ball, as for a two-class linear model.
 
 Samples whose gradient is exactly zero at either point (a saturated softmax in float32) have no

@@ -48,7 +48,7 @@ def loss_gradient(model, x, y, targeted, loss_fn=None):
 def unless_empty(x, attack):
     """``attack()`` for a non-empty batch, else x. The last per-replica batch under ``tf.distribute``
     can be empty, and TensorFlow's ReluGrad rejects empty inputs inside a gradient tape. One cond
-    around the whole attack (not one per step, which is slower: docs/benchmarks.md)."""
+    around the whole attack (not one per step, which is slower: docs/results.md)."""
     if x.shape[0] is not None:
         return attack() if x.shape[0] > 0 else x
     return tf.cond(tf.shape(x)[0] > 0, attack, lambda: tf.identity(x))

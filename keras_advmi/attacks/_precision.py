@@ -5,7 +5,7 @@ weight update), and the attack only needs a direction: sign(grad) for L-inf. Com
 in bfloat16 (8 bits of mantissa, float32's exponent range, so no loss scaling) follows Wong et al.
 (2020, "Fast is better than free"), who ran adversarial training in mixed precision; here only the
 attack is reduced. Where bf16 units exist (AVX512_BF16 / AMX CPUs, Ampere+ GPUs, TPUs) it speeds up
-the whole step (docs/benchmarks.md). What stays in float32: the variables,
+the whole step (docs/results.md). What stays in float32: the variables,
 the image and perturbation (x_adv = x + eta is accumulated in float32; a bf16 pixel near 1 has a
 spacing of 2^-7, coarser than a PGD step), the loss and weight gradients of the training step, and
 every evaluation attack.

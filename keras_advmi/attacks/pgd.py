@@ -47,7 +47,7 @@ def pgd_single(model, x, y, epsilon, step_size, steps, norm=np.inf, targeted=Fal
         x_adv = tf.clip_by_value(x + uniform_ball_sample(x, epsilon, norm, seed_pair(seed)), 0.0, 1.0)
     if isinstance(steps, (int, np.integer)):
         # Unrolled: faster than tf.while_loop on CPU, which keeps Grappler/oneDNN from optimising the
-        # loop body (docs/benchmarks.md).
+        # loop body (docs/results.md).
         for _ in range(int(steps)):
             x_adv = pgd_step(model, x, x_adv, y, epsilon, step_size, norm, targeted, loss_fn)
     else:  # a tensor number of steps

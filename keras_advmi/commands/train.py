@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                           "OUT/model.keras and OUT/robustness.json. A finished run in OUT is "
                                           "not retrained unless --force.")
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="a named set of the switches below, documented in docs/benchmarks.md and printed at start "
+                   help="a named set of the switches below, documented in docs/results.md and printed at start "
                         "(switches given on the command line win): "
                         + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()).replace("%", "%%"))
     p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")

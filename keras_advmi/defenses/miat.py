@@ -20,7 +20,7 @@ over S), the target model minimises, estimators frozen,
 PGD-AT (CE on x~), TRADES or MART, whose adversarial examples are used. ``fit`` runs the paper's whole procedure
 from an untrained model (``miat_schedule``): base adversarial training, estimator pretraining on the frozen
 model, then the MI term ramped in; ``pretrain_estimators`` runs step 2 by hand for the explicit protocol.
-Deviations from the official code (METHODS.md; measured in docs/benchmarks.md, parity): selection uses
+Deviations from the official code (METHODS.md; measured in docs/results.md, parity): selection uses
 argmax of the logits (the official code takes a softmax over the batch axis first), and DV excludes the
 positive pair from its negatives (``diagonal="zero"`` restores the official behaviour).
 """
@@ -99,8 +99,8 @@ class MIAT(Defense):
         epochs argument stays 'auto'). 0 skips a phase. Without a ramp the MI term enters at full weight
         right after pretraining, where the estimators score the selected samples' natural and
         adversarial outputs as uncorrelated (cos ~ 0, the term ~ 2 alpha): that collapsed bench_cnn on
-        MNIST within 20 Adam steps (docs/benchmarks.md, MIAT), hence the default ramp: the paper leaves a
-        ramp open; we ramp over 25% of the run (on digits a 10% ramp lost more PGD accuracy; docs/benchmarks.md).
+        MNIST within 20 Adam steps (docs/results.md, MIAT), hence the default ramp: the paper leaves a
+        ramp open; we ramp over 25% of the run (on digits a 10% ramp lost more PGD accuracy; docs/results.md).
       pretrain_learning_rate: Adam of the estimators in phase 1 (and the default of ``pretrain_estimators``).
       pretrain_norm, pretrain_epsilon, pretrain_attack_steps: the attack that makes phase 1's pairs (official:
         L2, 20 steps; epsilon None: ``pretrain_attack_epsilon``; see ``pretrain_estimators``).
@@ -119,7 +119,7 @@ class MIAT(Defense):
     critic scores sample i's own pair lower than the typical mismatched pair. That happens by design here:
     the adversarial estimator is trained to give h(x)'s pairs with the pattern n *low* scores, and the
     natural estimator to score fooled pairs x -> h(x~) low, so ``mi_adversarial/clean`` and
-    ``mi_natural/adv`` are often negative (values on digits in docs/benchmarks.md), and an untrained
+    ``mi_natural/adv`` are often negative (values on digits in docs/results.md), and an untrained
     estimator gives values around 0 of either sign. Compare scores with each other (natural vs adversarial
     pairs, one estimator, one batch size); their sign and absolute level carry no meaning of their own.
     """
@@ -473,7 +473,7 @@ class MIAT(Defense):
             (default epsilon: ``pretrain_attack_epsilon``); ``attack_norm=np.inf`` with
             ``attack_epsilon=None`` uses the defense's own epsilon. The adversarial-MI ordering of the paper
             (higher I(n; h(x~)) than I(n; h(x))) appears with L2 patterns; with L-inf sign patterns
-            h(x) can carry more information about n than h(x~) (docs/benchmarks.md, MIAT).
+            h(x) can carry more information about n than h(x~) (docs/results.md, MIAT).
           verbose: 1 shows fit's progress bar (the pretraining is ``miat_pretrain.EstimatorPretraining``, a
             ``keras.Model`` trained with ``fit``).
         Returns:

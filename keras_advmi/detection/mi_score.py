@@ -148,7 +148,7 @@ class MIScoreDetector(Detector):
         clipped to [0, 1]; 0 = off). Noise, not adversarial examples: the critic still sees clean
         data only, but learns image features that small perturbations do not move. The paper trains its
         estimators on clean and adversarial pairs; the noise is our choice for a detector fitted on clean data
-        only (the measured effect of its amplitude: docs/benchmarks.md, detection).
+        only (the measured effect of its amplitude: docs/results.md, detection).
       seed: initialisation, noise and shuffling seed.
 
     After ``fit``: ``history``, the critic's mean DV bound (nats) per training epoch (``CriticTraining``'s

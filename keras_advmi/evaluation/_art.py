@@ -24,7 +24,7 @@ class DifferenceOfLogitsRatio:
     ``dlr(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` per sample, ``z_pi1 >= z_pi2 >= z_pi3`` the
     sorted logits; ``y_true`` one-hot ``(N, C)``, ``y_pred`` logits ``(N, C)``: ``kam.attacks.dlr_loss``
     with ART's reduction. The values and gradients are those of ART's ``DifferenceLogitsRatioTensorFlowV2``
-    (tested), without its Python loop over the batch (docs/benchmarks.md). ``reduction`` is the attribute ART
+    (tested), without its Python loop over the batch (docs/results.md). ``reduction`` is the attribute ART
     sets before each call (``"none"`` per sample, ``"sum"``, anything else the mean).
     """
 

@@ -13,7 +13,7 @@ bound terms (default DV): score_i = mean_l (u[i,i,l] - log((1/(N-1)) sum_{j != i
 Negatives are the other samples of the batch, so scores depend on the batch (use batches >= 64).
 
 Layer for layer as in the official PyTorch code (dwDavidxd/MIAT ``models/estimator.py``,
-``models/discriminators.py``), held to it by ``benchmarks/miat_parity.py`` (docs/benchmarks.md, parity):
+``models/discriminators.py``), held to it by ``benchmarks/miat_parity.py`` (docs/results.md, parity):
 PyTorch's padding (``Conv2d(padding=1)``, not Keras' "same", which pads odd sizes asymmetrically) and
 PyTorch's normalisation epsilons (1e-5 in BatchNorm and LayerNorm; Keras' defaults are 1e-3).
 """

@@ -139,7 +139,7 @@ def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
 
 
 def _gram_input(centred: np.ndarray, noise_var: float) -> tf.Tensor:
-    """Centred activations for the distance pass: float32 (faster; docs/benchmarks.md) where the kernel is
+    """Centred activations for the distance pass: float32 (faster; docs/results.md) where the kernel is
     wide enough for its rounding not to matter (s2 >= 1% of the largest squared norm), float64 otherwise
     (narrow kernels, as the 2022 MI paper's absolute s2 on large activations)."""
     wide = noise_var >= 0.01 * float(np.max(np.einsum("ij,ij->i", centred, centred)))

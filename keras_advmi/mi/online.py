@@ -71,7 +71,7 @@ class OnlineLabelMI:
       embed_dim: E, the rank of each critic. steps: Adam steps per call. learning_rate: Adam's.
       seed: initialisation (Glorot-uniform, numpy-seeded; Keras' global RNG is untouched).
     The critic is bilinear and the step count small because larger critics overfit the few probe rows
-    (docs/benchmarks.md, the neural estimate); overfitting only lowers a held-out bound, never raises it.
+    (docs/results.md, the neural estimate); overfitting only lowers a held-out bound, never raises it.
     """
 
     def __init__(self, num_critics: int, num_classes: int, features: int = 64, embed_dim: int = 16,

@@ -17,7 +17,7 @@ requests of more than ``max_rows`` rows the same way.
 ``submit(..., loop=None)`` returns a ``concurrent.futures.Future``; with ``loop=`` (an asyncio event
 loop, e.g. the REST front end's) it returns an ``asyncio.Future`` of that loop, and a batch wakes
 the loop once for all of its requests instead of once per request (one ``call_soon_threadsafe``
-per batch, measured in docs/benchmarks.md, "REST throughput of the embedded server").
+per batch, measured in docs/results.md, "Serving throughput and limits").
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Batcher:
             self._rows += rows
             # wake a worker only when one is idle or a batch can be closed early (full); a worker
             # filling a batch wakes by itself at its deadline. One futex wake per request was a
-            # measurable share of the event loop's CPU (docs/benchmarks.md, REST throughput section).
+            # measurable share of the event loop's CPU (docs/results.md, serving throughput).
             if self._idle or self._rows >= self.exec_rows:
                 self._cv.notify(len(tasks))
 

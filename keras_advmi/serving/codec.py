@@ -4,6 +4,14 @@ forms (``predictions`` / ``outputs``), ``{"b64": ...}`` strings, and shape/dtype
 Error texts follow ``tensorflow_serving/util/json_tensor.cc`` (e.g. "Missing 'inputs' or
 'instances' key", "No values in 'instances' array"); all are INVALID_ARGUMENT (HTTP 400).
 
+Types (``to_array``): the JSON type of every value is checked against the signature's dtype before
+anything is converted, as ``AddValueToTensor`` checks it: a float tensor takes numbers only (a
+``true`` among float pixels is refused, not read as 1.0), an integer tensor integers in its range,
+a bool tensor ``true``/``false``, a string tensor strings or ``{"b64": ...}``. The nested lists are
+walked one level at a time with C-level passes, so the check is linear in the element count. The
+columnar ``inputs`` object must hold exactly the signature's inputs: an extra key is refused, as
+in the row form and over gRPC (TF Serving's own columnar parser skips one).
+
 Size limits (``tensors.py``): ``BodyBound`` refuses, while the body streams in and before the JSON
 is parsed, a body that must hold more rows or decoded bytes than allowed. In a JSON document every
 array of n values has n - 1 commas, so a numeric tensor of E elements per row written as R rows
@@ -12,7 +20,7 @@ speed) therefore bounds the rows and elements a body can decode to without build
 of Python objects (parsing them would cost seconds and many times the body's size). After parsing, the
 row count and the decoded size are checked again exactly, before any array is allocated.
 
-Speed (docs/benchmarks.md, "REST throughput of the embedded server"): bodies are parsed with
+Speed (docs/results.md, "Serving throughput and limits"): bodies are parsed with
 orjson (strict RFC 8259, faster than ``json``); a body orjson refuses (``NaN``/``Infinity``
 literals, which TF Serving accepts, integers beyond 64 bits, non-UTF-8, nesting deeper than
 1024, where orjson >= 3.9.15 stops instead of overflowing the C stack) is parsed again by ``json``, so every accept/reject decision and error
@@ -28,6 +36,7 @@ which, like TF Serving's own ``WriteDecimal``, reads back to the same float32. O
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import numpy as np
@@ -37,6 +46,7 @@ from . import tensors
 from .errors import ServingError
 
 _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_DEBUG_BYTES = 256       # json_tensor.cc's kMaxJsonDebugStringBytes
 
 
 def _bad(msg):
@@ -118,29 +128,103 @@ def _json_shape(value):
     return shape
 
 
+def debug_string(value, limit=_DEBUG_BYTES):
+    """A JSON value printed for an error message, cut at ``limit`` characters (as TF Serving's
+    ``JsonValueToDebugString`` cuts at 256 bytes); the cost is bounded by the value's size."""
+    try:
+        text = orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(v):
+    """``JsonTypeString`` of ``json_tensor.cc``."""
+    if v is None:
+        return "Null"
+    return {bool: "True" if v else "False", dict: "Object", list: "Array", str: "String"}.get(type(v), "Number")
+
+
+def type_error(value, dtype_name):
+    return _bad(f"JSON Value: {debug_string(value)} Type: {_json_type(value)} is not of expected type: {dtype_name}")
+
+
+def _is_b64(v):
+    return type(v) is dict and len(v) == 1 and type(v.get("b64")) is str
+
+
+# JSON leaf types a tensor of each NumPy kind accepts (``AddValueToTensor`` in ``json_tensor.cc``:
+# rapidjson's IsNumber is false for true/false, so a boolean is never a number)
+_LEAF_TYPES = {"f": {int, float}, "c": {int, float}, "i": {int}, "u": {int}, "b": {bool}}
+
+
+def _leaves(value):
+    """(shape, flat list of leaves) of a nested JSON list, read one level at a time with C-level
+    passes (``map``, ``set``, ``chain``), so the cost is linear in the element count and nothing
+    is converted. Every list of one level must have the same length and the leaves must all sit at
+    the same depth; otherwise INVALID_ARGUMENT with ``json_tensor.cc``'s wording."""
+    rank = len(_json_shape(value))
+    shape, level = [], [value]
+    while True:
+        types = set(map(type, level))
+        if list not in types:
+            return shape, level
+        depth = len(shape)
+        if len(types) > 1:          # lists and values side by side
+            if depth < rank:
+                odd = next(v for v in level if type(v) is not list)
+                raise _bad(f"JSON Value: {debug_string(odd)} found at incorrect level: {depth + 1} in the JSON "
+                           f"DOM. Expected at level: {rank}")
+            raise _bad(f"Encountered list at unexpected level: {depth} expected < {rank}")
+        sizes = set(map(len, level))
+        if len(sizes) > 1:
+            want = len(level[0])
+            got = next(len(v) for v in level if len(v) != want)
+            raise _bad(f"Encountered list at unexpected size: {got} at level: {depth} expected size: {want}")
+        shape.append(sizes.pop())
+        if shape[-1] == 0:
+            return shape, []
+        level = list(itertools.chain.from_iterable(level))
+
+
 def to_array(value, spec, name, max_bytes=None):
-    """A JSON value -> ndarray of the spec's dtype; checks element types, raggedness, shape and the
-    decoded size (before allocating)."""
-    dtype = spec.dtype.as_numpy_dtype
-    if spec.dtype.name == "string":
-        return np.asarray(_decode_b64(value), dtype=object)
+    """A JSON value -> ndarray of the spec's dtype. Checked before anything is converted: the
+    element count times the item size against ``max_bytes`` (along the first elements, then
+    exactly), raggedness, and the JSON type of every leaf (a number for float tensors, an integer
+    for integer tensors, true/false only for bool tensors, a string or ``{"b64": ...}`` for string
+    tensors); then the shape against the spec. A string is never handed to NumPy for a numeric
+    tensor (NumPy would first build a ``<U{longest}`` array of 4 bytes per character per element)."""
+    kind = "O" if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype).kind
+    dtype_name = tensors.type_name(spec.dtype.as_datatype_enum)
+    item = 8 if kind == "O" else spec.dtype.size
     if max_bytes is not None:
-        n = int(np.prod(_json_shape(value), dtype=object)) * spec.dtype.size
+        n = int(np.prod(_json_shape(value), dtype=object)) * item
         if n > max_bytes:
             raise tensors.too_large_error(n, max_bytes, "PAYLOAD_TOO_LARGE")
-    try:
-        arr = np.asarray(value)
-    except ValueError:
-        raise _bad(f"Encountered list at unexpected size for input: {name}") from None
-    if arr.dtype == object or arr.dtype.kind in "USO":
-        raise _bad(f"Type: {type(value).__name__ if arr.ndim == 0 else 'mixed/string'} is not of "
-                   f"expected type: {spec.dtype.name} for input: {name}")
-    if arr.dtype.kind == "b" and spec.dtype.name != "bool":
-        raise _bad(f"Type: Bool is not of expected type: {spec.dtype.name} for input: {name}")
-    if arr.dtype.kind == "f" and np.dtype(dtype).kind in "iu":
-        raise _bad(f"JSON Value: {arr.ravel()[:1].tolist()} is not of expected type: "
-                   f"{spec.dtype.name} for input: {name}")
-    arr = arr.astype(dtype)
+    shape, leaves = _leaves(value)
+    if max_bytes is not None and len(leaves) * item > max_bytes:
+        raise tensors.too_large_error(len(leaves) * item, max_bytes, "PAYLOAD_TOO_LARGE")
+    types = set(map(type, leaves))
+    if kind == "O":
+        if not types <= {str, dict} or dict in types and not all(map(_is_b64, filter(_is_dict, leaves))):
+            raise type_error(next(v for v in leaves if not (type(v) is str or _is_b64(v))), dtype_name)
+        arr = np.empty(len(leaves), dtype=object)
+        arr[:] = [_decode_b64(v) if type(v) is dict else v for v in leaves] if dict in types else leaves
+    else:
+        allowed = _LEAF_TYPES.get(kind)
+        if allowed is None:
+            raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} "
+                                                f"to type: {dtype_name}")
+        if not types <= allowed:
+            raise type_error(next(v for v in leaves if type(v) not in allowed), dtype_name)
+        try:
+            with np.errstate(over="ignore"):    # a float beyond float32 is inf, as rapidjson's GetFloat
+                arr = np.array(leaves, dtype=spec.dtype.as_numpy_dtype)
+        except OverflowError:                   # an integer out of the dtype's range
+            info = np.iinfo(spec.dtype.as_numpy_dtype) if kind in "iu" else None
+            odd = next((v for v in leaves if info is None or not info.min <= v <= info.max), leaves[0])
+            raise type_error(odd, dtype_name) from None
+    arr = arr.reshape(shape)
     want = spec.shape
     if want.rank is not None:
         got = arr.shape
@@ -149,6 +233,10 @@ def to_array(value, spec, name, max_bytes=None):
             raise _bad(f"Input to reshape / signature for input '{name}': expected shape "
                        f"{[-1 if d is None else d for d in want.as_list()]}, got {list(got)}")
     return arr
+
+
+def _is_dict(v):
+    return type(v) is dict
 
 
 def parse_json(body):
@@ -202,10 +290,14 @@ def parse_predict(body, input_specs_for, max_rows=None, max_bytes=None):
         return sig, {k: to_array(v, specs[k], k, max_bytes) for k, v in cols.items()}, True
     if "inputs" in doc:
         val = doc["inputs"]
-        if isinstance(val, dict) and "b64" not in val:
+        if isinstance(val, dict) and not _is_b64(val):
             missing = [k for k in specs if k not in val]
             if missing:
                 raise _bad(f"Missing named input: {missing[0]} in 'inputs' object.")
+            extra = sorted(k for k in val if k not in specs)
+            if extra:       # as the row form and gRPC refuse one (TF Serving's columnar parser skips it)
+                raise _bad(f"input tensor alias not found in signature: {extra[0]}. Inputs expected to be in "
+                           f"the set {{{','.join(sorted(specs))}}}.")
             cols = {k: val[k] for k in specs}
         else:
             if len(specs) > 1:

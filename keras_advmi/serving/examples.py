@@ -81,27 +81,50 @@ def example_from_json(value, example):
         example.features.feature[name].CopyFrom(feature)
 
 
+def check_input_json(doc):
+    """The structure checks of a parsed REST classify/regress body that cost O(1): ``context`` is
+    an object, ``examples`` a non-empty list (TF Serving's messages); the values are checked when
+    the Examples are built."""
+    if "context" in doc and not isinstance(doc["context"], dict):
+        raise _bad(f"Example must be JSON object but got JSON {_json_type(doc['context'])}")
+    if "examples" not in doc:
+        raise _bad(f"JSON Value: {_debug(doc)} When method is classify, key 'examples' is expected and was not found")
+    if not isinstance(doc["examples"], list):
+        raise _bad(f"JSON Value: {_debug(doc)} Expecting 'examples' value to be an list/array")
+    if not doc["examples"]:
+        raise _bad(f"JSON Value: {_debug(doc)} 'examples' value is an empty array")
+
+
 def input_from_json(doc):
     """A parsed REST classify/regress body (dict) -> tensorflow.serving.Input."""
+    check_input_json(doc)
     inp = input_pb2.Input()
     if "context" in doc:
         example_from_json(doc["context"], inp.example_list_with_context.context)
-    if "examples" not in doc:
-        raise _bad(f"JSON Value: {_debug(doc)} When method is classify, key 'examples' is expected and was not found")
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise _bad(f"JSON Value: {_debug(doc)} Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _bad(f"JSON Value: {_debug(doc)} 'examples' value is an empty array")
     target = (inp.example_list_with_context.examples if "context" in doc else inp.example_list.examples)
-    for e in examples:
+    for e in doc["examples"]:
         example_from_json(e, target.add())
     return inp
 
 
-def _debug(doc):
-    text = json.dumps(doc, separators=(",", ":"))
-    return text if len(text) <= 200 else text[:200] + "..."
+def _debug(doc, limit=200):
+    """``doc`` as compact JSON cut at ``limit`` characters; written lazily (the pure-Python
+    encoder's generator), so a 60 MB document costs what its first ``limit`` characters cost."""
+    text, pieces = "", json.JSONEncoder(separators=(",", ":")).iterencode(doc)
+    for piece in pieces:
+        text += piece
+        if len(text) > limit:
+            return text[:limit] + "..."
+    return text
+
+
+def serialized_from_json(doc, max_rows=None, max_bytes=None):
+    """A parsed REST classify/regress body -> object ndarray of serialized tf.Example (shape [n]);
+    more than ``max_rows`` examples are refused before any is built."""
+    check_input_json(doc)
+    if max_rows is not None and len(doc["examples"]) > max_rows:
+        raise _bad(f"Task size {len(doc['examples'])} is larger than maximum input batch size {max_rows}")
+    return serialized(input_from_json(doc), max_rows, max_bytes)
 
 
 def serialized(inp, max_rows=None, max_bytes=None):

@@ -7,17 +7,23 @@ bytes) before it is queued, on the event loop (on the I/O pool above ``INLINE_BY
 the batcher with ``loop=`` so a batch wakes the loop once (the same path as REST). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND /
 RESOURCE_EXHAUSTED with TF Serving's messages; anything unexpected is logged and answers INTERNAL
 with no exception text. Every RPC is counted in the metrics with ``entrypoint="GRPC"``.
+A message that does not parse as the method's request answers INVALID_ARGUMENT ("Failed to parse
+the request as tensorflow.serving.PredictRequest"), not grpc.aio's UNKNOWN. ``output_filter`` is
+checked in one pass before the model runs (TF Serving's order: unknown alias, then duplicate).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 
 import grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+from google.protobuf import message, message_factory
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, model_service_pb2,
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
 from . import examples, protos, tensors
 from .errors import ServingError
@@ -53,6 +59,66 @@ def decode_inputs(proto_inputs, specs, max_rows, max_bytes):
                                                f"expected to be in the set {{{','.join(sorted(want))}}}.")
     return {k: tensors.from_proto(proto_inputs[k], k, specs[k], i, max_rows, max_bytes)
             for i, k in enumerate(sorted(specs))}
+
+
+def check_output_filter(names, signature_outputs):
+    """``PredictRequest.output_filter`` checked as TF Serving's ``PreProcessPrediction`` checks it,
+    before the model runs and in one pass (linear in its length): every alias is an output of the
+    signature (``signature_outputs``, a mapping), none is named twice. Returns the aliases."""
+    seen = set()
+    for alias in names:
+        if alias not in signature_outputs:
+            raise ServingError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} Outputs "
+                               f"expected to be in the set {{{','.join(sorted(signature_outputs))}}}.")
+        if alias in seen:
+            raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(names)
+
+
+class _Undecodable:
+    """Stands for a request message that did not parse: a deserializer that raises makes grpc.aio
+    answer UNKNOWN with the exception's class in the text; the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name):
+        self.type_name = type_name
+
+
+def _lenient(message_class):
+    def parse(data):
+        try:
+            return message_class.FromString(data)
+        except (message.DecodeError, RecursionError, ValueError):   # bad bytes, or nested too deep
+            return _Undecodable(message_class.DESCRIPTOR.full_name)
+    return parse
+
+
+_API_NAMES = {"Predict": "predict", "Classify": "classify", "Regress": "regress",
+              "MultiInference": "multi_inference", "GetModelMetadata": "metadata", "GetModelStatus": "status"}
+
+
+def _add_service(aio, servicer, service, call):
+    """Register ``servicer``'s methods for ``service`` (a ServiceDescriptor) as the generated
+    ``add_*Servicer_to_server`` does, with request deserializers that never raise."""
+    handlers = {}
+    for m in service.methods:
+        method = getattr(servicer, m.name)
+        if inspect.iscoroutinefunction(method):
+            method = _guarded(method, _API_NAMES.get(m.name, m.name), call)
+        handlers[m.name] = grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=_lenient(message_factory.GetMessageClass(m.input_type)),
+            response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString)
+    aio.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _guarded(method, api, call):
+    async def handler(request, context):
+        if isinstance(request, _Undecodable):
+            async def refuse():
+                raise ServingError("INVALID_ARGUMENT", f"Failed to parse the request as {request.type_name}")
+            return await call(api, "", context, refuse)
+        return await method(request, context)
+    return handler
 
 
 class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -97,15 +163,9 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
                 inputs = decode_inputs(*args)
             else:       # a big tensor is decoded off the loop, so it does not stall the others
                 inputs = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, decode_inputs, *args)
+            wanted = check_output_filter(request.output_filter, servable.signature_defs[sig].outputs)
             outputs = await self._run(servable, sig, inputs)
-            wanted = list(request.output_filter) or sorted(outputs)
-            if len(set(wanted)) != len(wanted):
-                dup = next(a for a in wanted if wanted.count(a) > 1)
-                raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {dup}")
-            for alias in wanted:
-                if alias not in outputs:
-                    raise ServingError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} "
-                                       f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
+            wanted = wanted or sorted(outputs)
             resp = predict_pb2.PredictResponse()
             _set_spec(resp.model_spec, servable, sig)
             for alias in wanted:
@@ -212,8 +272,11 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def make_server(server, host, port):
     """A started-later grpc.aio server; returns (aio_server, bound_port)."""
     aio = grpc.aio.server(options=[("grpc.max_receive_message_length", server.max_body_bytes)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(server), aio)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(server), aio)
+    prediction = _Prediction(server)
+    _add_service(aio, prediction, prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+                 prediction._call)
+    _add_service(aio, _ModelService(server), model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+                 prediction._call)
     bound = aio.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise OSError(f"cannot bind gRPC to {host}:{port}")

@@ -13,10 +13,16 @@ threads / Direct pool) and wakes the loop once per batch. JSON decoding and enco
 on the loop for bodies up to ``INLINE_BODY_BYTES``: for such bodies a thread hop costs more than the
 work and buys no parallelism under the GIL. Larger bodies are
 decoded and encoded on the ``io_pool`` so one huge request does not stall the others.
-Measurements: docs/benchmarks.md, "REST throughput of the embedded server".
+Measurements: docs/results.md, "Serving throughput and limits".
+
+What a body may cost (``admission.py``): compressed bodies are inflated here under a ratio bound
+(64x + 1 MiB), bodies over ``INLINE_BODY_BYTES`` reserve their worst-case size from a server-wide
+budget (4x ``max_body_bytes``) before they are read on, and their parses (JSON, tf.Examples) run
+off the loop one at a time. ``Expect: 100-continue`` with a Content-Length over the cap gets 413
+without "100 Continue".
 
 Why aiohttp: already a dependency of the project (no new package), one process, and the batching
-queue needs no ASGI layer; see docs/benchmarks.md ("Serving load") for the measured throughput.
+queue needs no ASGI layer; see docs/results.md ("Serving throughput and limits") for the measured throughput.
 """
 
 from __future__ import annotations
@@ -28,15 +34,15 @@ import logging
 import re
 import time
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from tensorflow_serving.apis import model_pb2
 
-from . import codec, examples, protos
+from . import admission, codec, examples, protos
 from .errors import ServingError
 from .registry import parse_version
 
 logger = logging.getLogger(__name__)
-INLINE_BODY_BYTES = 256 * 1024
+INLINE_BODY_BYTES = admission.INLINE_BODY_BYTES
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
                     r"(?P<rest>/metadata|:[A-Za-z]+)?$", re.IGNORECASE)
 _API = {":predict": "predict", ":classify": "classify", ":regress": "regress"}
@@ -107,65 +113,85 @@ def make_app(server) -> web.Application:
                 status = "CANCELLED"        # the client disconnected before its answer
             server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "REST")
 
-    async def _body(request, bound=None):
-        """The request body, read in chunks within ``read_timeout``; over ``max_body_bytes`` it is
-        413, and once ``bound`` (a ``codec.BodyBound``) says it is too big the chunks are counted,
-        not kept, so a 27 MB body of 100,000 rows never sits in memory."""
-        if request.content_length is not None and request.content_length > server.max_body_bytes:
-            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {request.content_length} bytes "
-                               f"exceeds the limit of {server.max_body_bytes} bytes")
+    async def _body(request, claim, bound=None):
+        """The decoded request body. Over ``max_body_bytes`` (declared, received or inflated) it is
+        413; compressed bodies are inflated under ``admission.Inflater``'s ratio bound; a body
+        passing ``INLINE_BODY_BYTES`` first reserves its worst-case size on ``claim`` (503 when the
+        server-wide budget stays full for ``read_timeout``). Receiving must take less than
+        ``read_timeout`` (408; time spent waiting for the budget is not counted). Once ``bound`` (a
+        ``codec.BodyBound``) says the body is too big its chunks are counted, not kept, so a 27 MB
+        body of 100,000 rows never sits in memory."""
+        declared, cap = request.content_length, server.max_body_bytes
+        if declared is not None and declared > cap:
+            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {declared} bytes exceeds the limit of {cap} bytes")
+        inflater = admission.Inflater.for_header(request.headers.get("Content-Encoding"), cap)
+        worst = declared if inflater is None else inflater.worst_case(declared)
+        if worst is None:
+            worst = cap
+        chunks, size = [], 0
 
-        async def read():
-            if request.content_length is not None and request.content_length <= INLINE_BODY_BYTES:
-                body = await request.read()          # small body: one read (aiohttp caps it too)
-                if len(body) > server.max_body_bytes:
-                    raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
-                                       f"{server.max_body_bytes} bytes")
+        async def read(limit):
+            """Read until the end (True) or until more than ``limit`` decoded bytes (False)."""
+            nonlocal size
+            while True:
+                raw = await request.content.readany()
+                if not raw:
+                    if inflater is not None:
+                        inflater.finish()
+                    return True
+                data = raw if inflater is None else inflater.feed(raw)
+                size += len(data)
+                if size > cap:
+                    raise admission.too_large(cap)
                 if bound is not None:
-                    bound.feed(body)
-                    if bound.exceeded:
-                        raise bound.error()
-                return body
-            chunks, size = [], 0
-            async for chunk in request.content.iter_chunked(256 * 1024):
-                size += len(chunk)
-                if size > server.max_body_bytes:
-                    raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
-                                       f"{server.max_body_bytes} bytes")
-                if bound is not None:
-                    bound.feed(chunk)
+                    bound.feed(data)        # counted to the end: the refusal names the whole count
                     if bound.exceeded:
                         chunks.clear()
                         continue
-                chunks.append(chunk)
-            if bound is not None and bound.exceeded:
-                raise bound.error()
-            return b"".join(chunks)
+                chunks.append(data)
+                if limit is not None and size > limit:
+                    return False
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + server.read_timeout
         try:
-            return await asyncio.wait_for(read(), server.read_timeout)
+            if worst > INLINE_BODY_BYTES and declared is not None and inflater is None:
+                t = loop.time()
+                await claim.reserve(worst, server.read_timeout)
+                deadline += loop.time() - t
+            async with asyncio.timeout_at(deadline):
+                done = await read(None if claim.held else INLINE_BODY_BYTES)
+            if not done:
+                t = loop.time()
+                await claim.reserve(worst, server.read_timeout)
+                deadline += loop.time() - t
+                async with asyncio.timeout_at(deadline):
+                    await read(None)
         except ServingError:
             raise
-        except web.HTTPRequestEntityTooLarge:      # aiohttp's cap, e.g. a small gzip body inflating
-            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of "
-                               f"{server.max_body_bytes} bytes") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServingError("REQUEST_TIMEOUT", f"Request body not received within {server.read_timeout:g} s"
                                ) from None
-        except Exception as exc:   # aiohttp's payload errors: bad Content-Encoding, broken chunking
+        except Exception as exc:   # aiohttp's payload errors: broken chunking, a connection cut mid-body
             raise ServingError("INVALID_ARGUMENT", f"Failed to read the request body: {type(exc).__name__}"
                                ) from None
+        if bound is not None and bound.exceeded:
+            raise bound.error()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _predict(request, name, version, label):
         servable = server.registry.resolve(name, version, label)
         max_rows, max_bytes = server.executor.max_rows, server.max_body_bytes
-        body = await _body(request, codec.BodyBound(servable.specs.values(), max_rows, max_bytes))
+        async with admission.Claim(budget) as claim:
+            body = await _body(request, claim, codec.BodyBound(servable.specs.values(), max_rows, max_bytes))
+            inline = len(body) <= INLINE_BODY_BYTES
+            args = (body, servable.input_specs_for, max_rows, max_bytes)
+            if inline:
+                sig, inputs, row = _parse_without_gc(codec.parse_predict, *args)
+            else:       # off the loop, one large parse at a time
+                sig, inputs, row = await parse_gate.run(codec.parse_predict, *args)
+            del body, args
         loop = asyncio.get_running_loop()
-        inline = len(body) <= INLINE_BODY_BYTES
-        args = (body, servable.input_specs_for, max_rows, max_bytes)
-        if inline:
-            sig, inputs, row = _parse_without_gc(codec.parse_predict, *args)
-        else:
-            sig, inputs, row = await loop.run_in_executor(server.io_pool, codec.parse_predict, *args)
         outputs = await server.executor.submit(servable, sig, inputs, loop=loop)
         if inline:
             data = codec.encode_predict(outputs, row)
@@ -174,17 +200,29 @@ def make_app(server) -> web.Application:
         return web.Response(body=data, content_type="application/json", charset="utf-8")
 
     async def _classify_regress(request, name, version, label, api):
-        body = await _body(request)
+        """As TF Serving: parse the JSON, then its structure (``signature_name``, ``context``,
+        ``examples``), then the signature, then the Examples. Here the signature is checked before
+        the Examples are built (the costly part, Python protobuf calls per feature), so a body whose
+        Examples are bad and whose signature is wrong gets the signature's error, where TF Serving
+        gives the Examples'. Large bodies are parsed and converted off the loop, one at a time."""
         servable = server.registry.resolve(name, version, label)
+        method = examples.CLASSIFY if api == "classify" else examples.REGRESS
+        max_rows, max_bytes = server.executor.max_rows, server.max_body_bytes
+        async with admission.Claim(budget) as claim:
+            body = await _body(request, claim)
+            inline = len(body) <= INLINE_BODY_BYTES
+            doc = codec.parse_json(body) if inline else await parse_gate.run(codec.parse_json, body)
+            del body
+            sig = doc.get("signature_name", "")
+            if not isinstance(sig, str):
+                raise ServingError("INVALID_ARGUMENT", "'signature_name' key must be a string value.")
+            examples.check_input_json(doc)
+            sig = examples.signature_for(servable, sig, method)
+            args = (doc, max_rows, max_bytes)
+            batch = examples.serialized_from_json(*args) if inline else \
+                await parse_gate.run(examples.serialized_from_json, *args)
+            del doc, args
         loop = asyncio.get_running_loop()
-        doc = await loop.run_in_executor(server.io_pool, codec.parse_json, body) if len(body) > INLINE_BODY_BYTES \
-            else codec.parse_json(body)
-        sig = doc.get("signature_name", "")
-        if not isinstance(sig, str):
-            raise ServingError("INVALID_ARGUMENT", "'signature_name' key must be a string value.")
-        inp = examples.input_from_json(doc)       # TF Serving reads the body before the signature
-        sig = examples.signature_for(servable, sig, examples.CLASSIFY if api == "classify" else examples.REGRESS)
-        batch = examples.serialized(inp, server.executor.max_rows, server.max_body_bytes)
         outputs = await server.executor.submit(servable, sig, {"inputs": batch}, loop=loop)
         if api == "classify":
             return examples.classification_json(examples.classification_result(outputs, len(batch)))
@@ -219,9 +257,30 @@ def make_app(server) -> web.Application:
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             return await dispatch(request)
 
-    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(json_errors)])
+    async def expect_continue(request):
+        """``Expect: 100-continue``: a body declared over the cap gets its 413 at once, without
+        "100 Continue", and the connection is closed; otherwise "100 Continue" as aiohttp sends it."""
+        if request.version != HttpVersion11:
+            return None
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:100]}")
+        declared = request.content_length
+        if declared is not None and declared > server.max_body_bytes:
+            resp = _error(ServingError("PAYLOAD_TOO_LARGE", f"Request body of {declared} bytes exceeds the "
+                                       f"limit of {server.max_body_bytes} bytes"))
+            resp.force_close()
+            return resp
+        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    budget = admission.ByteBudget(admission.BUDGET_BODIES * server.max_body_bytes)
+    parse_gate = admission.ParseGate(server.io_pool)
+    # bodies are inflated by admission.Inflater (bounded), not by aiohttp
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[web.middleware(json_errors)],
+                          handler_args={"auto_decompress": False})
     if server.monitoring_path:
         app.router.add_get(server.monitoring_path, metrics)
     app.router.add_get("/ready", ready)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", dispatch, expect_handler=expect_continue)
     return app
