@@ -1,14 +1,21 @@
-"""Import TensorFlow without its start-up banner on stderr.
+"""Import TensorFlow without its start-up log lines: the ``keras-advmi`` command line's quiet mode.
 
-TensorFlow >= 2.20 logs informational lines through absl before any log level applies
+TensorFlow >= 2.20 writes informational lines through absl before any log level applies
 (``TF_CPP_MIN_LOG_LEVEL`` does not silence them): the oneDNN notice, "Could not find cuda drivers",
-the CPU-feature notice and, on machines without a GPU, a ``cuInit`` error. They bury a one-line CLI
-error. This captures file descriptor 2 while TensorFlow imports and initialises its devices, drops
-exactly those known lines and writes everything else back. ``KERAS_ADVMI_TF_LOGS=1`` turns it off.
+the CPU-feature notice and, on machines without a GPU, a ``cuInit`` error when it first looks for
+devices. They bury a one-line CLI error. ``import_tensorflow_quietly`` captures file descriptor 2 while
+TensorFlow imports and initialises its devices, drops exactly those known lines and writes everything
+else back; it also sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) and the ``tensorflow`` Python logger to
+ERROR (tf.function retracing warnings).
+
+It changes the process (an environment variable, file descriptor 2 for the duration of the import, a
+logger's level), so only the command line calls it, in its own process and without ``--verbose``;
+``import keras_advmi`` never does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -21,30 +28,41 @@ _BANNER = re.compile(
     r"|To enable the following instructions: .*)$")
 
 
-def import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up banner filtered out of stderr. The imports below are local by
-    design: the point is to run TensorFlow's import while stderr is redirected."""
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_ADVMI_TF_LOGS") == "1":
-        import tensorflow  # noqa: F401
-        return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured by a notebook)
-        import tensorflow  # noqa: F401
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), fd)
-        try:
-            import tensorflow as tf
+def banner_lines_removed(text: str) -> list[str]:
+    """The non-empty lines of ``text`` that are not TensorFlow start-up lines (``_BANNER``)."""
+    return [line for line in text.splitlines() if line.strip() and not _BANNER.match(line)]
 
-            tf.config.list_physical_devices()
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines()
-                    if line.strip() and not _BANNER.match(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and list its devices with the start-up lines filtered out of stderr.
+
+    A no-op for the stderr part when TensorFlow is already imported (its lines are out by then) or when
+    ``sys.stderr`` has no file descriptor (e.g. captured by a notebook). The imports below are local by
+    design: the point is to run TensorFlow's import while stderr is redirected.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # C++ INFO and WARNING logs after start-up
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is not None:
+            sys.stderr.flush()
+            saved = os.dup(fd)
+            with tempfile.TemporaryFile() as captured:
+                os.dup2(captured.fileno(), fd)
+                try:
+                    import tensorflow as tf
+
+                    tf.config.list_physical_devices()   # the cuInit error comes here, not at import
+                finally:
+                    os.dup2(saved, fd)
+                    os.close(saved)
+                    captured.seek(0)
+                    kept = banner_lines_removed(captured.read().decode(errors="replace"))
+                    if kept:
+                        sys.stderr.write("\n".join(kept) + "\n")
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)

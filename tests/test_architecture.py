@@ -12,6 +12,9 @@ ALLOWED_LOCAL_IMPORTS = ("art", "cleverhans", "requests")
 #: (module, import) pairs that are local by design: _quiet imports TensorFlow with stderr redirected, which
 #: is what the function is for.
 LOCAL_BY_DESIGN = {("keras_advmi/_quiet.py", "tensorflow")}
+#: The subcommand modules import what their work needs inside functions: `keras-advmi --help` builds every
+#: parser without importing TensorFlow (tests/test_import.py checks it).
+LOCAL_FOR_STARTUP = "keras_advmi/commands/"
 
 PACKAGE = pathlib.Path(kam.__file__).parent
 FORBIDDEN = ("keras.src", "_compile_metrics", "_flatten_layers", "_model_variables_moving_average", "._server")
@@ -44,6 +47,8 @@ def test_function_local_imports_are_optional_dependencies_only():
                 else:
                     continue
                 where = str(path.relative_to(PACKAGE.parent))
+                if where.startswith(LOCAL_FOR_STARTUP):
+                    continue
                 bad = [n for n in names if n.split(".")[0] not in ALLOWED_LOCAL_IMPORTS and (where, n) not in LOCAL_BY_DESIGN]
                 if bad:
                     hits.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: import {', '.join(bad)} "
@@ -67,7 +72,7 @@ LAYERS = {
     4: {"models"},
     5: {"callbacks", "evaluation", "detection", "analysis"},
     6: {"export"},
-    8: {"commands", "cli", "__init__"},
+    8: {"commands", "cli", "__init__", "__main__"},
 }
 #: serving stands apart: it loads SavedModels and imports the foundations only.
 SERVING_MAY_IMPORT = LAYERS[0]

@@ -1,13 +1,16 @@
-"""keras-advmi train/evaluate: a working run on digits and one-line errors with exit code 2."""
+"""keras-advmi train/evaluate: a working run on digits without TensorFlow's log noise, one-line errors with exit
+code 2 for usage errors and 1 for runtime failures."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+#: A user's environment: the CLI quiets TensorFlow itself (no TF_CPP_MIN_LOG_LEVEL set for it).
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 def cli(*args, timeout=300):
@@ -32,6 +35,16 @@ def test_train_writes_model_and_table(trained_run):
     assert "pgd-20" in proc.stdout and "clean" in proc.stdout
 
 
+def test_train_stderr_has_no_tensorflow_noise_and_bars_no_constant_zero(trained_run):
+    """On a machine without a GPU, TensorFlow logs a oneDNN notice, "Could not find cuda drivers" and a
+    `failed call to cuInit` error; the CLI filters them (and tf.function retracing warnings) unless -v. A
+    healthy run's progress bars carry no `collapsed: 0.0000e+00`."""
+    _, proc = trained_run
+    for noise in ("cuInit", "retracing", "oneDNN", "cuda drivers", "absl::InitializeLog"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+    assert "collapsed" not in proc.stdout and "val_accuracy" in proc.stdout
+
+
 def test_evaluate_saved_model(trained_run, tmp_path):
     out, _ = trained_run
     proc = cli("evaluate", str(out / "model.keras"), "--dataset", "digits", "--attacks", "clean", "fgsm",
@@ -45,7 +58,10 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["train", "--attack-dtype", "float16"], "invalid choice: 'float16'"),
     (["train", "--epsilon", "1.5"], "epsilon must be in [0, 1]"),
     (["train", "--epochs", "0"], "expected a positive integer"),
-    (["train", "--dataset", "svhn"], "`name`"),
+    (["train", "--dataset", "svhn"], "argument --dataset: expected one of digits, mnist, fashion_mnist, cifar10 "
+                                     "or an .npz file; got 'svhn'"),
+    (["train", "--dataset", "/nonexistent/data.npz"], "argument --dataset: no such .npz file"),
+    (["query", "digits", "--images", "/nonexistent/x.npy"], "argument --images: no such file"),
     (["evaluate", "/nonexistent/model.keras"], "does not exist"),
     (["evaluate", __file__], "expected a .keras file"),
     (["nosuchcommand"], "invalid choice"),
@@ -70,6 +86,54 @@ def test_bad_arguments_one_line_exit_2(args, needle, capsys):
     assert code == 2, (code, stderr[-2000:])
     err = [l for l in stderr.strip().splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("keras-advmi: error:") and needle in err[0], stderr
+
+
+def test_runtime_failure_exit_1_usage_error_exit_2(capsys):
+    """A server that cannot be reached is a runtime failure (1); a bad flag value is a usage error (2)."""
+    from keras_advmi.cli import main
+
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["query", "digits", "--action", "status", "--url", f"http://127.0.0.1:{port}"]) == 1
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith(f"keras-advmi: error: cannot reach http://127.0.0.1:{port}"), err
+    assert main(["query", "digits", "--action", "status", "-n", "0"]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert err == ["keras-advmi: error: argument -n: expected a positive integer, got 0 (see `keras-advmi query "
+                   "--help`)"], err
+
+
+def test_module_entry_point_and_version():
+    proc = subprocess.run([sys.executable, "-m", "keras_advmi", "--version"], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+    from keras_advmi import __version__
+
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"keras-advmi {__version__}\n", "")
+
+
+def test_parser_name_lists_match_the_library():
+    """The parsers spell out names that live in modules importing TensorFlow; they must not drift apart."""
+    from keras_advmi import architectures, data
+    from keras_advmi.analysis import report
+    from keras_advmi.commands import _common, analyze, train
+    from keras_advmi.defenses import REGISTRY
+
+    assert _common.DATASET_NAMES == data.DATASETS
+    assert train.ARCH_NAMES == tuple(sorted(architectures.PRESETS))
+    assert analyze.ANALYSES == report.ANALYSES
+    assert set(train.DEFENSE_NAMES) == set(REGISTRY) | {"none"}
+
+
+def test_collapse_monitor_logs_nothing_for_a_healthy_epoch(digits, trained_digits_model):
+    from keras_advmi.callbacks import CollapseMonitor
+
+    _, (xt, yt) = digits
+    monitor = CollapseMonitor(xt[:200], yt[:200])
+    monitor.set_model(trained_digits_model)
+    logs = {"val_accuracy": 0.97}
+    monitor.on_epoch_end(0, logs)
+    assert logs == {"val_accuracy": 0.97} and monitor.collapsed_epochs == []
 
 
 @pytest.mark.parametrize("args", [["train", "--defense", "magic"], ["evaluate", "/nonexistent/model.keras"]])

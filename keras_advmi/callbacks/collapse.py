@@ -85,8 +85,10 @@ class CollapseMonitor(keras.callbacks.Callback):
       chance_factor: flag when accuracy <= chance_factor / classes (1.5).
       batch_size: prediction batch size.
 
-    Writes ``collapsed`` (0/1) to the epoch logs and keeps the flagged epochs (0-based) in
-    ``collapsed_epochs``. It only warns; training goes on (a warm-up can recover).
+    Keeps the flagged epochs (0-based) in ``collapsed_epochs`` and writes ``collapsed: 1.0`` to the logs of
+    a flagged epoch only, so progress bars and ``History`` carry no constant 0 in a healthy run (in
+    ``History``, ``collapsed`` then has one entry per flagged epoch, not per epoch). It only warns;
+    training goes on (a warm-up can recover).
     """
 
     def __init__(self, x_check: np.ndarray | None = None, y_check: np.ndarray | None = None,
@@ -123,8 +125,8 @@ class CollapseMonitor(keras.callbacks.Callback):
             if accuracy is not None and classes and float(accuracy) <= self.chance_factor / classes:
                 evidence = (f"accuracy {100 * float(accuracy):.1f}% is near chance (1/{classes} = "
                             f"{100 / classes:.1f}%)")
-        logs["collapsed"] = float(evidence is not None)
         if evidence is not None:
+            logs["collapsed"] = 1.0
             self.collapsed_epochs.append(epoch)
             warnings.warn(f"epoch {epoch + 1}: the model looks collapsed: {evidence}; {ADVICE}.",
                           CollapseWarning, stacklevel=2)

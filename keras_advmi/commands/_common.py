@@ -1,4 +1,8 @@
-"""Helpers shared by subcommands: dataset loading, model loading, defense construction."""
+"""Helpers shared by subcommands: argparse types (checked while parsing, so that the error names the flag
+the user typed), dataset and model loading.
+
+Module level imports the standard library only; Keras and ``keras_advmi.data`` load inside the loaders.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,61 @@ import argparse
 import math
 import os
 
-import keras
+from . import CommandFailed, UsageError
 
-from .. import data
-from . import UsageError
+#: ``keras_advmi.data.DATASETS``, spelled out so that parsers build without importing the data module
+#: (it imports Keras and scikit-learn); a test keeps the two equal.
+DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+
+def dataset_arg(value):
+    """argparse type: a dataset name (``DATASET_NAMES``, ``-`` or ``_``, any case) or an existing .npz file."""
+    if value.endswith(".npz"):
+        if not os.path.isfile(value):
+            raise argparse.ArgumentTypeError(f"no such .npz file {value!r}")
+        return value
+    if value.lower().replace("-", "_") not in DATASET_NAMES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASET_NAMES)} or an .npz file; "
+                                         f"got {value!r}")
+    return value
+
+
+def keras_file_arg(value):
+    """argparse type: an existing .keras file (a model saved by Keras 3)."""
+    if not os.path.exists(value):
+        raise argparse.ArgumentTypeError(f"model file {value!r} does not exist")
+    if not value.endswith(".keras"):
+        raise argparse.ArgumentTypeError(f"expected a .keras file saved by Keras 3, got {value!r}")
+    return value
+
+
+def existing_file_arg(value):
+    """argparse type: a path to an existing file."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"no such file {value!r}")
+    return value
 
 
 def load_dataset(name):
+    """``keras_advmi.data.load(name)``; a dataset that cannot be read here is a runtime failure."""
+    from .. import data
+
     try:
         return data.load(name)
     except data.DatasetUnavailableError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandFailed(str(exc)) from None
 
 
 def load_model(path):
-    """A .keras file (plain logits model or AdversarialModel)."""
+    """A .keras file (plain logits model or AdversarialModel), with the package's classes registered."""
     if not os.path.exists(path):
         raise UsageError(f"model file {path!r} does not exist")
     if not str(path).endswith(".keras"):
         raise UsageError(f"model {path!r}: expected a .keras file saved by Keras 3")
+    import keras
+
+    from .. import defenses, layers, models, schedules  # noqa: F401  (register the classes a saved model holds)
+
     return keras.models.load_model(path, compile=False)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import data
-from .._model import network_of
-from ..analysis.report import ANALYSES, analyze, write_report
 from . import UsageError
-from ._common import epsilon_arg, load_dataset, load_model, positive_float, positive_int
+from ._common import (dataset_arg, epsilon_arg, keras_file_arg, load_dataset, load_model, positive_float,
+                      positive_int)
+
+#: ``keras_advmi.analysis.report.ANALYSES``, spelled out so that the parser builds without TensorFlow; a
+#: test keeps the two equal.
+ANALYSES = ("texture_shape", "pse", "grad_cam", "robustness", "universal", "information_plane")
 
 
 def add_parser(subparsers):
@@ -17,10 +19,12 @@ def add_parser(subparsers):
         "analyze", help="HTML report: texture/shape, promotion/suppression, Grad-CAM, fragility, information plane",
         description="Write OUT/index.html (self-contained, figures embedded) and OUT/results.json (every number "
                     "in the figures) for MODEL, side by side with --compare MODEL2.")
-    p.add_argument("model", help="a .keras file")
-    p.add_argument("--compare", metavar="MODEL2", help="a second .keras file shown side by side")
+    p.add_argument("model", type=keras_file_arg, help="a .keras file")
+    p.add_argument("--compare", type=keras_file_arg, metavar="MODEL2",
+                   help="a second .keras file shown side by side")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="names of the models in the report (default: file names)")
-    p.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10 or a .npz file")
+    p.add_argument("--dataset", type=dataset_arg, default="digits",
+                   help="digits, mnist, fashion_mnist, cifar10 or a .npz file")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--n", type=positive_int, default=1000, help="test images (default 1000)")
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget (default: the dataset's)")
@@ -44,6 +48,8 @@ def add_parser(subparsers):
 
 
 def _check_layers(label, model, names):
+    from .._model import network_of
+
     available = [layer.name for layer in getattr(network_of(model), "layers", [])]
     for option, name in names:
         if name is not None and name not in available:
@@ -55,6 +61,9 @@ def _noise_var(text):
 
 
 def run(args):
+    from .. import data
+    from ..analysis.report import analyze, write_report
+
     paths = [args.model] + ([args.compare] if args.compare else [])
     labels = args.labels or [Path(p).stem for p in paths]
     if len(labels) != len(paths):

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import data
-from ..evaluation import evaluate_robustness
-from ._common import epsilon_arg, load_dataset, load_model, positive_int
+from ._common import dataset_arg, epsilon_arg, keras_file_arg, load_dataset, load_model, positive_int
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("evaluate", help="robust accuracy of a saved model under attacks",
                               description="Accuracy under each attack and epsilon, with a gradient-masking check.")
-    p.add_argument("model", help="a .keras file")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("model", type=keras_file_arg, help="a .keras file")
+    p.add_argument("--dataset", type=dataset_arg, default="digits",
+                   help="digits (default), mnist, fashion_mnist, cifar10 or a .npz file")
     p.add_argument("--attacks", nargs="+", default=["clean", "fgsm", "pgd-20"],
                    help="clean fgsm pgd-K pgd-l2-K cleverhans-pgd-K apgd-ce apgd-dlr autoattack autoattack-standard")
     p.add_argument("--epsilons", nargs="+", type=epsilon_arg, help="default: the dataset's epsilon")
@@ -26,6 +25,8 @@ def add_parser(subparsers):
 
 
 def run(args):
+    from .. import data
+    from ..evaluation import evaluate_robustness
 
     model = load_model(args.model)
     _, (xt, yt) = load_dataset(args.dataset)

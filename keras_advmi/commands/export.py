@@ -6,11 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from .._model import network_of
-from ..detection import FeatureSqueezingDetector, MahalanobisDetector, MIScoreDetector
-from ..export import export, version_path
 from . import UsageError
-from ._common import load_dataset, load_model, positive_int
+from ._common import dataset_arg, keras_file_arg, load_dataset, load_model, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +23,12 @@ def add_parser(subparsers):
                     "at --fpr and add the `detect` signature. train_config.json / robustness.json beside the model "
                     "(written by `keras-advmi train`) go into assets.extra/keras_advmi.json, beside TF Serving's "
                     "warm-up requests (assets.extra/tf_serving_warmup_requests).")
-    p.add_argument("model", help="a .keras file (logits model or AdversarialModel)")
+    p.add_argument("model", type=keras_file_arg, help="a .keras file (logits model or AdversarialModel)")
     p.add_argument("path", help="OUT_BASE/NAME/VERSION, VERSION a positive integer (serve with "
                                 "--model_base_path OUT_BASE/NAME)")
     p.add_argument("--detector", choices=DETECTORS, help="add a `detect` signature with this detector")
-    p.add_argument("--dataset", help="dataset to fit/calibrate the detector on (default: from train_config.json, "
-                                     "else digits)")
+    p.add_argument("--dataset", type=dataset_arg,
+                   help="dataset to fit/calibrate the detector on (default: from train_config.json, else digits)")
     p.add_argument("--fpr", type=float, default=0.05, help="target false-positive rate in (0, 1) (default 0.05)")
     p.add_argument("--fit-images", type=positive_int, default=5000, help="clean training images to fit on")
     p.add_argument("--calibration-images", type=positive_int, default=1000,
@@ -58,6 +55,9 @@ def _side_files(model_path):
 
 
 def run(args):
+    from .._model import network_of
+    from ..detection import FeatureSqueezingDetector, MahalanobisDetector, MIScoreDetector
+    from ..export import export, version_path
 
     if not 0.0 < args.fpr < 1.0:
         raise UsageError(f"--fpr must be in (0, 1), got {args.fpr}")

@@ -9,21 +9,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
-
-from .. import architectures, data
-from .._model import network_of
-from ..architectures import build
-from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor, EpochTimeLog, resumed_epochs
-from ..defenses import REGISTRY
-from ..defenses.region_at import RegionAT
-from ..evaluation import RobustnessReport, evaluate_robustness
-from ..models import AdversarialModel
 from ..recipes import RECIPES, Recipe
-from ..schedules import OneCycle
 from . import UsageError
-from ._common import epsilon_arg, load_dataset, load_model, positive_int
+from ._common import dataset_arg, epsilon_arg, keras_file_arg, load_dataset, load_model, positive_int
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a named set of the switches below, documented in docs/results.md and printed at start "
                         "(switches given on the command line win): "
                         + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()).replace("%", "%%"))
-    p.add_argument("--dataset", default="digits", help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
-    p.add_argument("--arch", choices=sorted(architectures.PRESETS), help=_default("architecture preset", "arch"))
-    p.add_argument("--model", help="start from this .keras model instead of a preset")
+    p.add_argument("--dataset", type=dataset_arg, default="digits",
+                   help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
+    p.add_argument("--arch", choices=ARCH_NAMES, help=_default("architecture preset", "arch"))
+    p.add_argument("--model", type=keras_file_arg, help="start from this .keras model instead of a preset")
     p.add_argument("--defense", type=str.lower, choices=DEFENSE_NAMES,
                    help=_default("training defense (none = standard training)", "defense"))
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
@@ -94,6 +88,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
+#: ``sorted(keras_advmi.architectures.PRESETS)``, spelled out so that the parser builds without TensorFlow;
+#: a test keeps the two equal.
+ARCH_NAMES = ("bench_cnn", "madry_cnn", "mlp", "small_cnn", "trades_cnn", "wong_cnn")
 
 #: The defaults of the switches a recipe may set (their parser default is None, so that a recipe can tell
 #: a switch left out from one given).
@@ -133,6 +130,10 @@ def default_warmup_epochs(defense: str, epsilon: float, epochs: float) -> float:
 def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step_size: float | None, seed: int,
                  attack_dtype: str | None = None, epsilon_warmup_steps: int = 0, **extra):
     """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
+    import keras
+
+    from ..defenses import REGISTRY
+
     if name == "none":
         return None
     if name not in REGISTRY:
@@ -153,6 +154,17 @@ def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume, or skip a finished run), save OUT/model.keras and write the robustness table."""
+    import keras
+
+    from .. import data
+    from .._model import network_of
+    from ..architectures import build
+    from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor, EpochTimeLog, resumed_epochs
+    from ..defenses.region_at import RegionAT
+    from ..evaluation import RobustnessReport
+    from ..models import AdversarialModel
+    from ..schedules import OneCycle
+
     beta_given = args.beta is not None
     recipe = apply_recipe(args)
     if beta_given and args.defense not in ("trades", "mart"):
@@ -256,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _final_table(model, args, epsilon, xt, yt, out):
     """The clean/FGSM/PGD table of the trained model on up to 1,000 test images: printed and saved."""
+    from ..callbacks import EpochTimeLog
+    from ..evaluation import evaluate_robustness
+
     n = min(len(xt), 1000)
     report = evaluate_robustness(model, xt[:n], yt[:n], attacks=args.eval_attacks, epsilons=[epsilon],
                                  seed=args.seed, progress=None)
