@@ -9,7 +9,12 @@ import concurrent.futures
 import gzip
 import json
 import logging
+import os
+import pathlib
 import socket
+import subprocess
+import sys
+import threading
 import time
 import zlib
 
@@ -253,7 +258,8 @@ def test_odd_version_directories_skipped_polling_continues(tmp_path, caplog):
         assert [s["version"] for s in status("other")["model_version_status"]] == ["7"]
         sf.export_version(model, tmp_path / "m" / "5")
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and status("m")["model_version_status"][0]["version"] != "5":
+        while time.monotonic() < deadline and [(s["version"], s["state"]) for s in status(
+                "m")["model_version_status"][:1]] != [("5", "AVAILABLE")]:     # LOADING while it loads
             time.sleep(0.1)
         assert [(s["version"], s["state"]) for s in status("m")["model_version_status"]] == [("5", "AVAILABLE"),
                                                                                            ("1", "END")]
@@ -531,3 +537,307 @@ def test_query_grpc_default_url_is_the_grpc_port(monkeypatch, tmp_path):
     for protocol in ("grpc", "rest"):
         assert cli.main(["query", "digits", "--protocol", protocol, "--action", "status"]) == 0
     assert seen == {"grpc": "127.0.0.1:8500", "rest": "http://127.0.0.1:8501"}
+
+
+# -- 11. no cheap request may stall every client or cost gigabytes ----------------------------------
+# The attacks run against a server in its own process (default limits: 64 MiB bodies, 10,000 rows),
+# so its peak RSS (VmHWM, reset through /proc/PID/clear_refs before each attack) and the latency a
+# second client sees are the server's alone.
+_SERVE = """
+import sys
+from keras_advmi.serving import ModelEntry, ModelServer
+base = sys.argv[1]
+server = ModelServer([ModelEntry("digits", base + "/digits"), ModelEntry("hpt", base + "/hpt")],
+                     rest_port=0, grpc_port=0, poll_seconds=0).start()
+print(server.rest_port, server.grpc_port, flush=True)
+sys.stdin.read()        # serve until the test closes stdin
+server.stop()
+"""
+
+
+@pytest.fixture(scope="module")
+def own_process(base):
+    root = pathlib.Path(__file__).resolve().parents[1]      # the tree these tests belong to
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(base[0])], cwd=root, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline()
+        assert line, "the server process did not start"
+        rest, grpc_port = map(int, line.split())
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        yield proc.pid, f"http://127.0.0.1:{rest}", channel
+        channel.close()
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _peak_mb(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+def _reset_peak(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as fh:     # "5": reset VmHWM to the current RSS
+        fh.write("5")
+    return _peak_mb(pid)
+
+
+class _Probe:
+    """A second client sending small predicts back to back while an attack runs; ``worst`` is its
+    slowest answer in seconds, ``answers`` how many it got (all must be 200 with 1 row)."""
+
+    def __init__(self, url):
+        self.url, self.worst, self.answers, self.bad = url + "/v1/models/digits:predict", 0.0, 0, []
+        self._body = json.dumps({"instances": sf.images(1, seed=11).tolist()})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        session = requests.Session()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            r = session.post(self.url, data=self._body, timeout=60)
+            self.worst = max(self.worst, time.perf_counter() - t0)
+            self.answers += 1
+            if r.status_code != 200 or len(r.json()["predictions"]) != 1:
+                self.bad.append(r.text[:200])
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self._stop.set()
+        self._thread.join(90)
+
+
+def test_grpc_output_filter_of_20000_names_is_refused_in_linear_time(own_process):
+    """``output_filter``: 20,000 distinct names and a duplicate (165 KB) took a quadratic
+    ``wanted.count`` scan on the event loop (~4 s here, every client stalled); now each alias is
+    checked once, before the model runs, in TF Serving's order."""
+    _, url, channel = own_process
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    names = [f"n{i:05d}" for i in range(20_000)]
+    req = _predict_request(sf.images(1, seed=12))
+    req.output_filter.extend(names + names[-1:])
+    assert 150_000 < req.ByteSize() < 250_000
+    with _Probe(url) as probe:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            _, code, details = _grpc_code(stub.Predict, req)
+            assert time.perf_counter() - t0 < 1.0
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            assert details == ("output tensor alias not found in signature: n00000 Outputs expected to be in "
+                               "the set {class_ids,probabilities}.")
+    assert probe.answers >= 3 and not probe.bad
+    assert probe.worst < 1.0, probe.worst
+    for wanted, message in [(["probabilities", "class_ids", "probabilities"],
+                             "duplicate output tensor alias: probabilities"),
+                            (["class_ids", "nope", "nope"], "output tensor alias not found in signature: nope")]:
+        req = _predict_request(sf.images(1, seed=12))
+        req.output_filter.extend(wanted)
+        _, code, details = _grpc_code(stub.Predict, req)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(message), details
+    req = _predict_request(sf.images(1, seed=12))
+    req.output_filter.append("class_ids")
+    resp, code, _ = _grpc_code(stub.Predict, req)
+    assert code == grpc.StatusCode.OK and list(resp.outputs) == ["class_ids"]
+
+
+def test_string_among_float_pixels_refused_before_numpy_sees_it(own_process):
+    """One 100,000-character string and 2,000 empty ones (106 KB) for a float input: NumPy built a
+    ``<U100000`` array of 2,001 elements (800 MB) before the dtype check refused it; now every
+    value's JSON type is checked first."""
+    pid, url, _ = own_process
+    body = json.dumps({"instances": ["x" * 100_000] + [""] * 2_000}).encode()
+    assert 100_000 < len(body) < 110_000
+    session = requests.Session()
+    peak0 = _reset_peak(pid)
+    with _Probe(url) as probe:
+        for _ in range(3):
+            r = session.post(url + "/v1/models/digits:predict", data=body, timeout=60)
+            assert r.status_code == 400
+            error = r.json()["error"]
+            assert error.startswith('JSON Value: "xxxx') and error.endswith(
+                'xxxx... Type: String is not of expected type: float'), error
+            assert len(error) < 400
+    grown = _peak_mb(pid) - peak0
+    assert grown < 150, grown
+    assert probe.answers >= 3 and not probe.bad
+    assert probe.worst < 1.0, probe.worst
+
+
+def test_classify_on_a_model_without_classify_signature_is_refused_before_building_examples(own_process):
+    """A 10 MB ``examples`` body to a model with no classify signature: its 830,000 Examples were
+    built in Python on the event loop before the signature was looked at (seconds of stall); now the
+    JSON is parsed off the loop and the signature checked before any Example is built."""
+    _, url, _ = own_process
+    body = b'{"examples": [' + b",".join([b'{"x": 1.5}'] * 830_000) + b"]}"
+    assert 8e6 < len(body) < 12e6
+    session = requests.Session()
+    with _Probe(url) as probe:
+        for api, what in (("classify", "classification"), ("regress", "regression")):
+            t0 = time.perf_counter()
+            r = session.post(url + f"/v1/models/digits:{api}", data=body, timeout=60)
+            elapsed = time.perf_counter() - t0
+            assert r.status_code == 400
+            assert r.json() == {"error": f"Expected {what} signature method_name to be tensorflow/serving/{api}. "
+                                         "Was: tensorflow/serving/predict"}
+            assert elapsed < 2.0, elapsed
+    assert probe.answers >= 3 and not probe.bad
+    assert probe.worst < 1.0, probe.worst
+    # a body over the inline size on a model that has the signature is still answered in full
+    xs = [round(0.001 * i, 3) for i in range(9_000)]
+    big = {"signature_name": "regress_x_to_y", "examples": [{"x": x, "note": "n" * 40} for x in xs]}
+    data = json.dumps(big).encode()
+    assert len(data) > 256 * 1024
+    r = session.post(url + "/v1/models/hpt:regress", data=data, timeout=60)
+    assert r.status_code == 200
+    np.testing.assert_allclose(r.json()["results"], 0.5 * np.asarray(xs) + 2, rtol=1e-6)
+    r = session.post(url + "/v1/models/hpt:regress", timeout=60, data=json.dumps(
+        {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}] * 10_001}))
+    assert r.status_code == 400
+    assert r.json() == {"error": "Task size 10001 is larger than maximum input batch size 10000"}
+
+
+def _gzip_bomb(inflated):
+    """A valid predict body (one 8x8 image) padded with whitespace to ``inflated`` bytes, gzipped."""
+    head = json.dumps({"instances": sf.images(1, seed=13).tolist()}).encode()[:-1]
+    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [comp.compress(head)]
+    pad = b" " * (1 << 20)
+    for _ in range((inflated - len(head)) >> 20):
+        parts.append(comp.compress(pad))
+    parts.append(comp.compress(b"}") + comp.flush())
+    return b"".join(parts)
+
+
+def test_24_concurrent_gzip_bombs_cost_what_they_cost_the_client(own_process):
+    """24 bodies of ~40 KB, each inflating to 40 MB of valid JSON, sent at once: each was inflated in
+    full on the event loop and buffered (about 1 GB of RSS, seconds of stall); now a body may
+    inflate to 1 MiB plus 64 times its compressed size (413 past it)."""
+    pid, url, _ = own_process
+    bomb = _gzip_bomb(40 << 20)
+    assert len(bomb) < 60_000
+    assert len(gzip.decompress(bomb)) > 40e6
+    peak0 = _reset_peak(pid)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+    def send(_):
+        r = requests.post(url + "/v1/models/digits:predict", data=bomb, headers=headers, timeout=60)
+        return r.status_code, r.json()
+    with _Probe(url) as probe, concurrent.futures.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(send, range(24)))
+    limit = 2 ** 20 + 64 * len(bomb)
+    assert answers == [(413, {"error": f"Request body inflates past {limit} bytes: exceeds the limit of "
+                                       f"1048576 bytes plus 64 times its {len(bomb)} compressed bytes"})] * 24
+    grown = _peak_mb(pid) - peak0
+    assert grown < 400, grown
+    assert probe.answers >= 3 and not probe.bad
+    assert probe.worst < 2.0, probe.worst
+    # ordinary compressed requests, small and over the inline size, are answered
+    for n in (2, 700):
+        x = sf.images(n, seed=14)
+        data = gzip.compress(json.dumps({"instances": x.tolist()}).encode())
+        r = requests.post(url + "/v1/models/digits:predict", data=data, headers=headers, timeout=60)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == n
+
+
+def test_bool_among_floats_and_extra_columnar_key_are_refused(batched):
+    """Every value must have the signature's dtype (``AddValueToTensor``: a JSON true/false is
+    not a number), and the columnar form refuses an extra key as the row form and gRPC do."""
+    server, model, _, _ = batched
+    url = server.rest_url + "/v1/models/digits:predict"
+    x = sf.images(2, seed=15)
+    rows = x.tolist()
+    rows[1][3][4][0] = True
+    for doc in ({"instances": rows}, {"inputs": rows}, {"inputs": {"inputs": rows}}):
+        r = requests.post(url, json=doc, timeout=30)
+        assert r.status_code == 400
+        assert r.json() == {"error": "JSON Value: true Type: True is not of expected type: float"}
+    r = requests.post(url, json={"instances": np.ones((1, 8, 8, 1), bool).tolist()}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"].endswith("Type: True is not of expected type: float")
+    rows = x.tolist()
+    rows[0][0][0][0] = 0                                     # an integer is a number: accepted as 0.0
+    r = requests.post(url, json={"instances": rows}, timeout=30)
+    want = x.copy()
+    want[0, 0, 0, 0] = 0.0
+    assert r.status_code == 200
+    assert [p["class_ids"] for p in r.json()["predictions"]] == sf.reference(model, want)[0]["class_ids"].tolist()
+    r = requests.post(url, json={"inputs": {"inputs": x.tolist(), "extra": [1.0]}}, timeout=30)
+    assert r.status_code == 400
+    assert r.json() == {"error": "input tensor alias not found in signature: extra. Inputs expected to be in the "
+                                 "set {inputs}."}
+    r = requests.post(url, json={"instances": [{"inputs": x[0].tolist(), "extra": 1.0}]}, timeout=30)
+    assert r.status_code == 400
+    r = requests.post(url, json={"inputs": {"inputs": x.tolist()}}, timeout=30)
+    assert r.status_code == 200 and len(r.json()["outputs"]["class_ids"]) == 2
+
+
+def _raw_exchange(port, head, body=None, wait=2.0):
+    """Send ``head`` on a fresh connection, then ``body`` once "100 Continue" arrives; everything
+    the server wrote within ``wait`` seconds of its last byte."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(head)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            got += chunk
+            if body is not None and got.endswith(b"100 Continue\r\n\r\n"):
+                s.sendall(body)
+                body = None
+            elif b"\r\n\r\n" in got.split(b"100 Continue\r\n\r\n")[-1]:
+                head_end = got.rindex(b"\r\n\r\n")
+                length = [int(v) for k, v in (line.split(b":", 1) for line in got[:head_end].split(b"\r\n")[1:]
+                                              if b":" in line) if k.strip().lower() == b"content-length"]
+                if length and len(got) - head_end - 4 >= length[-1]:
+                    break
+        return got
+
+
+def test_expect_100_continue_over_the_cap_gets_413_without_continue(batched):
+    server = batched[0]
+    port = server.rest_port
+    head = (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n")
+    got = _raw_exchange(port, head % (MAX_BODY + 1))
+    assert got.startswith(b"HTTP/1.1 413 "), got[:200]
+    assert b"100 Continue" not in got
+    assert json.loads(got.split(b"\r\n\r\n", 1)[1]) == {
+        "error": f"Request body of {MAX_BODY + 1} bytes exceeds the limit of {MAX_BODY} bytes"}
+    body = json.dumps({"instances": sf.images(1, seed=16).tolist()}).encode()
+    got = _raw_exchange(port, head % len(body), body)
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), got[:200]
+    assert len(json.loads(got.split(b"\r\n\r\n", 2)[2])["predictions"]) == 1
+
+
+def test_undecodable_grpc_messages_are_invalid_argument(batched):
+    channel = batched[3]
+    for method, type_name in (("/tensorflow.serving.PredictionService/Predict", "tensorflow.serving.PredictRequest"),
+                              ("/tensorflow.serving.PredictionService/Classify",
+                               "tensorflow.serving.ClassificationRequest"),
+                              ("/tensorflow.serving.ModelService/GetModelStatus",
+                               "tensorflow.serving.GetModelStatusRequest")):
+        call = channel.unary_unary(method)              # raw bytes in and out
+        for junk in (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f"):
+            try:
+                call(junk, timeout=30)
+                raise AssertionError(f"{method} accepted {junk!r}")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, exc.code(), exc.details())
+                assert exc.details() == f"Failed to parse the request as {type_name}"
