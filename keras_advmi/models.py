@@ -12,6 +12,11 @@ compiled metrics are computed on clean inputs, ``adv_accuracy`` on adversarial o
 Only public Keras APIs: the loss is logged by the model's own ``loss_tracker`` (a ``keras.metrics.Mean``
 listed first in ``metrics``), the compiled metrics are found in ``keras.Model.metrics``, and the
 ``tf.distribute`` loss scaling is computed from the strategy's ``num_replicas_in_sync``.
+
+Keras' contracts hold: ``robust.save("m.keras")`` then ``keras.models.load_model("m.keras")`` gives a compiled
+model with the optimizer's state (``get_compile_config`` / ``compile_from_config``), so ``fit`` continues where it
+stopped; ``adv_accuracy`` and the defense's loss-like logs are compiled metrics with a direction, so
+``EarlyStopping`` / ``ReduceLROnPlateau`` / ``ModelCheckpoint`` on them need no ``mode``.
 """
 
 from __future__ import annotations
@@ -69,6 +74,44 @@ def _takes_step(defense):
     return False
 
 
+class _Recorded:
+    """A metric that ``AdversarialModel`` updates itself, through ``record``. It is also one of the compiled
+    metrics (so that callbacks see its direction), and the compiled-metrics container calls ``update_state``
+    with the clean logits at every step: that call does nothing."""
+
+    def update_state(self, *args, **kwargs):
+        return None
+
+    def record(self, *args, **kwargs):
+        """The metric's own ``update_state``."""
+        return super().update_state(*args, **kwargs)
+
+
+class _AdversarialAccuracy(_Recorded, keras.metrics.SparseCategoricalAccuracy):
+    """``adv_accuracy``: sparse categorical accuracy on the adversarial logits (direction "up")."""
+
+
+class _LogMean(_Recorded, keras.metrics.Mean):
+    """The mean of one of the defense's per-sample logs."""
+
+
+def _log_tracker(name):
+    """The ``Mean`` of the defense log ``name``, with the direction Keras' monitor callbacks read: "up" for a
+    name ending in ``accuracy``, "down" for a loss term (``*loss*``, ``*_kl``, ``*_ce``), none otherwise (a
+    callback on it then asks for ``mode``, as for any metric without a direction).
+
+    The direction is the ``_direction`` attribute that Keras' own metrics set in their constructors and that
+    ``EarlyStopping``, ``ReduceLROnPlateau`` and ``ModelCheckpoint`` read (on compiled metrics) when ``mode``
+    is "auto"; ``keras.metrics.Mean`` takes no direction argument, so it is set here, in this one place.
+    """
+    tracker = _LogMean(name=name)
+    if name.endswith("accuracy"):
+        tracker._direction = "up"
+    elif "loss" in name or name.endswith(("_kl", "_ce")):
+        tracker._direction = "down"
+    return tracker
+
+
 @keras.saving.register_keras_serializable(package="keras_advmi")
 class AdversarialModel(keras.Model):
     """Wrap ``model`` (logits out) so that ``fit`` trains it with ``defense``.
@@ -102,9 +145,9 @@ class AdversarialModel(keras.Model):
         self.defense_layers = list(defense.sublayers())
         self._loss_takes_step = _takes_step(defense)
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        self.adv_accuracy_tracker = _AdversarialAccuracy(name="adv_accuracy")
         names = tuple(defense.log_names) + tuple(defense.evaluation_log_names)
-        self.defense_log_trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.defense_log_trackers = {name: _log_tracker(name) for name in names}
         self._seed = defense.seed if defense.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
         if model.built:
             self.built = True
@@ -136,7 +179,8 @@ class AdversarialModel(keras.Model):
         return [self.loss_tracker, self.adv_accuracy_tracker, *self.defense_log_trackers.values()]
 
     def _compiled_metrics(self):
-        """The metrics ``compile`` added (and those of sublayers), found among ``keras.Model.metrics``."""
+        """The metrics ``compile`` added (and those of sublayers), found among ``keras.Model.metrics``. The
+        compiled-metrics container holds the own metrics too (``compile``); their results are the same objects'."""
         own = self._own_metrics()
         return [m for m in super().metrics if not any(m is o for o in own) and m.name != "loss"]
 
@@ -176,14 +220,14 @@ class AdversarialModel(keras.Model):
         self.loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
         if logits_clean is not None:
             self.compute_metrics(None, y, logits_clean, sample_weight=sample_weight)
-        self.adv_accuracy_tracker.update_state(y, out.logits_adv, sample_weight=sample_weight)
+        self.adv_accuracy_tracker.record(y, out.logits_adv, sample_weight=sample_weight)
         for name, value in {**out.logs, **(extra or {})}.items():
             weight = sample_weight
             if isinstance(value, tuple):         # (values, weights): a mean over a subset of the batch
                 value, weight = value
                 if sample_weight is not None:
                     weight = weight * tf.cast(tf.reshape(sample_weight, [-1]), weight.dtype)
-            self.defense_log_trackers[name].update_state(value, sample_weight=weight)
+            self.defense_log_trackers[name].record(value, sample_weight=weight)
         return self._metrics_result(with_compiled=logits_clean is not None)
 
     def _metrics_result(self, with_compiled=True):
@@ -262,14 +306,43 @@ class AdversarialModel(keras.Model):
             iterator, data_batch = None, batch
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                **kwargs):
         """``keras.Model.compile``; a ``loss`` is not used (the defense defines the loss), so it is dropped
-        with a warning."""
+        with a warning.
+
+        ``adv_accuracy`` and the defense's logs join the compiled (weighted) metrics: Keras' callbacks infer
+        a monitored metric's direction from the compiled metrics only. They are updated by the steps, on
+        the adversarial logits, not by the compiled-metrics container (``_Recorded``); ``get_compile_config``
+        records the arguments given here, without them.
+        """
         if loss is not None:
             warnings.warn(f"AdversarialModel.compile: loss={getattr(loss, 'name', loss)!r} is ignored; the "
                           f"defense {type(self.defense).__name__} defines the training loss (cross-entropy from "
                           "logits, plus its own terms). Leave loss out.", UserWarning, stacklevel=2)
-        super().compile(optimizer, None, *args, **kwargs)
+        self._user_weighted_metrics = weighted_metrics
+        own = [m for m in self._own_metrics() if isinstance(m, _Recorded)]
+        # One output: Keras flattens a metrics dict keyed by the output name into a list all the same.
+        weighted = list(keras.tree.flatten(weighted_metrics)) if weighted_metrics is not None else []
+        super().compile(optimizer, None, loss_weights=loss_weights, metrics=metrics,
+                        weighted_metrics=weighted + own, **kwargs)
+
+    def get_compile_config(self):
+        """``keras.Model.get_compile_config``: the arguments ``compile`` was given (optimizer, metrics, ...),
+        without the own metrics ``compile`` adds; {} before ``compile``."""
+        config = super().get_compile_config()
+        if config:
+            config["weighted_metrics"] = keras.saving.serialize_keras_object(self._user_weighted_metrics)
+        return config
+
+    def compile_from_config(self, config):
+        """Compile with a ``get_compile_config`` (``keras.models.load_model`` calls this), then create the
+        optimizer's variables, which ``load_model`` fills with the saved state (step count, moments)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built and self.optimizer is not None:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, *, detector=None,
                metadata: dict | None = None, overwrite: bool = False, **kwargs):
@@ -330,6 +403,8 @@ class AdversarialModel(keras.Model):
                 metric.reset_state()
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        if not self.compiled:   # Keras raises its own "You must call `compile()`" error
+            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
         self.defense.check_ready(self.model)
         extra = list(self.defense.fit_callbacks())
         if extra:   # after the user's callbacks, so that BackupAndRestore has restored the state they read

@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv),
                 callbacks=callbacks, verbose=1)
     tmp = out / ".model.tmp.keras"   # then renamed: a run killed while saving leaves no half-written model.keras
-    model.save(tmp)
+    trainer.save(tmp)   # compiled, with the optimizer's state: load_model(...).fit continues, evaluate works
     os.replace(tmp, out / "model.keras")
     _final_table(model, args, epsilon, xt, yt, out)
     return 0
