@@ -841,3 +841,9 @@ def test_undecodable_grpc_messages_are_invalid_argument(batched):
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, exc.code(), exc.details())
                 assert exc.details() == f"Failed to parse the request as {type_name}"
+    try:                                                # not implemented: said so, with no Python class name
+        channel.unary_unary("/tensorflow.serving.ModelService/HandleReloadConfigRequest")(b"", timeout=30)
+        raise AssertionError("HandleReloadConfigRequest answered")
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert exc.details() == "Method not implemented: tensorflow.serving.ModelService/HandleReloadConfigRequest"

@@ -103,12 +103,19 @@ def _add_service(aio, servicer, service, call):
     handlers = {}
     for m in service.methods:
         method = getattr(servicer, m.name)
-        if inspect.iscoroutinefunction(method):
-            method = _guarded(method, _API_NAMES.get(m.name, m.name), call)
+        if not inspect.iscoroutinefunction(method):     # the generated base's stub, e.g. HandleReloadConfigRequest
+            method = _unimplemented(f"{service.full_name}/{m.name}")
+        method = _guarded(method, _API_NAMES.get(m.name, m.name), call)
         handlers[m.name] = grpc.unary_unary_rpc_method_handler(
             method, request_deserializer=_lenient(message_factory.GetMessageClass(m.input_type)),
             response_serializer=message_factory.GetMessageClass(m.output_type).SerializeToString)
     aio.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _unimplemented(name):
+    async def handler(request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not implemented: {name}")
+    return handler
 
 
 def _guarded(method, api, call):
