@@ -1,11 +1,14 @@
 """Watch what a model learns: MI curves of a normally trained and a PGD-AT model side by side in TensorBoard.
 
     KERAS_ADVMI_DATA=../shared/data python examples/tensorboard_mi.py --logdir logs/mi_demo --epochs 4
-    tensorboard --logdir logs/mi_demo        # "Custom Scalars" tab: one chart per layer, clean vs adv, NT vs AT
+    tensorboard --logdir logs/mi_demo        # "Custom Scalars" tab: one chart per layer and quantity
 
-Both runs use the same architecture, probe set (1,000 test images) and PGD probe attack (eps 0.3), so
-their curves are comparable: runs appear as ``nt/mi`` and ``pgd_at/mi``. Without KERAS_ADVMI_DATA,
-MNIST comes from ``keras.datasets`` (a download). ``--dataset digits`` runs offline in a minute.
+Both models use the same architecture, probe set (1,000 test images) and PGD probe attack (eps 0.3), so
+their curves are comparable. Each chart holds four curves, one per TensorBoard run, in four colours named
+in the run list: ``nt/mi/clean``, ``nt/mi/adv``, ``pgd_at/mi/clean``, ``pgd_at/mi/adv`` (the logger is
+listed before ``keras.callbacks.TensorBoard`` so that its runs come first in TensorBoard's colour order).
+Without KERAS_ADVMI_DATA, MNIST comes from ``keras.datasets`` (a download). ``--dataset digits`` runs
+offline in a few minutes.
 """
 
 import argparse
@@ -27,7 +30,7 @@ def train(kind, data, args):
     logger = kam.callbacks.MutualInformationLogger(
         xt[:args.probe], yt[:args.probe], log_dir=log_dir, epsilon=eps, steps=10, noise_var=args.noise_var,
         seed=args.seed)
-    callbacks = [logger, keras.callbacks.TensorBoard(log_dir, update_freq="epoch")]
+    callbacks = [logger, keras.callbacks.TensorBoard(log_dir, update_freq="epoch")]   # logger first: colours
     if kind == "nt":
         net.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

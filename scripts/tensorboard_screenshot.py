@@ -2,9 +2,16 @@
 
     python scripts/tensorboard_screenshot.py LOGDIR docs/images/tensorboard_mi.png [--plugin custom_scalars]
 
+docs/images/tensorboard_mi.png is the example's own run at its defaults, as a user sees it:
+
+    python examples/tensorboard_mi.py --dataset digits --logdir /tmp/mi_demo
+    python scripts/tensorboard_screenshot.py /tmp/mi_demo docs/images/tensorboard_mi.png
+
 Starts ``tensorboard --logdir LOGDIR`` on a free localhost port, waits until it serves scalars, renders
 ``http://127.0.0.1:PORT/?darkMode=false#<plugin>`` in Debian's Chromium (``apt-get install chromium``)
-with a virtual-time budget so the charts finish drawing, writes the PNG, and stops TensorBoard.
+with a virtual-time budget so the charts finish drawing, writes the PNG, and stops TensorBoard. The
+default window (1600 x 1500) shows the first two categories of the MI layout (I(X;T) and I(T;Y) per
+layer) and the run list, which is the charts' legend.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ def wait_for_scalars(port, timeout=90):
     return False
 
 
-def screenshot(logdir, out, plugin="custom_scalars", size=(1600, 1100), budget_ms=20000, query=""):
+def screenshot(logdir, out, plugin="custom_scalars", size=(1600, 1500), budget_ms=20000, query=""):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no Chromium found: apt-get install -y chromium")
@@ -67,7 +74,7 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--plugin", default="custom_scalars")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=1100)
+    parser.add_argument("--height", type=int, default=1500)
     parser.add_argument("--query", default="", help="extra URL query, e.g. '&tagFilter=I_XT'")
     args = parser.parse_args()
     print(screenshot(args.logdir, args.out, args.plugin, (args.width, args.height), query=args.query))

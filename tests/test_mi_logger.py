@@ -38,38 +38,47 @@ def logged_run(digits, cnn_factory, tmp_path_factory):
     return model, logger, log_dir, (xt[:300], yt[:300])
 
 
-def test_event_file_holds_every_tag_and_value(logged_run):
+def _values(acc, tag):
+    return [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+
+
+def test_event_files_hold_clean_and_adv_as_two_runs_with_the_same_tags(logged_run):
     model, logger, log_dir, _ = logged_run
-    acc = _events(os.path.join(log_dir, "mi"))
-    tags = set(acc.Tags()["tensors"])
+    # one TensorBoard run per probe kind, as Keras's train / validation: TensorBoard colours and names them
+    assert sorted(os.listdir(os.path.join(log_dir, "mi"))) == ["adv", "clean", "mi_history.json"]
+    runs = {kind: _events(os.path.join(log_dir, "mi", kind)) for kind in ("clean", "adv")}
+    tags = {kind: set(acc.Tags()["tensors"]) for kind, acc in runs.items()}
     layers = ["conv1", "conv2", "dense1", "logits"]
     assert logger.layers == layers                     # default: every layer with weights
-    for layer in layers:
-        for q in ("I_XT", "I_TY", "I_XT_binning", "I_TY_binning", "I_TY_infonce"):
-            for kind in ("clean", "adv"):
-                tag = f"mi/{layer}/{q}/{kind}"
-                assert tag in tags, tag
-                events = acc.Tensors(tag)
-                assert [e.step for e in events] == [0, 1]
-                logged = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
-                np.testing.assert_allclose(logged, logger.history[tag], rtol=1e-6)
-                assert all(-1.0 <= v <= math.log(300) + 1e-6 for v in logged)
-    assert float(tf.make_ndarray(acc.Tensors("mi/log_N")[0].tensor_proto)) == pytest.approx(math.log(300), rel=1e-6)
-    assert float(tf.make_ndarray(acc.Tensors("mi/H_Y")[0].tensor_proto)) == pytest.approx(mi.label_entropy(
-        logged_run[3][1]), rel=1e-6)
+    quantities = ("I_XT", "I_TY", "I_XT_binning", "I_TY_binning", "I_TY_infonce")
+    expected = {f"mi/{layer}/{q}" for layer in layers for q in quantities} | {"mi/saturated"}
+    assert tags["adv"] == expected
+    assert tags["clean"] == expected | {"mi/log_N", "mi/H_Y", "mi/information_plane", "custom_scalars__config__"}
+    for kind, acc in runs.items():
+        for tag in expected - {"mi/saturated"}:
+            assert [e.step for e in acc.Tensors(tag)] == [0, 1]
+            logged = _values(acc, tag)
+            np.testing.assert_allclose(logged, logger.history[f"{tag}/{kind}"], rtol=1e-6)   # history keys unchanged
+            assert all(-1.0 <= v <= math.log(300) + 1e-6 for v in logged)
+    clean = runs["clean"]
+    assert _values(clean, "mi/log_N")[0] == pytest.approx(math.log(300), rel=1e-6)
+    assert _values(clean, "mi/H_Y")[0] == pytest.approx(mi.label_entropy(logged_run[3][1]), rel=1e-6)
+    # each run counts its own saturated estimates; history / logs keep the total.
     # P1's absolute bin width saturates some binning estimates, never the (scale-aware) KDE ones
-    for epoch, event in enumerate(acc.Tensors("mi/saturated")):
+    for epoch in range(2):
         values = {tag: v[epoch] for tag, v in logger.history.items() if tag != "epoch"}
         flagged = logger.saturated(values)
-        assert float(tf.make_ndarray(event.tensor_proto)) == len(flagged)
+        per_run = {kind: _values(runs[kind], "mi/saturated")[epoch] for kind in runs}
+        assert per_run == {kind: sum(t.endswith("/" + kind) for t in flagged) for kind in runs}
+        assert sum(per_run.values()) == logger.history["mi/saturated"][epoch] == len(flagged)
         assert all("_binning" in tag for tag in flagged), flagged
+    acc = clean
     assert acc.SummaryMetadata("mi/information_plane").plugin_data.plugin_name == "images"
     images = acc.Tensors("mi/information_plane")
     assert [e.step for e in images] == [0, 1]
     png = tf.make_ndarray(images[-1].tensor_proto)   # [width, height, encoded PNG]
     decoded = tf.image.decode_png(png[2]).numpy()
     assert decoded.shape[:2] == (int(png[1]), int(png[0])) and decoded.std() > 10   # a picture, not blank
-    assert "custom_scalars__config__" in tags
 
 
 def test_logged_values_are_the_estimators_on_the_final_model(logged_run):
@@ -93,26 +102,32 @@ def test_logged_values_are_the_estimators_on_the_final_model(logged_run):
     assert set(plane) == {"clean", "adv"} and len(plane["clean"]["conv1"]) == 2
 
 
-def test_layout_groups_clean_and_adv_per_layer(logged_run):
+def test_layout_gives_each_layer_a_chart_per_quantity_and_estimator(logged_run):
     _, logger, _, _ = logged_run
     from keras_advmi.callbacks.mutual_information import mi_layout
     import re
 
-    layout = mi_layout(logger.layers, logger.estimators, neural=True)
-    chart = layout.category[0].chart[1]      # I(X;T) of conv2: every estimator, clean and adv, and log N
-    patterns = [re.compile(t) for t in chart.multiline.tag]
-
-    def shown(tag):
-        return any(p.match(tag) for p in patterns)
-
-    assert "conv2" in chart.title and "log N" in chart.title
-    for tag in ("mi/conv2/I_XT/clean", "mi/conv2/I_XT/adv", "mi/conv2/I_XT_binning/adv", "mi/log_N"):
-        assert shown(tag), tag
-    for tag in ("mi/conv2/I_TY/clean", "mi/conv1/I_XT/clean", "mi/H_Y", "mi/conv2/I_TY_infonce/clean"):
-        assert not shown(tag), tag
-    ty = [re.compile(t) for t in layout.category[1].chart[1].multiline.tag]   # I(T;Y) of conv2, with the neural bound
-    for tag in ("mi/conv2/I_TY/clean", "mi/conv2/I_TY_infonce/adv", "mi/H_Y"):
-        assert any(p.match(tag) for p in ty), tag
+    layout = mi_layout(logger.layers, ("kde_upper",), neural=True)   # the logger's defaults
+    titles = [c.title for c in layout.category]
+    assert titles == ["I(X;T) per layer, KDE upper bound [nats], clean vs adv (ceiling log N)",
+                      "I(T;Y) per layer, KDE upper bound [nats], clean vs adv (ceiling H(Y))",
+                      "I(T;Y) per layer, InfoNCE bound of a critic trained online [nats], clean vs adv (ceiling H(Y))",
+                      "MI ceilings and saturated estimates"]
+    charts = [chart for category in layout.category for chart in category.chart]
+    assert [c.title for c in layout.category[0].chart] == ["conv1 I(X;T)", "conv2 I(X;T)", "dense1 I(X;T)",
+                                                           "logits I(X;T)"]
+    # a run's tags: each per-layer chart shows exactly one of them (one curve per run: clean, adv)
+    run_tags = {f"mi/{layer}/{q}" for layer in logger.layers for q in ("I_XT", "I_TY", "I_TY_infonce")}
+    for chart in charts[:12]:
+        patterns = [re.compile(t) for t in chart.multiline.tag]
+        assert len([t for t in run_tags if any(p.match(t) for p in patterns)]) == 1, chart.title
+    assert re.match(charts[1].multiline.tag[0], "mi/conv2/I_XT") and "mi/H_Y" not in str(charts[1])
+    assert [list(c.multiline.tag) for c in charts[12:]] == [[r"^mi/log_N$", r"^mi/H_Y$"], [r"^mi/saturated$"]]
+    # more estimators: more charts, not more curves per chart
+    wide = mi_layout(logger.layers, ("kde_upper", "kde_lower", "binning"), miat=True, neural=True, unit="bits")
+    assert len(wide.category) == 2 * 3 + 1 + 1 + 1 and "[bits]" in wide.category[0].title
+    assert all(len(chart.multiline.tag) == 1 for category in wide.category[:-1] for chart in category.chart)
+    assert list(wide.category[-2].chart[0].multiline.tag) == [r"^mi/output/mi_natural$"]
 
 
 def _free_port():
@@ -121,35 +136,77 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_live_tensorboard_serves_the_mi_tags(logged_run):
+# TensorBoard's default run palette ("tensorboardColorBlindAssist" in its frontend): the i-th run of
+# /data/runs gets colour i modulo 7, in the Custom Scalars tab as in the run list beside it.
+TB_PALETTE = ["#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988", "#bbbbbb"]
+
+
+@pytest.fixture(scope="module")
+def nt_run(logged_run, digits, cnn_factory):
+    """A normally trained model logged beside ``logged_run`` (as examples/tensorboard_mi.py does), with the
+    logger before Keras's own TensorBoard callback."""
+    (x, y), (xt, yt) = digits
+    log_dir = os.path.join(os.path.dirname(logged_run[2]), "nt")
+    net = cnn_factory()
+    net.compile(optimizer=keras.optimizers.Adam(2e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logger = kam.callbacks.MutualInformationLogger(xt[:300], yt[:300], log_dir=log_dir, epsilon=0.2, steps=3,
+                                                   plane_image=False, neural_steps=10)
+    net.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[logger, keras.callbacks.TensorBoard(log_dir)])
+    return logger
+
+
+def test_live_tensorboard_draws_two_models_clean_and_adv_in_four_colours(logged_run, nt_run):
+    import re
+
     log_dir = os.path.dirname(logged_run[2])
+    mi_runs = ["nt/mi/adv", "nt/mi/clean", "pgd_at/mi/adv", "pgd_at/mi/clean"]
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", "127.0.0.1",
                              "--port", str(port), "--load_fast", "false", "--reload_interval", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/data"
     try:
         deadline, tags = time.time() + 90, {}
         while time.time() < deadline:
             try:
-                r = requests.get(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5)
-                if r.status_code == 200 and r.json().get("pgd_at/mi"):
-                    tags = r.json()["pgd_at/mi"]
-                    if "mi/conv2/I_XT/adv" in tags:
-                        break
+                r = requests.get(f"{url}/plugin/scalars/tags", timeout=5)
+                if r.status_code == 200 and all("mi/conv2/I_XT" in r.json().get(run, {}) for run in mi_runs):
+                    tags = r.json()
+                    break
             except requests.ConnectionError:
                 pass
             time.sleep(1)
-        assert "mi/conv2/I_XT/clean" in tags and "mi/logits/I_TY/adv" in tags, tags
-        r = requests.get(f"http://127.0.0.1:{port}/data/plugin/scalars/scalars",
-                         params={"run": "pgd_at/mi", "tag": "mi/conv2/I_XT/clean"}, timeout=10)
+        assert set(mi_runs) <= set(tags), sorted(tags)
+        assert "mi/logits/I_TY" in tags["pgd_at/mi/adv"] and "mi/log_N" in tags["pgd_at/mi/clean"]
+        r = requests.get(f"{url}/plugin/scalars/scalars", params={"run": "pgd_at/mi/adv", "tag": "mi/conv2/I_XT"},
+                         timeout=10)
         assert r.status_code == 200
-        steps = [row[1] for row in r.json()]
-        assert steps == [0, 1]
-        np.testing.assert_allclose([row[2] for row in r.json()], logged_run[1].history["mi/conv2/I_XT/clean"],
+        assert [row[1] for row in r.json()] == [0, 1]
+        np.testing.assert_allclose([row[2] for row in r.json()], logged_run[1].history["mi/conv2/I_XT/adv"],
                                    rtol=1e-6)
-        layout = requests.get(f"http://127.0.0.1:{port}/data/plugin/custom_scalars/layout", timeout=10).json()
+        # colours: each model's clean and adv runs are neighbours in TensorBoard's run order, and the four
+        # MI runs get four different palette colours
+        order = requests.get(f"{url}/runs", timeout=10).json()
+        for model in ("nt", "pgd_at"):
+            assert order.index(f"{model}/mi/clean") == order.index(f"{model}/mi/adv") + 1, order
+        colours = {run: TB_PALETTE[order.index(run) % len(TB_PALETTE)] for run in mi_runs}
+        assert len(set(colours.values())) == 4, (order, colours)
+        # the Custom Scalars layout: per layer a chart with one curve per run (2 models x clean/adv), never
+        # more than 5 curves in a chart
+        layout = requests.get(f"{url}/plugin/custom_scalars/layout", timeout=10).json()
         titles = [c["title"] for c in layout["category"]]
-        assert "MI I(X;T) per layer" in titles, titles
+        assert titles[:2] == ["I(X;T) per layer, KDE upper bound [nats], clean vs adv (ceiling log N)",
+                              "I(T;Y) per layer, KDE upper bound [nats], clean vs adv (ceiling H(Y))"], titles
+        curves = {}
+        for category in layout["category"]:
+            for chart in category["chart"]:
+                patterns = [re.compile(p) for p in chart["multiline"]["tag"]]
+                curves[chart["title"]] = sorted((run, tag) for run, run_tags in tags.items() for tag in run_tags
+                                                if any(p.search(tag) for p in patterns))
+        assert max(len(c) for c in curves.values()) <= 5, curves
+        assert curves["conv2 I(X;T)"] == [(run, "mi/conv2/I_XT") for run in mi_runs]
+        assert curves["logits I(T;Y) (infonce)"] == [(run, "mi/logits/I_TY_infonce") for run in mi_runs]
+        assert curves["dense1 I(T;Y) (binning)"] == [(run, "mi/dense1/I_TY_binning") for run in mi_runs[2:]]
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -167,6 +224,7 @@ def test_nt_model_needs_epsilon_and_clean_only_works(digits, cnn_factory, tmp_pa
     net.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[logger])
     assert set(logger.history) == {"epoch", "mi/log_N", "mi/H_Y", "mi/saturated", "mi/dense1/I_XT/clean",
                                    "mi/dense1/I_TY/clean", "mi/dense1/I_TY_infonce/clean"}
+    assert sorted(os.listdir(tmp_path / "b" / "mi")) == ["clean", "mi_history.json"]   # no adv run without attack
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -233,6 +291,42 @@ def test_saturated_estimates_are_flagged_in_the_logs(digits, cnn_factory, tmp_pa
     assert history.history["mi_saturated"] == [logger.history["mi/saturated"][0]]
     assert logger.history["mi/saturated"][0] >= 4           # the four layers' I(X;T) at least
     assert "within 5% of their ceiling" in caplog.text and "mi/conv1/I_XT/clean" in caplog.text
+
+
+def test_information_plane_layer_names_do_not_overlap(monkeypatch):
+    """The picture the logger writes names each layer at its last clean point; layers that end close
+    together (as on digits after a few epochs) get names that overlap neither each other nor another
+    layer's end marker, inside the axes."""
+    from matplotlib.text import Text
+    from keras_advmi.analysis import plots
+
+    figures = []
+    real_to_png = plots.to_png
+    monkeypatch.setattr(plots, "to_png", lambda fig, path=None, dpi=90: figures.append(fig) or real_to_png(fig, path, dpi))
+    layers = ["conv1", "conv2", "dense1", "logits"]
+    clean = {name: np.array([[3.0 + 0.3 * e + 0.005 * i, 1.5 + 0.1 * e + 0.005 * i] for e in range(4)])
+             for i, name in enumerate(layers)}   # last points within 0.015 nats of each other
+    adv = {name: pts - [0.5, 0.4] for name, pts in clean.items()}
+    png = plots.plot_information_plane({"m": dict(clean=clean, adv=adv, layers=layers, unit="nats",
+                                                  log_n=math.log(300), h_y=math.log(10))})
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = figures[0]
+    fig.draw_without_rendering()
+    renderer, ax = fig.canvas.get_renderer(), fig.axes[0]
+    names = {t.get_text(): t for t in ax.texts if t.get_text() in layers}
+    assert sorted(names) == sorted(layers)
+    boxes = {}
+    for name, text in names.items():
+        text.update_positions(renderer)
+        boxes[name] = Text.get_window_extent(text, renderer)
+    frame = ax.get_window_extent(renderer)
+    for name, box in boxes.items():
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, name
+        for other in layers:
+            if other != name:
+                assert not box.overlaps(boxes[other]), (name, other, box, boxes[other])
+                for pts in (clean[other], adv[other]):
+                    assert not box.contains(*ax.transData.transform(pts[-1])), (name, other)
 
 
 # -- the defaults on real training (issue: MI curves a person can read) --------------------------------

@@ -12,6 +12,8 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .promotion_suppression import TYPES
@@ -59,7 +61,8 @@ def _figure(ncols, nrows=1, width=4.2, height=3.4):
 def plot_information_plane(planes, path=None, title=None):
     """One panel per model: per layer, I(T;Y) against I(X;T); clean solid/circles, adversarial
     dashed/crosses; epochs connected in order (one checkpoint: the layers connected in depth order),
-    each layer named at its last clean point.
+    each layer named at its last clean point (placed where it overlaps no other name and no other end
+    point, with a thin leader line to its point; ``_spread_labels``).
 
     Every panel has the same fixed axes, x in [0, log N] and y in [0, H(Y)] (the ceilings of the
     estimates, drawn dotted; the largest over the panels), so models are compared on one scale; ticks
@@ -76,10 +79,12 @@ def plot_information_plane(planes, path=None, title=None):
     y_ceiling = max((planes[label].get("h_y", 0.0) for label in labels), default=0.0)
     x_max = 1.05 * max(x_ceiling, float(data_max[0]), 1e-9)
     y_max = 1.05 * max(y_ceiling, float(data_max[1]), 1e-9)
+    names, ends = {}, {}   # axes -> its layer-name annotations, its large end markers (data x, y)
     for ax, label in zip(axes[0], labels):
         plane = planes[label]
         layers = plane["layers"]
         colors = [f"C{i % 10}" for i in range(len(layers))]
+        names[ax], ends[ax] = [], []
         single = all(len(plane["clean"][name]) == 1 for name in layers if name in plane["clean"])
         for kind, style, marker in (("clean", "-", "o"), ("adv", "--", "x")):
             points = plane.get(kind) or {}
@@ -94,9 +99,14 @@ def plot_information_plane(planes, path=None, title=None):
                     ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, ms=4, color=color, zorder=2,
                             label=f"{name} ({kind})")
                     ax.plot(pts[-1, 0], pts[-1, 1], marker=marker, ms=8, color=color, zorder=3)
+                    ends[ax].append(pts[-1])
                     if kind == "clean":
-                        ax.annotate(name, (pts[-1, 0], pts[-1, 1]), textcoords="offset points", xytext=(4, 4),
-                                    fontsize=7, color=color)
+                        names[ax].append(ax.annotate(name, (pts[-1, 0], pts[-1, 1]), textcoords="offset points",
+                                                 xytext=(5, 4), fontsize=7, color=color, zorder=4,
+                                                 bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none",
+                                                           alpha=0.75),
+                                                 arrowprops=dict(arrowstyle="-", color=color, lw=0.5,
+                                                                 shrinkA=0, shrinkB=2)))
         if x_ceiling:
             ax.axvline(x_ceiling, ls=":", color="k", lw=0.8)
             ax.text(x_ceiling, 0.6 * y_max, "log N ", rotation=90, fontsize=7, va="center", ha="right")
@@ -110,7 +120,61 @@ def plot_information_plane(planes, path=None, title=None):
         ax.set_ylabel(f"I(T;Y) [{unit}]")
         ax.set_title(title or f"{label}: information plane", fontsize=9)
         ax.legend(fontsize=6, ncol=2, loc="lower right")
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()   # the constrained layout fixes the axes before labels are measured
+    for ax, texts in names.items():
+        _spread_labels(ax, texts, ends[ax])
     return to_png(fig, path)
+
+
+def _spread_labels(ax, texts, markers=(), marker_pt=8.0):
+    """Place annotation ``texts`` (offset-points annotations) so that no two of them overlap, nor cover
+    another point's ``markers`` (data (x, y) of the large end markers, ``marker_pt`` points wide).
+
+    From the highest anchor down, each label takes the first free place among: right of its point,
+    above then below, then left, then further above / below in steps of one line; none free: the
+    first place right of its point below every placed label. Boxes in display pixels.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    px = fig.dpi / 72.0   # pixels per point
+    half = 0.5 * marker_pt * px
+    obstacles = [Bbox.from_extents(x - half, y - half, x + half, y + half)
+                 for x, y in (ax.transData.transform(m) for m in markers)]
+
+    def text_box(text):   # the words only (an Annotation's own extent includes its leader line)
+        text.update_positions(renderer)
+        return Text.get_window_extent(text, renderer)
+
+    def free(box, own):
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        return inside and not any(box.overlaps(b) for b in placed) and not any(
+            box.overlaps(b) for b in obstacles if not b.contains(*own))
+
+    placed = []
+    for text in sorted(texts, key=lambda t: -ax.transData.transform(t.xy)[1]):
+        own = ax.transData.transform(text.xy)
+        box = text_box(text)
+        width, height = box.width / px, box.height / px
+        rows = [4.0, -4.0 - height] + [v for k in range(1, 2 * len(texts) + 2)
+                                       for v in (4.0 + k * height, -4.0 - (k + 1) * height)]
+        for dy in rows:
+            for dx in (5.0, -5.0 - width):
+                text.xyann = (dx, dy)
+                box = text_box(text)
+                if free(box, own):
+                    break
+            else:
+                continue
+            break
+        else:   # crowded: right of the point, below every placed label
+            text.xyann = (5.0, 4.0)
+            box = text_box(text)
+            low = min((b.y0 for b in placed), default=box.y1)
+            text.xyann = (5.0, 4.0 - max(0.0, box.y1 - low + 1.0) / px)
+            box = text_box(text)
+        placed.append(box)
 
 
 def plot_texture_shape(probes, path=None):

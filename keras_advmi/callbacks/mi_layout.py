@@ -1,7 +1,16 @@
-"""The TensorBoard custom-scalars layout of ``MutualInformationLogger``'s tags.
+"""The TensorBoard runs and custom-scalars layout of ``MutualInformationLogger``'s events.
 
-Per layer one I(X;T) chart and one I(T;Y) chart, each with the clean and adversarial curves of every
-estimator and the ceiling; the MIAT natural/adversarial MI charts; the saturation count.
+Clean and adversarial values go to two runs, ``<log_dir>/mi/clean`` and ``<log_dir>/mi/adv``, under the
+same tag (``mi/<layer>/I_XT``), the way Keras separates ``train`` and ``validation``: TensorBoard then
+draws them in its run colours and names them in its run list. Values of neither probe (the ceilings,
+the information-plane picture, the layout) go to the clean run, which every logger writes (the adv run
+needs an attack); each run holds its own saturation count. No third run: TensorBoard gives runs the
+colours of its palette in run order (first event's whole second, then name), so every extra run
+shifts the colours of the next model's runs.
+
+The layout has one category per quantity and estimator, one chart per layer in each (its curves: one per
+run, so clean and adv of each logged model), then the MIAT charts and a chart of the ceilings and the
+saturation count.
 """
 
 from __future__ import annotations
@@ -13,40 +22,61 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as cs_summary
 
-__all__ = ["ESTIMATORS", "NEURAL_SUFFIX", "mi_layout", "write_layout"]
+__all__ = ["ESTIMATORS", "NEURAL_SUFFIX", "KINDS", "mi_layout", "run_and_tag", "write_layout"]
 
 #: estimator name -> tag suffix
 ESTIMATORS = {"kde_upper": "", "kde_lower": "_lower", "binning": "_binning"}
 NEURAL_SUFFIX = "_infonce"
+#: the probe kinds, each a run ``<log_dir>/mi/<kind>``
+KINDS = ("clean", "adv")
+
+_NAMES = {"kde_upper": "KDE upper bound", "kde_lower": "KDE lower bound", "binning": "binning",
+          "infonce": "InfoNCE bound of a critic trained online"}
+
+
+def run_and_tag(key: str) -> tuple[str, str]:
+    """(run directory below ``log_dir``, TensorBoard tag) of a ``history`` key.
+
+    ``'mi/conv1/I_XT/adv'`` -> ``('mi/adv', 'mi/conv1/I_XT')``; ``'mi/log_N'`` -> ``('mi/clean', 'mi/log_N')``.
+    """
+    head, _, kind = key.rpartition("/")
+    if kind in KINDS and head.count("/") >= 1:
+        return f"mi/{kind}", head
+    return "mi/clean", key
+
+
+def _chart(title: str, *patterns: str) -> layout_pb2.Chart:
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(patterns)))
 
 
 def mi_layout(layers: Sequence[str], estimators: Sequence[str] = ("kde_upper",), miat: bool = False,
-              neural: bool = False) -> layout_pb2.Layout:
-    """The custom-scalars layout (``layout_pb2.Layout``): per layer, one I(X;T) chart and one I(T;Y) chart,
-    each holding the clean and adversarial curves of every estimator and the ceiling (``mi/log_N``,
-    ``mi/H_Y``); across runs (e.g. NT vs AT) the same chart overlays them."""
-    suffixes = "|".join(re.escape(ESTIMATORS[e]) for e in estimators if ESTIMATORS[e])
-    names = ", ".join(estimators)
+              neural: bool = False, unit: str = "nats") -> layout_pb2.Layout:
+    """The custom-scalars layout (``layout_pb2.Layout``).
+
+    Per quantity (I(X;T), I(T;Y)) and estimator one category with one chart per layer; each chart's one
+    tag pattern (``^mi/<layer>/<quantity><suffix>$``) matches one curve per run, i.e. the clean and the
+    adversarial curve of every model logged under the same TensorBoard logdir (4 curves for NT vs AT).
+    ``neural`` adds a category for the InfoNCE bound on I(T;Y), ``miat`` one for MIAT's natural and
+    adversarial MI; the ceilings (log N, H(Y): 2 curves a model) and the saturation count (one per run)
+    have charts of their own, last.
+    Category titles name the estimator, the unit and the ceiling.
+    """
     categories = []
-    for quantity, title, ceiling in (("I_XT", "I(X;T)", "log_N"), ("I_TY", "I(T;Y)", "H_Y")):
-        extra = suffixes + ("|" + NEURAL_SUFFIX if neural and quantity == "I_TY" else "")
-        extra = extra.strip("|")
-        group = f"({extra})?" if extra else ""
-        label = names + (", infonce" if neural and quantity == "I_TY" else "")
-        charts = [layout_pb2.Chart(
-            title=f"{layer} {title}: clean vs adv, ceiling {ceiling.replace('_', ' ')} ({label})",
-            multiline=layout_pb2.MultilineChartContent(
-                tag=[rf"^mi/{re.escape(layer)}/{quantity}{group}/(clean|adv)$", rf"^mi/{ceiling}$"]))
-            for layer in layers]
-        categories.append(layout_pb2.Category(title=f"MI {title} per layer", chart=charts))
+    for quantity, title, ceiling in (("I_XT", "I(X;T)", "log N"), ("I_TY", "I(T;Y)", "H(Y)")):
+        sources = [(ESTIMATORS[e], _NAMES[e], e) for e in estimators]
+        if neural and quantity == "I_TY":
+            sources.append((NEURAL_SUFFIX, _NAMES["infonce"], "infonce"))
+        for suffix, name, short in sources:
+            charts = [_chart(f"{layer} {title}" + ("" if short == "kde_upper" else f" ({short})"),
+                             rf"^mi/{re.escape(layer)}/{quantity}{re.escape(suffix)}$") for layer in layers]
+            categories.append(layout_pb2.Category(
+                title=f"{title} per layer, {name} [{unit}], clean vs adv (ceiling {ceiling})", chart=charts))
     if miat:
-        charts = [layout_pb2.Chart(title=f"{name}: clean vs adv",
-                                   multiline=layout_pb2.MultilineChartContent(tag=[rf"^mi/output/{name}/(clean|adv)$"]))
-                  for name in ("mi_natural", "mi_adversarial")]
-        categories.append(layout_pb2.Category(title="MIAT natural / adversarial MI", chart=charts))
-    categories.append(layout_pb2.Category(title="MI estimates at their ceiling", chart=[layout_pb2.Chart(
-        title="saturated estimates (within 5% of log N or H(Y)); 0 is healthy",
-        multiline=layout_pb2.MultilineChartContent(tag=[r"^mi/saturated$"]))]))
+        charts = [_chart(f"{name} [{unit}]", rf"^mi/output/{name}$") for name in ("mi_natural", "mi_adversarial")]
+        categories.append(layout_pb2.Category(title="MIAT natural / adversarial MI, clean vs adv", chart=charts))
+    categories.append(layout_pb2.Category(title="MI ceilings and saturated estimates", chart=[
+        _chart(f"ceilings [{unit}]: log N of I(X;T), H(Y) of I(T;Y)", r"^mi/log_N$", r"^mi/H_Y$"),
+        _chart("saturated estimates (within 5% of log N or H(Y)); 0 is healthy", r"^mi/saturated$")]))
     return layout_pb2.Layout(category=categories)
 
 

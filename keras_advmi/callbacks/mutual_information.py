@@ -2,35 +2,42 @@
 
 At the end of every ``every_n_epochs``-th epoch the logger attacks the probe set (PGD against the
 current model, unless ``attack=None``), reads each layer's activations for x and x_adv, and estimates
-(METHODS.md "MI estimators"; "Exploring adversarial examples and adversarial robustness of convolutional
-neural networks by mutual information", 2022, arXiv 2207.05756):
+("Exploring adversarial examples and adversarial robustness of convolutional neural networks by mutual
+information", 2022, arXiv 2207.05756):
 
-    tag                                   quantity
-    mi/<layer>/I_XT/clean|adv             I(X;T), KDE upper bound        (estimator 'kde_upper')
-    mi/<layer>/I_TY/clean|adv             I(T;Y), KDE upper bound
-    mi/<layer>/I_XT_lower/..., I_TY_lower KDE lower bound                (estimator 'kde_lower')
-    mi/<layer>/I_XT_binning/..., ...      binning, bin width 0.5         (estimator 'binning')
-    mi/<layer>/I_TY_infonce/clean|adv     I(T;Y), neural InfoNCE bound of a critic trained online
+    tag (runs <log_dir>/mi/clean, <log_dir>/mi/adv)  quantity
+    mi/<layer>/I_XT                       I(X;T), KDE upper bound        (estimator 'kde_upper')
+    mi/<layer>/I_TY                       I(T;Y), KDE upper bound
+    mi/<layer>/I_XT_lower, I_TY_lower     KDE lower bound                (estimator 'kde_lower')
+    mi/<layer>/I_XT_binning, ...          binning, bin width 0.5         (estimator 'binning')
+    mi/<layer>/I_TY_infonce               I(T;Y), neural InfoNCE bound of a critic trained online
                                           (``kam.mi.OnlineLabelMI``; ``neural=True``)
-    mi/output/mi_natural/clean|adv        MIAT's natural MI, v_n(x -> h(x)) | v_n(x -> h(x_adv))
-    mi/output/mi_adversarial/clean|adv    MIAT's adversarial MI, v_a(n -> h(x)) | v_a(n -> h(x_adv))
+    mi/output/mi_natural                  MIAT's natural MI, v_n(x -> h(x)) | v_n(x -> h(x_adv))
+    mi/output/mi_adversarial              MIAT's adversarial MI, v_a(n -> h(x)) | v_a(n -> h(x_adv))
+    mi/saturated                          how many of the run's estimates lie within 5% of their ceiling
+    tag (run <log_dir>/mi/clean only)
     mi/log_N, mi/H_Y                      the ceilings: log N of I(X;T), H(Y) of I(T;Y)
-    mi/saturated                          how many estimates lie within 5% of their ceiling
+    mi/information_plane                  the information-plane picture (image), clean and adv
 
-(the MIAT rows appear when the model's defense has ``mi_scores``). The KDE's noise variance is
+(the MIAT rows appear when the model's defense has ``mi_scores``). The clean and the adversarial value
+share one tag in two runs, as Keras's ``train`` and ``validation`` do, so TensorBoard draws them in two
+run colours and names them in its run list (``keras_advmi.callbacks.mi_layout``). The writers are
+opened in ``set_model``, adv then clean, so that listed before a ``keras.callbacks.TensorBoard``
+(``callbacks=[mi_logger, tensorboard]``) these runs come first in TensorBoard's run order, which picks
+the colours. The KDE's noise variance is
 scale-aware by default (``noise_var='relative'``): per layer, 0.1 x the median squared pairwise distance
 of the clean probe's activations at that epoch, used for the adversarial ones too, so clean and
 adversarial share one yardstick and a function-preserving rescale of a layer changes nothing
 (``kam.mi.kde_noise_var``; that paper's absolute 0.1 saturates at log N on MNIST CNNs and stays available as
-``noise_var=0.1``). Values in nats (``unit='bits'`` converts), step = epoch index (0-based). Events go
-to ``<log_dir>/mi``. At the start of training a custom-scalars layout is written so that TensorBoard's
-"Custom Scalars" tab shows, per layer, one I(X;T) chart and one I(T;Y) chart, each with the clean and
-adversarial curves of every estimator and the ceiling. Each logged epoch also writes an
-information-plane picture (``mi/information_plane`` image, axes fixed at [0, log N] x [0, H(Y)]).
+``noise_var=0.1``). Values in nats (``unit='bits'`` converts), step = epoch index (0-based). At the start
+of training a custom-scalars layout is written so that TensorBoard's "Custom Scalars" tab shows, per
+quantity and estimator, one chart per layer with one curve per run (clean and adv of each model in the
+logdir; ``mi_layout``), and the ceilings in a chart of their own. Each logged epoch also writes an
+information-plane picture (axes fixed at [0, log N] x [0, H(Y)]).
 Estimates within 5% of their ceiling are counted in ``mi/saturated``, passed on as ``logs["mi_saturated"]``
 (History, CSVLogger and a later TensorBoard callback see it) and named in a logged warning. ``history``
-keeps every value, and ``<log_dir>/mi/mi_history.json`` mirrors it for
-``keras_advmi.analysis.information_plane``.
+keeps every value under the keys ``<tag>/clean|adv`` (e.g. ``mi/conv1/I_XT/adv``) and ``<tag>`` (e.g.
+``mi/log_N``), and ``<log_dir>/mi/mi_history.json`` mirrors it for ``keras_advmi.analysis.information_plane``.
 """
 
 from __future__ import annotations
@@ -52,14 +59,14 @@ from ..mi import binning_mi, kde_information_plane, kde_noise_var, label_entropy
 from ..mi._inputs import check_positive, check_unit
 from ..mi.online import OnlineLabelMI, Standardizer
 from ._probe import check_layer_names, check_log_dir, check_probe
-from .mi_layout import ESTIMATORS, NEURAL_SUFFIX, mi_layout, write_layout
+from .mi_layout import ESTIMATORS, KINDS, NEURAL_SUFFIX, mi_layout, run_and_tag, write_layout
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]   # the last two re-exported from mi_layout
 
 log = logging.getLogger(__name__)
 
 SATURATION = 0.95   #: an estimate at or above this fraction of its ceiling is flagged as saturated
-_KINDS = ("clean", "adv")
+_KINDS = KINDS
 
 
 class MutualInformationLogger(keras.callbacks.Callback):
@@ -68,7 +75,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
     Args:
       x_probe, y_probe: a fixed probe set, at least as many images as classes (>= 1,000 recommended: the
         KDE's I(X;T) is at most log N).
-      log_dir: TensorBoard log directory; events go to ``<log_dir>/mi``.
+      log_dir: TensorBoard log directory; events go to the runs ``<log_dir>/mi/clean`` and ``<log_dir>/mi/adv``
+        (same tags, one run per probe kind; the ceilings and the picture in the clean run).
       layers: layer names of the (wrapped) model; default every layer with weights (conv, dense, logits).
       attack: 'pgd' (L-inf PGD, default), None (clean only), or a callable ``attack(model, x, y) -> x_adv``.
       estimators: any of 'kde_upper' (default), 'kde_lower', 'binning'.
@@ -124,7 +132,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
         self.neural_steps = check_positive_int("neural_steps", neural_steps)
         self.h_y = label_entropy(self.y_probe, self.unit)   #: H(Y) of the probe labels, the ceiling of I(T;Y)
         self.history = {"epoch": []}   #: tag -> list of values, one per logged epoch
-        self._writer = None
+        self._writers = {}   #: run below log_dir ('mi/clean', 'mi/adv') -> summary writer
+        self._layout_written = False
         self._features = None
         self._critics = None
 
@@ -146,6 +155,19 @@ class MutualInformationLogger(keras.callbacks.Callback):
             raise invalid("epsilon", "a PGD budget (the model is not a kam.AdversarialModel with a defense)", None)
         return float(defense.epsilon)
 
+    def set_model(self, model):
+        super().set_model(model)
+        self._open_writers()   # here, not at train begin: before a later TensorBoard callback's runs
+
+    def _open_writers(self):
+        """Open the run writers once, adv then clean: TensorBoard orders runs by their first event's whole
+        second, then by name, and its run colours follow that order; creation in name order keeps the two
+        orders alike, so the two runs are adjacent and get two different colours of its palette."""
+        if self._writers:
+            return
+        for kind in sorted(KINDS if self.attack is not None else ("clean",)):
+            self._writers[f"mi/{kind}"] = tf.summary.create_file_writer(os.path.join(self.log_dir, "mi", kind))
+
     def on_train_begin(self, logs=None):
         net = self._net()
         if self.layers is None:
@@ -161,9 +183,11 @@ class MutualInformationLogger(keras.callbacks.Callback):
             self._epsilon()
         self._features = tap_model(net, self.layers, include_logits=False)
         self._miat = callable(getattr(self._defense(), "mi_scores", None))
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "mi"))
-            write_layout(self._writer, mi_layout(self.layers, self.estimators, self._miat, self.neural))
+        self._open_writers()
+        if not self._layout_written:
+            write_layout(self._writers["mi/clean"],
+                         mi_layout(self.layers, self.estimators, self._miat, self.neural, self.unit))
+            self._layout_written = True
 
     # -- measurement ----------------------------------------------------------------------------
     def adversarial_probe(self):
@@ -266,7 +290,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        if self._writer is None:
+        if not self._writers or not self._layout_written:
             self.on_train_begin()
         values = self.measure()
         flagged = self.saturated(values)
@@ -280,15 +304,24 @@ class MutualInformationLogger(keras.callbacks.Callback):
         self.history["epoch"].append(int(epoch))
         for tag, v in values.items():
             self.history.setdefault(tag, []).append(v)
-        with self._writer.as_default(step=epoch):
-            for tag, v in values.items():
-                tf.summary.scalar(tag, v)
-            if self.plane_image:
+        per_run = {run: {"mi/saturated": float(sum(t.endswith("/" + run.split("/")[1]) for t in flagged))}
+                   for run in self._writers}   # run 'mi/<kind>' -> {tag: value}
+        for key, v in values.items():
+            if key != "mi/saturated":   # the total stays in history and logs; each run gets its own count
+                run, tag = run_and_tag(key)
+                per_run[run][tag] = v
+        for run, scalars in per_run.items():
+            with self._writers[run].as_default(step=epoch):
+                for tag, v in scalars.items():
+                    tf.summary.scalar(tag, v)
+        if self.plane_image:
+            with self._writers["mi/clean"].as_default(step=epoch):
                 try:
                     tf.summary.image("mi/information_plane", self._plane_png(), max_outputs=1)
                 except (RuntimeError, ValueError) as exc:   # a figure must never stop training
                     log.warning("information-plane image of epoch %d not written: %s", epoch, exc)
-        self._writer.flush()
+        for writer in self._writers.values():
+            writer.flush()
         with open(os.path.join(self.log_dir, "mi", "mi_history.json"), "w") as f:
             json.dump({"unit": self.unit, "layers": self.layers, "estimators": list(self.estimators),
                        "n_probe": len(self.x_probe), "h_y": self.h_y, "noise_var": self.noise_var,
@@ -319,6 +352,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
         return tf.image.decode_png(png, channels=4)[None]
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+        self._layout_written = False
