@@ -33,7 +33,8 @@ __all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defe
            "export", "layers", "mi", "recipes", "schedules", "__version__"]
 
 _SUBPACKAGES = frozenset({"analysis", "attacks", "callbacks", "data", "defenses", "detection", "layers", "mi",
-                          "recipes", "schedules"})
+                          "recipes", "schedules",
+                          "architectures", "evaluation", "models", "serving"})   # reachable, not in __all__
 #: Public functions and classes: name -> the module that defines it.
 _OBJECTS = {"AdversarialModel": "models", "evaluate_robustness": "evaluation"}
 #: What a saved AdversarialModel refers to: loaded with ``kam.AdversarialModel`` so that

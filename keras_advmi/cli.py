@@ -8,7 +8,8 @@ importing TensorFlow.
 Exit codes: 0 done; 2 a usage error (a bad argument, an input file the user named that does not exist,
 a value the library rejects); 1 a runtime failure (a server that cannot be reached or answers an error,
 a dataset that cannot be read here, any other error during the work); 130 interrupted. Errors are one
-line ``keras-advmi: error: ...`` on stderr with no traceback (``--verbose`` shows it).
+line ``keras-advmi: error: ...`` on stderr with no traceback (``--verbose`` prints it first; the exit code
+stays).
 
 Without ``--verbose``, TensorFlow is imported before the command runs with its C++ start-up lines
 (oneDNN, CUDA drivers, ``cuInit`` on a machine without a GPU) filtered out of stderr and its Python
@@ -21,6 +22,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 import warnings
 
 from ._quiet import import_tensorflow_quietly
@@ -86,12 +88,13 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.verbose:
-            raise
+            traceback.print_exc()
         if isinstance(exc, (UsageError, ValueError, TypeError, FileNotFoundError)):
             return _error(exc, EXIT_USAGE)
         if isinstance(exc, CommandFailed):
             return _error(exc, EXIT_FAILURE)
-        return _error(f"{type(exc).__name__}: {exc} (--verbose shows the traceback)", EXIT_FAILURE)
+        return _error(f"{type(exc).__name__}: {exc}" + ("" if args.verbose else " (--verbose shows the traceback)"),
+                      EXIT_FAILURE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -189,7 +189,7 @@ def test_analyze_mnist_nt_vs_pgd_at(tmp_path):
     (["--labels", "A", "B"], "--labels needs 1 names"),
     (["--epsilon", "2"], "epsilon must be in [0, 1]"),
     (["--analyses", "magic"], "invalid choice: 'magic'"),
-    (["--dataset", "svhn"], "`name`"),
+    (["--dataset", "svhn"], "argument --dataset: expected one of digits, mnist, fashion_mnist, cifar10"),
 ])
 def test_bad_arguments_one_line_exit_2(digits_models, tmp_path, capsys, extra, needle):
     # in-process (the subprocess path, exit code included, is covered by the next test)

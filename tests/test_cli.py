@@ -98,6 +98,9 @@ def test_runtime_failure_exit_1_usage_error_exit_2(capsys):
     assert main(["query", "digits", "--action", "status", "--url", f"http://127.0.0.1:{port}"]) == 1
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith(f"keras-advmi: error: cannot reach http://127.0.0.1:{port}"), err
+    assert main(["-v", "query", "digits", "--action", "status", "--url", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err   # --verbose: the traceback first, the same exit code
+    assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith("keras-advmi: error: cannot")
     assert main(["query", "digits", "--action", "status", "-n", "0"]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert err == ["keras-advmi: error: argument -n: expected a positive integer, got 0 (see `keras-advmi query "
