@@ -2,6 +2,11 @@
 server without batching, and a naive one-request-one-predict Flask server (baseline, here only).
 
     nice -n 10 python benchmarks/serving_load.py --requests 1280 --clients 64
+    python benchmarks/serving_load.py --requests 1280 --clients 64 --modes batching,batching-grpc,naive \
+        --out benchmarks/results/serving_load.json
+
+3 interleaved rounds by default (every server up, modes taking turns), medians and per-round ratios;
+``--out`` writes them as JSON (rendered by benchmarks/results_page.py).
 
 Each server runs in its own process on 127.0.0.1 (free port); one image per request, the same JSON
 body for every mode. The REST load generator (--client raw, default) is 64 asyncio connections in
@@ -271,7 +276,8 @@ def main(argv=None):
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time cap per measurement")
     ap.add_argument("--modes", default="batching,nobatch,naive,batching-grpc",
                     help="batching, nobatch, naive (Flask), batching-grpc (official stub)")
-    ap.add_argument("--rounds", type=int, default=1,
+    ap.add_argument("--out", help="write the rounds, medians and ratios to this JSON file")
+    ap.add_argument("--rounds", type=int, default=3,
                     help="> 1: start every mode's server, then let the modes take turns this many times "
                          "(medians and per-round ratios; fairer on a machine shared with other jobs)")
     ap.add_argument("--batching-config", default=os.path.join(ROOT, "serving", "batching.config"),
@@ -355,6 +361,9 @@ def main(argv=None):
                   f"  p50 {med(mode, sig, 'p50_ms'):7.1f} ms  p99 {med(mode, sig, 'p99_ms'):7.1f} ms"
                   f"  cpu/req server {med(mode, sig, 'server_cpu_ms'):.2f} ms"
                   f"  failed {sum(r['failed'] for r in rs)}")
+    summary = {"requests_per_mode": args.requests, "clients": args.clients, "rounds": args.rounds,
+               "model": args.model, "client": args.client, "cpu_cores": os.cpu_count(),
+               "batching_config": os.path.relpath(args.batching_config, ROOT)}
     if ("batching", "predict") in results:
         b = results[("batching", "predict")]
         for other in ("nobatch", "naive", "batching-grpc"):
@@ -365,16 +374,33 @@ def main(argv=None):
                 cpu = med(other, "predict", "server_cpu_ms") / med("batching", "predict", "server_cpu_ms")
                 print(f"throughput batching / {other}: {np.median(ratios):.2f}x{spread}   "
                       f"server CPU per request {other} / batching: {cpu:.2f}x")
+                summary[f"batching_over_{other}_rps_median"] = round(float(np.median(ratios)), 2)
+                summary[f"batching_over_{other}_rps_rounds"] = ", ".join(f"{q:.2f}" for q in ratios)
         if ("batching-grpc", "predict") in results:
             g = results[("batching-grpc", "predict")]
             ratios = [y["rps"] / x["rps"] for x, y in zip(b, g)]
             print(f"throughput batching-grpc / batching (REST), same server: {np.median(ratios):.2f}x"
                   + (f" (rounds: {', '.join(f'{q:.2f}' for q in ratios)})" if len(ratios) > 1 else ""))
+            summary["grpc_over_rest_rps_median"] = round(float(np.median(ratios)), 2)
+            summary["grpc_over_rest_rps_rounds"] = ", ".join(f"{q:.2f}" for q in ratios)
         for mode in ("batching", "nobatch", "naive", "batching-grpc"):
             if (mode, "detect") in results:
                 print(f"{mode}: detect/predict p50 latency ratio "
                       f"{med(mode, 'detect', 'p50_ms') / med(mode, 'predict', 'p50_ms'):.2f}")
     print("total failed:", sum(r["failed"] for rs in results.values() for r in rs))
+    summary["failed"] = sum(r["failed"] for rs in results.values() for r in rs)
+    if args.out:
+        medians = [{"mode": mode, "signature": sig, **{f: round(med(mode, sig, f), 2) for f in
+                    ("rps", "p50_ms", "p99_ms", "server_cpu_ms", "client_cpu_ms")}}
+                   for (mode, sig) in results]
+        rounds = [{"round": i, "mode": mode, "signature": sig, **{k: round(v, 2) if isinstance(v, float) else v
+                                                                  for k, v in r.items()}}
+                  for (mode, sig), rs in results.items() for i, r in enumerate(rs)]
+        with open(args.out, "w") as fh:
+            json.dump({"command": "python benchmarks/serving_load.py " + " ".join(argv or sys.argv[1:]),
+                       **summary, "medians": medians, "per_round": rounds}, fh, indent=1)
+            fh.write("\n")
+        print("wrote", args.out)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,8 @@ def test_drain_timeout_cuts_a_stalled_request_and_flag_is_checked(base):
         ModelServer([ModelEntry("digits", path / "digits")], drain_timeout=-1)
     assert cli.main(["serve", "--model_name", "digits", "--model_base_path", str(path / "digits"),
                      "--drain_timeout_seconds", "-1"]) == 2
+    assert cli.main(["serve", "--model_name", "digits", "--model_base_path", str(path / "digits"),
+                     "--tensorflow_intra_op_parallelism", "-1"]) == 2
 
 
 # -- metrics: cancelled and expired calls ------------------------------------------------------------

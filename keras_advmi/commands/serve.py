@@ -45,6 +45,12 @@ def add_parser(subparsers):
                    help="on SIGTERM/SIGINT, seconds requests in flight get to finish while new ones are "
                         "refused and GET /ready answers 503 (0 = stop at once; default 30, Kubernetes' "
                         "default terminationGracePeriodSeconds)")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one TensorFlow op may use (0 = TensorFlow's choice, all cores), as TF "
+                        "Serving's flag; 1 with several batch threads costs less CPU per model call on "
+                        "few cores")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops of one model call run at once (0 = TensorFlow's choice), as TF Serving's flag")
     p.add_argument("--max_request_rows", type=int, default=10000,
                    help="without batching, the most rows one request may carry (default 10000; with "
                         "batching the limit is max_batch_size)")
@@ -77,10 +83,14 @@ def run(args):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
             raise UsageError(f"--{flag} {path!r} does not exist")
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag} must be an integer >= 0 (0 = TensorFlow's choice), got {getattr(args, flag)}")
     if not (math.isfinite(args.drain_timeout_seconds) and args.drain_timeout_seconds >= 0):
         raise UsageError(f"--drain_timeout_seconds must be seconds >= 0, got {args.drain_timeout_seconds}")
     if args.model_base_path and not os.path.isdir(args.model_base_path):
         raise UsageError(f"--model_base_path {args.model_base_path!r} does not exist")
+    _set_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     kwargs = dict(host=args.host, rest_port=args.rest_api_port, grpc_port=args.port,
                   poll_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
                   read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows,
@@ -99,6 +109,21 @@ def run(args):
             batching_parameters_file=args.batching_parameters_file,
             monitoring_config_file=args.monitoring_config_file, **kwargs)
     return _serve_until_signal(server, args.drain_timeout_seconds)
+
+
+def _set_tf_threads(intra, inter):
+    """TensorFlow's thread pools for this process (before any model loads); 0 leaves TF's default."""
+    if not (intra or inter):
+        return
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:    # TensorFlow already initialized (serve called in-process twice)
+        logger.warning("TensorFlow thread pools not changed: %s", exc)
 
 
 def _serve_until_signal(server, drain_timeout):

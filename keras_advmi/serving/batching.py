@@ -3,7 +3,9 @@
 Requests for the same (servable, signature) are queued; ``num_batch_threads`` workers each take the
 oldest request, then merge following requests with the same key until ``max_batch_size`` rows or
 ``batch_timeout_micros`` after the first request's arrival, run one model call on the concatenated
-rows and split the outputs back. The queue holds at most ``max_enqueued_batches * max_batch_size``
+rows and split the outputs back. As in TF Serving's shared batch scheduler, each key has at most one
+open batch: while one worker fills it, the other workers wait (or run closed batches), so two idle
+workers never split the arrivals of one key into two half-size batches. The queue holds at most ``max_enqueued_batches * max_batch_size``
 rows: a request that does not fit is refused at once with UNAVAILABLE (HTTP 503), never parked.
 A request of more rows than ``max_batch_size`` is refused with INVALID_ARGUMENT (TF's batch
 scheduler: "Task size N is larger than maximum input batch size M"); with
@@ -66,9 +68,13 @@ class Batcher:
         self.capacity = settings.max_enqueued_batches * settings.max_batch_size
         self._queue = collections.deque()
         self._rows = 0
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)             # idle workers wait here for a task to open a batch
+        self._fill_cv = threading.Condition(lock)        # a worker filling a batch waits here
+        self._open = {}           # key -> rows of the batch a worker is filling (one open batch per key)
+        self._key_rows = collections.Counter()           # key -> rows queued
         self._stop = False
-        self._idle = 0            # workers waiting for a non-empty queue
+        self._idle = 0            # workers waiting for a task whose key has no open batch
         self.batches = 0
         self._threads = [threading.Thread(target=self._work, daemon=True, name=f"batch-{i}")
                          for i in range(settings.num_batch_threads)]
@@ -92,10 +98,16 @@ class Batcher:
                                    "submitted is full")
             self._queue.extend(tasks)
             self._rows += rows
-            # wake a worker only when one is idle or a batch can be closed early (full); a worker
-            # filling a batch wakes by itself at its deadline. One futex wake per request was a
-            # measurable share of the event loop's CPU (docs/results.md, serving throughput).
-            if self._idle or self._rows >= self.exec_rows:
+            key = tasks[0].key                   # the tasks of one call share a key
+            self._key_rows[key] += rows
+            # wake a worker only when a batch can be opened (an idle worker, no open batch of this
+            # key) or the open batch can be closed early (full); a worker filling a batch wakes by
+            # itself at its deadline. One futex wake per request was a measurable share of the
+            # event loop's CPU (docs/results.md, serving throughput).
+            if key in self._open:
+                if self._open[key] + self._key_rows[key] >= self.exec_rows:
+                    self._fill_cv.notify_all()
+            elif self._idle:
                 self._cv.notify(len(tasks))
 
     def _submit_split(self, servable, signature, inputs, rows, loop):
@@ -131,30 +143,47 @@ class Batcher:
         return whole
 
     def _take(self):
-        """Oldest task plus same-key followers, waiting up to the timeout for more rows."""
+        """Oldest task whose key has no open batch, plus same-key followers, waiting up to the
+        timeout for more rows."""
         with self._cv:
-            while not self._queue and not self._stop:
+            while True:
+                first = next((t for t in self._queue if t.key not in self._open), None)
+                if first is not None or (self._stop and not self._queue):
+                    break
                 self._idle += 1
                 try:
                     self._cv.wait(0.5)
                 finally:
                     self._idle -= 1
-            if self._stop and not self._queue:
+            if first is None:
                 return None
-            first = self._queue.popleft()
+            key = first.key
+            self._queue.remove(first)
             batch, rows = [first], first.rows
+            self._key_rows[key] -= first.rows
+            self._open[key] = rows
             deadline = first.t0 + self.s.batch_timeout_micros / 1e6
-            while rows < self.exec_rows:
-                for t in list(self._queue):
-                    if t.key == first.key and rows + t.rows <= self.exec_rows:
-                        self._queue.remove(t)
-                        batch.append(t)
-                        rows += t.rows
-                remaining = deadline - time.monotonic()
-                if rows >= self.exec_rows or remaining <= 0 or self._stop:
-                    break
-                self._cv.wait(remaining)
-            self._rows -= rows
+            try:
+                while rows < self.exec_rows:
+                    if self._key_rows[key]:
+                        for t in list(self._queue):
+                            if t.key == key and rows + t.rows <= self.exec_rows:
+                                self._queue.remove(t)
+                                batch.append(t)
+                                rows += t.rows
+                                self._key_rows[key] -= t.rows
+                        self._open[key] = rows
+                    remaining = deadline - time.monotonic()
+                    if rows >= self.exec_rows or remaining <= 0 or self._stop:
+                        break
+                    self._fill_cv.wait(remaining)
+            finally:
+                del self._open[key]
+                if not self._key_rows[key]:
+                    del self._key_rows[key]
+                self._rows -= rows
+                if self._idle and self._queue:      # tasks left over: the next batch can open now
+                    self._cv.notify()
             return batch
 
     def _work(self):
@@ -169,6 +198,7 @@ class Batcher:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+            self._fill_cv.notify_all()
         for t in self._threads:
             t.join(timeout=5)
 
