@@ -24,9 +24,9 @@ share one tag in two runs, as Keras's ``train`` and ``validation`` do, so Tensor
 run colours and names them in its run list (``keras_advmi.callbacks.mi_layout``). The writers are
 opened in ``set_model``, adv then clean, so that listed before a ``keras.callbacks.TensorBoard``
 (``callbacks=[mi_logger, tensorboard]``) these runs come first in TensorBoard's run order, which picks
-the colours. The KDE's noise variance is
-scale-aware by default (``noise_var='relative'``): per layer, 0.1 x the median squared pairwise distance
-of the clean probe's activations at that epoch, used for the adversarial ones too, so clean and
+the colours. The KDE's noise variance is scale-aware by default (``noise_var='relative'``): per layer,
+0.1 x the median squared pairwise distance of the clean probe's activations at that epoch, used for the
+adversarial ones too, so clean and
 adversarial share one yardstick and a function-preserving rescale of a layer changes nothing
 (``kam.mi.kde_noise_var``; that paper's absolute 0.1 saturates at log N on MNIST CNNs and stays available as
 ``noise_var=0.1``). Values in nats (``unit='bits'`` converts), step = epoch index (0-based). At the start
