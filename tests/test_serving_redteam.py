@@ -704,6 +704,15 @@ def test_classify_on_a_model_without_classify_signature_is_refused_before_buildi
     r = session.post(url + "/v1/models/hpt:regress", data=data, timeout=60)
     assert r.status_code == 200
     np.testing.assert_allclose(r.json()["results"], 0.5 * np.asarray(xs) + 2, rtol=1e-6)
+    rreq = regression_pb2.RegressionRequest()                 # and over gRPC (serialized off the loop)
+    rreq.model_spec.name, rreq.model_spec.signature_name = "hpt", "regress_x_to_y"
+    for x in xs:
+        e = rreq.input.example_list.examples.add()
+        e.features.feature["x"].float_list.value.append(x)
+        e.features.feature["note"].bytes_list.value.append(b"n" * 40)
+    assert rreq.input.ByteSize() > 256 * 1024
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(own_process[2]).Regress(rreq, timeout=60)
+    np.testing.assert_allclose([v.value for v in resp.result.regressions], 0.5 * np.asarray(xs) + 2, rtol=1e-6)
     r = session.post(url + "/v1/models/hpt:regress", timeout=60, data=json.dumps(
         {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}] * 10_001}))
     assert r.status_code == 400
@@ -815,6 +824,8 @@ def test_expect_100_continue_over_the_cap_gets_413_without_continue(batched):
     port = server.rest_port
     head = (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n")
+    got = _raw_exchange(port, head.replace(b"100-continue", b"something") % 5)
+    assert got.startswith(b"HTTP/1.1 417 ") and got.endswith(b'{"error": "Unknown Expect: something"}'), got
     got = _raw_exchange(port, head % (MAX_BODY + 1))
     assert got.startswith(b"HTTP/1.1 413 "), got[:200]
     assert b"100 Continue" not in got

@@ -183,7 +183,11 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _infer(self, servable, signature_name, method, inp):
         """One classify/regress evaluation -> (signature, ClassificationResult | RegressionResult)."""
         sig = examples.signature_for(servable, signature_name, method)
-        batch = examples.serialized(inp, self.server.executor.max_rows, self.server.max_body_bytes)
+        args = (inp, self.server.executor.max_rows, self.server.max_body_bytes)
+        if inp.ByteSize() <= INLINE_BYTES:
+            batch = examples.serialized(*args)
+        else:       # one serialization per Example: off the loop for a big input
+            batch = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, examples.serialized, *args)
         outputs = await self._run(servable, sig, {"inputs": batch})
         if method == examples.CLASSIFY:
             return sig, examples.classification_result(outputs, len(batch))

@@ -264,7 +264,8 @@ def make_app(server) -> web.Application:
             return None
         expect = request.headers.get("Expect", "")
         if expect.lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:100]}")
+            return web.Response(status=417, text=json.dumps({"error": f"Unknown Expect: {expect[:100]}"}),
+                                content_type="application/json")
         declared = request.content_length
         if declared is not None and declared > server.max_body_bytes:
             resp = _error(ServingError("PAYLOAD_TOO_LARGE", f"Request body of {declared} bytes exceeds the "
