@@ -107,6 +107,31 @@ def test_runtime_failure_exit_1_usage_error_exit_2(capsys):
                    "--help`)"], err
 
 
+RETRACE = """
+import sys
+if sys.argv[1] == "quiet":
+    from keras_advmi._quiet import import_tensorflow_quietly
+    import_tensorflow_quietly()
+import tensorflow as tf
+f = tf.function(lambda x: x + 1)
+for i in range(8):   # a new Python value per call: a retrace per call, and TensorFlow's retracing warning
+    f(i)
+"""
+
+
+def test_quiet_mode_drops_start_up_lines_and_retracing_warnings_and_keeps_other_output():
+    """What the CLI does without -v, next to the same script without it (which shows the noise here)."""
+    def stderr(mode):
+        proc = subprocess.run([sys.executable, "-c", RETRACE + "print('kept', file=sys.stderr)", mode],
+                              capture_output=True, text=True, env=ENV, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stderr
+
+    loud = stderr("loud")
+    assert "retracing" in loud and "oneDNN" in loud, loud[-2000:]
+    assert stderr("quiet") == "kept\n"
+
+
 def test_module_entry_point_and_version():
     proc = subprocess.run([sys.executable, "-m", "keras_advmi", "--version"], capture_output=True, text=True,
                           env=ENV, timeout=60)
