@@ -57,7 +57,7 @@ def captured_fit(monkeypatch):
         seen.update(defense=self.defense, optimizer=self.optimizer, x=x, **kwargs)
         return keras.callbacks.History()
 
-    monkeypatch.setattr(train_cmd.AdversarialModel, "fit", fit)
+    monkeypatch.setattr(kam.AdversarialModel, "fit", fit)   # the class `keras-advmi train` builds
     return seen
 
 
