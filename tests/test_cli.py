@@ -193,6 +193,7 @@ def test_train_fast_at_recipe_flags(tmp_path):
     import keras
     import numpy as np
 
+    from keras_advmi import AdversarialModel   # registers the classes of the saved model (an AdversarialModel)
     from keras_advmi.architectures import build
 
     proc = cli("train", "--dataset", "digits", "--defense", "fast_at", "--epochs", "2", "--epsilon-warmup-epochs", "1",
@@ -202,7 +203,9 @@ def test_train_fast_at_recipe_flags(tmp_path):
     assert " - accuracy:" not in proc.stdout and "adv_accuracy" in proc.stdout
     keras.utils.set_random_seed(0)   # the CLI's seed, then the same preset: the initial weights
     initial = build("small_cnn", (8, 8, 1), 10).get_weights()
-    saved = keras.models.load_model(tmp_path / "model.keras", compile=False).get_weights()
+    saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert isinstance(saved, AdversarialModel)
+    saved = saved.model.get_weights()
     drift = max(float(np.max(np.abs(a - b))) for a, b in zip(saved, initial))
     assert drift < 5e-3, drift
 
