@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_advmi as kam  # noqa: E402
+from keras_advmi import AdversarialModel  # noqa: E402,F401  (registers the classes a saved model.keras refers to)
 from keras_advmi import architectures  # noqa: E402
 
 EPSILON = 0.3

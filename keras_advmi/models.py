@@ -34,6 +34,7 @@ from ._checks import check_bool, check_labels, invalid
 from ._defense import Defense, apply_if
 from ._model import check_model_images
 from .export import export as _export
+from .export._checks import check_input_signature, input_shape_of_export
 
 logger = logging.getLogger(__name__)
 
@@ -371,8 +372,6 @@ class AdversarialModel(keras.Model):
                             f"format='tf_saved_model'")
         if verbose is not None and not isinstance(verbose, (bool, int)):
             raise invalid("verbose", "None or a bool", verbose)
-        from .export._checks import check_input_signature, input_shape_of_export
-
         check_input_signature(input_signature, input_shape_of_export(self.model, self))
         return _export(self, filepath, detector=detector, metadata=metadata, overwrite=overwrite)
 
