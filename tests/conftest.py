@@ -12,7 +12,7 @@ import keras  # noqa: E402
 DATA_DIR = os.environ.get("KERAS_ADVMI_DATA")
 needs_mnist = pytest.mark.skipif(
     not DATA_DIR or not os.path.isdir(os.path.join(DATA_DIR or "", "mnist")),
-    reason="needs the MNIST IDX files: set KERAS_ADVMI_DATA=../shared/data (CI does)")
+    reason="needs the MNIST IDX files: set KERAS_ADVMI_DATA to a folder holding mnist/ (the original IDX files)")
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +50,11 @@ def trained_digits_model(digits):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, y, epochs=15, batch_size=64, verbose=0)
     return model
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print the random-order seed at the end, where `-q` still shows it: rerun the same order with it."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and seed is not None:
+        terminalreporter.write_line(f"test order: pytest-randomly seed {seed} (the same order again: "
+                                    f"--randomly-seed={seed}; file order: -p no:randomly)")

@@ -1,6 +1,6 @@
-"""The README and examples as a new user meets them (issue 24, item 5): the files its commands write are
-git-ignored, the models `keras-advmi analyze` takes are made by commands in it, the MNIST example says how
-to run offline, and examples/serve_and_query.py leaves nothing behind."""
+"""The README, the guides and the examples as a new user meets them: the files their commands write are
+git-ignored, the models `keras-advmi analyze` takes in the analysis guide are made by commands beside it, the
+MNIST example says how to run offline, and examples/serve_and_query.py leaves nothing behind."""
 
 import os
 import re
@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+ANALYSIS_GUIDE = (ROOT / "docs" / "guide" / "analysis.md").read_text()
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
@@ -24,13 +25,13 @@ def test_files_written_by_readme_commands_are_ignored(path):
     assert proc.returncode == 0, f"{path} is not git-ignored"
 
 
-def test_models_given_to_analyze_are_made_by_readme_commands():
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+def test_models_given_to_analyze_are_made_by_the_guides_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", README + ANALYSIS_GUIDE, flags=re.S)
     commands = [" ".join(c.split()) for b in blocks for c in b.replace("\\\n", " ").splitlines()]
     made = {m + "/model.keras" for c in commands if c.startswith(("keras-advmi train", "pip install -e . && keras"))
             for m in re.findall(r"--out (\S+)", c)}
     analyze = [c for c in commands if c.startswith("keras-advmi analyze")]
-    assert analyze, "the README has no keras-advmi analyze command"
+    assert analyze, "the analysis guide has no keras-advmi analyze command"
     for command in analyze:
         models = [w for w in command.split() if w.endswith(".keras")]
         assert models and set(models) <= made, (models, made)
