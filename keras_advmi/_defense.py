@@ -7,7 +7,7 @@
                                 x, y, seed)          # one call per sub-batch (``attack_chains``)
   out = defense.loss(model, x, y, x_adv, training=True, step=step)      # a ``DefenseLoss``
 and reduces ``out.per_sample`` with the sample weights; ``test_step`` passes ``training=False, step=None``.
-(DESIGN.md sketched ``loss`` returning a scalar; a per-sample vector is returned instead so that
+(``loss`` returns a per-sample vector rather than a scalar so that
 ``sample_weight`` and ``tf.distribute`` loss scaling stay the model's job and are done once, in one place.)
 
 This module lives outside the ``defenses`` package (``defenses.base`` re-exports it) so that ``models``,

@@ -65,7 +65,7 @@ def _sparse_labels(y):
 
 
 def _takes_step(defense):
-    """Whether ``defense.loss`` accepts ``step`` (the protocol since issue 25); warns when it does not."""
+    """Whether ``defense.loss`` accepts ``step`` (the current protocol); warns when it does not."""
     parameters = inspect.signature(defense.loss).parameters
     if "step" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return True

@@ -56,3 +56,11 @@ def test_guide_pages_are_in_the_site(site):
     for page in ("getting-started", "guide/robust-training", "guide/mutual-information", "guide/analysis",
                  "guide/detection-export", "guide/serving", "multi_worker", "results"):
         assert (site / page / "index.html").is_file(), page
+
+
+def test_code_points_only_at_what_a_reader_can_open():
+    """Comments and docstrings cite papers and files of the repository, never project-internal notes or issues."""
+    pattern = re.compile(r"issue [0-9]|DESIGN\.md|METHODS\.md|docs/benchmarks\.md|\bP[1-5]\b")
+    hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in sorted((ROOT / "keras_advmi").rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

@@ -10,7 +10,7 @@ i.e. the mean absolute change over the channel's spatial positions (dim = H*W fo
 1 for a dense unit), averaged over samples. The paper's claim, checked by ``benchmarks/neuron_sensitivity.py``:
 adversarially trained models have lower neuron sensitivity than normally trained ones.
 
-Fixture (METHODS.md): F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.
+Example: F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Promotion and suppression of logits and neurons by adversarial perturbations (Xu et al.,
 "Interpreting Adversarial Examples by Activation Promotion and Suppression", 2019, arXiv 1904.02057).
 
-Logit level (the paper leaves the exact formulas open; we use these, as METHODS.md does): true label
+Logit level (the paper leaves the exact formulas open; we use these): true label
 y, adversarial/target label t, logits z, clean x, adversarial x':
 
     S = max(0, z_y(x) - z_y(x'))     suppression of the true class

@@ -45,7 +45,7 @@ def texture_shape_probe(model: keras.Model, x: ArrayLike, y: ArrayLike,
     Args:
       model: Keras model or ``kam.AdversarialModel`` (its logits model) or callable returning logits.
       x: images (N, H, W, C) float in [0, 1], the model's input shape. y: int labels (N,).
-      saturation_ps: levels p > 0 (2 = identity; METHODS.md: 2, 8, 16, 64, 1024).
+      saturation_ps: levels p > 0 (2 = identity; the paper's levels: 2, 8, 16, 64, 1024).
       shuffle_ks: grids k >= 0 (0/1 = identity; 0, 2, 4, 8); each k <= min(H, W).
       seed: patch permutations seed (the same seed gives the same accuracies).
       batch_size: rows per forward pass.

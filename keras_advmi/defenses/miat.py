@@ -20,7 +20,7 @@ over S), the target model minimises, estimators frozen,
 PGD-AT (CE on x~), TRADES or MART, whose adversarial examples are used. ``fit`` runs the paper's whole procedure
 from an untrained model (``miat_schedule``): base adversarial training, estimator pretraining on the frozen
 model, then the MI term ramped in; ``pretrain_estimators`` runs step 2 by hand for the explicit protocol.
-Deviations from the official code (METHODS.md; measured in docs/results.md, parity): selection uses
+Deviations from the official code (dwDavidxd/MIAT; the parity check is on the results page): selection uses
 argmax of the logits (the official code takes a softmax over the batch axis first), and DV excludes the
 positive pair from its negatives (``diagonal="zero"`` restores the official behaviour).
 """
@@ -328,7 +328,7 @@ class MIAT(Defense):
         """v_n(x -> h(x)), v_n(x -> h(x~)), v_a(n -> h(x)), v_a(n -> h(x~)), each (N,), or (R,) for ``rows``
         (``miat_scores.scores`` with this defense's estimators)."""
         values = scores(self.natural, self.adversarial, x, x_adv, outputs_clean, outputs_adv, training, rows)
-        return tuple(tf.cast(v, tf.float32) for v in values)   # float32 under a mixed policy too (issue 23)
+        return tuple(tf.cast(v, tf.float32) for v in values)   # float32 under a mixed-precision policy too
 
     # -- training loss ----------------------------------------------------------------------------
     def _base_parts(self, model, x, y, x_adv, training):

@@ -8,7 +8,7 @@ convolutional neural networks", ICML 2019).
 
 * Saturation (removes texture, keeps shape), p > 0: with z = 2x - 1,
   x_p = (sign(z) |z|^(2/p) + 1) / 2. p = 2 is the identity; p -> inf pushes every pixel to 0 or 1.
-  Fixture (METHODS.md): x = 0.75 -> p 8: 0.920448, p 1024: 0.999324; x = 0.10 -> p 8: 0.027129.
+  Values: x = 0.75 -> p 8: 0.920448, p 1024: 0.999324; x = 0.10 -> p 8: 0.027129.
 * Patch shuffle (removes shape, keeps local texture), k >= 0: split the image into a k x k grid of
   equal patches and permute the k^2 patches at random, one permutation per image (seeded,
   stateless). k in {0, 1} is the identity. The paper leaves the remainder open: when H or W is not a multiple of k (MNIST 28 with

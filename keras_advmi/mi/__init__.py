@@ -6,7 +6,7 @@ Nonparametric, on a layer's activations: ``kde_upper``, ``kde_lower`` (I(X;T)), 
 Neural bounds on a critic's score matrix: ``infonce``, ``dv``, ``nwj``, ``js``; ``estimate`` trains a
 critic (``keras_advmi.layers``) as a small ``keras.Model`` with ``fit`` and returns a bound. Each bound
 and estimator takes ``name=`` and opens ``tf.name_scope(name or <function name>)``, as TFP's do.
-Formulas and references: each module's docstring and METHODS.md ("MI estimators").
+Formulas and references: each module's docstring.
 """
 
 from .binning import binning_mi

@@ -111,7 +111,8 @@ def _per_sample_scores(scores, positives):
 
 def dv_per_sample(scores: TensorLike, diagonal: str = "exclude", positives: TensorLike | None = None, *,
                   name: str | None = None) -> tf.Tensor:
-    """Per-sample DV terms of a score tensor, the MIAT estimator's output (METHODS.md, MIAT card).
+    """Per-sample DV terms of a score tensor, the MIAT estimator's output ("Improving Adversarial Robustness via Mutual
+    Information Estimation", 2022).
 
     Args:
       scores: (N, N) or (N, N, L): ``scores[i, j, l]`` = critic(output_i, pattern_j at location l),
@@ -144,7 +145,7 @@ def per_sample_bound(scores: TensorLike, bound: str = "dv", diagonal: str = "exc
     bound: 'dv' (:func:`dv_per_sample`), 'jsd' (-softplus(-S_iil) - mean_{j != i} softplus(S_ijl)) or
     'infonce' (S_iil - log mean_j exp(S_ijl)). Returns (N,): higher = more MI for sample i.
     ``positives`` as in :func:`dv_per_sample`: score only some rows, (R, N[, L]) -> (R,).
-    The MIAT estimators' per-sample output (Hjelm et al. 2019, DIM; METHODS.md MIAT card).
+    The MIAT estimators' per-sample output (Hjelm et al. 2019, DIM; as in MIAT, 2022).
     """
     if bound == "dv":
         return dv_per_sample(scores, diagonal, positives, name=name or "per_sample_bound")

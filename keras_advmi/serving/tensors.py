@@ -1,7 +1,6 @@
 """Request tensors checked before they are queued: TensorProto <-> NumPy and the per-request checks.
 
-Every request is checked alone against its signature (DESIGN.md, "Serving: every request validated
-alone") before it joins a batch, so a bad request never fails its batch-mates:
+Every request is checked alone against its signature before it joins a batch, so a bad request never fails its batch-mates:
 
 - dtype: a tensor whose dtype is not the signature's is refused, never converted (TF's ``_Arg``
   kernel: "Expects arg[0] to be float but int32 is provided"), INVALID_ARGUMENT;
