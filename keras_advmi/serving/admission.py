@@ -20,7 +20,7 @@ body is parsed. A reservation is all or nothing, granted first come first served
 reservations cannot deadlock; a request still waiting after ``read_timeout`` seconds gets 503
 (retry later). Parses of such bodies (JSON, tf.Example building) run one at a time on the I/O
 pool (``ParseGate``), so a large body holds the GIL for at most one parse at a time and a small
-request waits at most about one parse. Measured on a shared 2-core machine: orjson parses 9.2 MB
+request waits at most about one parse. For scale, on one x86-64 CPU core orjson parses 9.2 MB
 of one-feature Examples in 0.36 s and 15 MB of float pixels in 0.45 s, holding the GIL throughout,
 and the parsed document of small JSON objects takes about 25 times the body's bytes (a 9.1 MB
 classify body: +241 MB peak RSS); so a body at the 64 MiB cap can still delay others by about 2 s
