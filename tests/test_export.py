@@ -4,6 +4,7 @@ keras.Model.export's signature, assets.extra (metadata, TF Serving warm-up reque
 import inspect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,7 +111,9 @@ def test_metadata_asset(exported, detector, trained_digits_model, tmp_path):
     assert list(tf.saved_model.load(path).signatures) == ["serving_default"]
 
 
-def test_overwrite_and_version_errors(exported, trained_digits_model):
+def test_overwrite_and_version_errors(exported, trained_digits_model, tmp_path):
+    # a copy of the shared export: overwriting it must not change what the other tests of this module read
+    exported = Path(shutil.copytree(exported, tmp_path / "digits" / "1"))
     with pytest.raises(FileExistsError, match="already exists"):
         export(trained_digits_model, exported)
     before = exported.stat().st_mtime_ns
