@@ -108,7 +108,7 @@ def run(args):
             model_config_file=args.model_config_file, enable_batching=args.enable_batching,
             batching_parameters_file=args.batching_parameters_file,
             monitoring_config_file=args.monitoring_config_file, **kwargs)
-    return _serve_until_signal(server, args.drain_timeout_seconds)
+    return _serve_until_signal(server)
 
 
 def _set_tf_threads(intra, inter):
@@ -126,8 +126,8 @@ def _set_tf_threads(intra, inter):
         logger.warning("TensorFlow thread pools not changed: %s", exc)
 
 
-def _serve_until_signal(server, drain_timeout):
-    """Start ``server``, serve until SIGTERM/SIGINT, then drain for up to ``drain_timeout`` seconds
+def _serve_until_signal(server):
+    """Start ``server``, serve until SIGTERM/SIGINT, then drain for up to ``server.drain_timeout`` seconds
     and stop; a second signal stops at once. Returns the exit code: 0 when every request in flight
     was answered. The handlers are installed before the models load, so no signal kills the process."""
     signals = []
@@ -150,9 +150,9 @@ def _serve_until_signal(server, drain_timeout):
             if server.wait(0):          # the server ended by itself
                 break
         if signals:
-            print(f"{signal.Signals(signals[0]).name}: draining (up to {drain_timeout:g} s); "
+            print(f"{signal.Signals(signals[0]).name}: draining (up to {server.drain_timeout:g} s); "
                   "GET /ready answers 503", file=sys.stderr, flush=True)
-            drained = server.drain(drain_timeout)
+            drained = server.drain()
             if not drained:
                 print("drain cut short: requests still running were cancelled", file=sys.stderr, flush=True)
     finally:

@@ -47,8 +47,10 @@ def _unreadable(why):
     return ServingError("INVALID_ARGUMENT", f"Failed to read the request body: {why}")
 
 
-def too_large(max_bytes):
-    return ServingError("PAYLOAD_TOO_LARGE", f"Request body exceeds the limit of {max_bytes} bytes")
+def too_large(max_bytes, declared=None):
+    """413 PAYLOAD_TOO_LARGE for a body over ``max_bytes`` (``declared``: its Content-Length, if that told)."""
+    size = "" if declared is None else f" of {declared} bytes"
+    return ServingError("PAYLOAD_TOO_LARGE", f"Request body{size} exceeds the limit of {max_bytes} bytes")
 
 
 class Inflater:

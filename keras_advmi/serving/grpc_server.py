@@ -25,11 +25,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from . import examples, protos, tensors
+from . import admission, examples, protos, tensors
 from .errors import ServingError
 
 logger = logging.getLogger(__name__)
-INLINE_BYTES = 256 * 1024        # as rest.INLINE_BODY_BYTES: below it a thread hop costs more than decoding
+INLINE_BYTES = admission.INLINE_BODY_BYTES    # below it a thread hop costs more than decoding
 
 
 def _spec_args(spec):
@@ -43,22 +43,6 @@ def _set_spec(spec, servable, signature=None):
     spec.version.value = servable.version
     if signature is not None:
         spec.signature_name = signature
-
-
-def decode_inputs(proto_inputs, specs, max_rows, max_bytes):
-    """PredictRequest.inputs -> {alias: ndarray}, checked as TF Serving's ``PreProcessPrediction``."""
-    sent, want = set(proto_inputs), set(specs)
-    if len(sent) != len(want):
-        raise ServingError("INVALID_ARGUMENT", (
-            f"input size does not match signature: {len(sent)}!={len(want)} len({{{','.join(sorted(sent))}}}) "
-            f"!= len({{{','.join(sorted(want))}}}). Sent extra: {{{','.join(sorted(sent - want))}}}. "
-            f"Missing but required: {{{','.join(sorted(want - sent))}}}."))
-    extra = sorted(sent - want)
-    if extra:
-        raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: {extra[0]}. Inputs "
-                                               f"expected to be in the set {{{','.join(sorted(want))}}}.")
-    return {k: tensors.from_proto(proto_inputs[k], k, specs[k], i, max_rows, max_bytes)
-            for i, k in enumerate(sorted(specs))}
 
 
 def check_output_filter(names, signature_outputs):
@@ -167,9 +151,9 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             sig, specs = servable.input_specs_for(request.model_spec.signature_name)
             args = (request.inputs, specs, self.server.executor.max_rows, self.server.max_body_bytes)
             if sum(t.ByteSize() for t in request.inputs.values()) <= INLINE_BYTES:
-                inputs = decode_inputs(*args)
+                inputs = tensors.decode_inputs(*args)
             else:       # a big tensor is decoded off the loop, so it does not stall the others
-                inputs = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, decode_inputs, *args)
+                inputs = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, tensors.decode_inputs, *args)
             wanted = check_output_filter(request.output_filter, servable.signature_defs[sig].outputs)
             outputs = await self._run(servable, sig, inputs)
             wanted = wanted or sorted(outputs)

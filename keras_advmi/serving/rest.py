@@ -123,7 +123,7 @@ def make_app(server) -> web.Application:
         body of 100,000 rows never sits in memory."""
         declared, cap = request.content_length, server.max_body_bytes
         if declared is not None and declared > cap:
-            raise ServingError("PAYLOAD_TOO_LARGE", f"Request body of {declared} bytes exceeds the limit of {cap} bytes")
+            raise admission.too_large(cap, declared)
         inflater = admission.Inflater.for_header(request.headers.get("Content-Encoding"), cap)
         worst = declared if inflater is None else inflater.worst_case(declared)
         if worst is None:
@@ -252,8 +252,7 @@ def make_app(server) -> web.Application:
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return _error(ServingError("PAYLOAD_TOO_LARGE", "Request body exceeds the limit of "
-                                       f"{server.max_body_bytes} bytes"))
+            return _error(admission.too_large(server.max_body_bytes))
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             return await dispatch(request)
 
@@ -268,8 +267,7 @@ def make_app(server) -> web.Application:
                                 content_type="application/json")
         declared = request.content_length
         if declared is not None and declared > server.max_body_bytes:
-            resp = _error(ServingError("PAYLOAD_TOO_LARGE", f"Request body of {declared} bytes exceeds the "
-                                       f"limit of {server.max_body_bytes} bytes"))
+            resp = _error(admission.too_large(server.max_body_bytes, declared))
             resp.force_close()
             return resp
         request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -168,3 +168,21 @@ def to_proto(arr, proto=None):
         flat = flat.view(np.float32 if enum == types_pb2.DT_COMPLEX64 else np.float64)
     getattr(proto, field).extend(flat.tolist())
     return proto
+
+
+def decode_inputs(proto_inputs, specs, max_rows, max_bytes):
+    """PredictRequest.inputs -> {alias: ndarray}, checked as TF Serving's ``PreProcessPrediction``: the
+    aliases sent are exactly the signature's, each tensor as ``from_proto`` checks it (gRPC requests
+    and warm-up records)."""
+    sent, want = set(proto_inputs), set(specs)
+    if len(sent) != len(want):
+        raise ServingError("INVALID_ARGUMENT", (
+            f"input size does not match signature: {len(sent)}!={len(want)} len({{{','.join(sorted(sent))}}}) "
+            f"!= len({{{','.join(sorted(want))}}}). Sent extra: {{{','.join(sorted(sent - want))}}}. "
+            f"Missing but required: {{{','.join(sorted(want - sent))}}}."))
+    extra = sorted(sent - want)
+    if extra:
+        raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: {extra[0]}. Inputs "
+                                               f"expected to be in the set {{{','.join(sorted(want))}}}.")
+    return {k: from_proto(proto_inputs[k], k, specs[k], i, max_rows, max_bytes)
+            for i, k in enumerate(sorted(specs))}

@@ -33,12 +33,7 @@ class WarmupError(RuntimeError):
 
 def _predict(servable, request):
     sig, specs = servable.input_specs_for(request.model_spec.signature_name)
-    sent, want = set(request.inputs), set(specs)
-    if sent != want:
-        raise ServingError("INVALID_ARGUMENT", f"inputs {sorted(sent)} do not match signature {sig!r} inputs "
-                                               f"{sorted(want)}")
-    inputs = {k: tensors.from_proto(request.inputs[k], k, specs[k], i) for i, k in enumerate(sorted(specs))}
-    servable.run(sig, inputs)
+    servable.run(sig, tensors.decode_inputs(request.inputs, specs, None, None))
 
 
 def _example_request(servable, request, method):
