@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_fraction, check_norm, check_positive_int, check_seed, invalid
+from ._checks import check_fraction, check_nonnegative_int, check_norm, check_positive_int, check_seed, invalid
 from ._model import logits_of
 from .attacks._common import madry_step_size, seed_pair
 from .attacks._precision import check_attack_dtype, compute_dtype
@@ -92,13 +92,13 @@ class Defense:
             self.epsilon = check_fraction("epsilon", epsilon)
         else:
             self.epsilon = check_fraction("epsilon", epsilon, 0.0, float("inf"))
-        self.steps = check_positive_int("steps", steps, minimum=0)
+        self.steps = check_nonnegative_int("steps", steps)
         if step_size is None:
             step_size = madry_step_size(self.epsilon, max(self.steps, 1))
         self.step_size = check_fraction("step_size", step_size, 0.0, float("inf"), low_open=self.epsilon > 0)
         self.random_start = bool(random_start)
         self.eval_steps = check_positive_int("eval_steps", eval_steps if eval_steps is not None else max(self.steps, 10))
-        self.epsilon_warmup_steps = check_positive_int("epsilon_warmup_steps", epsilon_warmup_steps, minimum=0)
+        self.epsilon_warmup_steps = check_nonnegative_int("epsilon_warmup_steps", epsilon_warmup_steps)
         self.seed = check_seed("seed", seed)
         self.attack_dtype = check_attack_dtype(attack_dtype)
         if attack_chains != "auto" and (isinstance(attack_chains, bool)

@@ -15,7 +15,7 @@ import tensorflow as tf
 import keras
 
 from .._batches import PermutedBatches
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._checks import check_fraction, check_images, check_int_at_least, check_labels, check_positive_int, invalid
 from .._model import network_of
 from ..attacks.pgd import pgd_graph
 from .miat_scores import masked_cos, masked_mean
@@ -112,7 +112,7 @@ def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: in
     x = np.asarray(x, np.float32)
     y = check_labels("y", y, n=len(x), num_classes=int(net.outputs[0].shape[-1]))
     epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size, minimum=2)
+    batch_size = check_int_at_least("batch_size", batch_size, 2)
     lr = check_fraction("learning_rate", defense.pretrain_learning_rate if learning_rate is None else learning_rate,
                         0.0, float("inf"), low_open=True)
     attack = defense._pretrain_attack(x.shape[1:], attack_norm, attack_epsilon, attack_steps)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_images, check_positive_int, invalid
+from .._checks import check_images, check_int_at_least, invalid
 from .._model import network_of
 
 __all__ = ["masked_cos", "masked_mean", "scores", "mi_scores", "SCORE_KEYS"]
@@ -69,7 +69,7 @@ def mi_scores(defense, model, x: np.ndarray, x_adv: np.ndarray, batch_size: int 
     x, x_adv = np.asarray(x, np.float32), np.asarray(x_adv, np.float32)
     if x.shape != x_adv.shape or len(x) < 2:
         raise invalid("x_adv", f"an array of the same shape as x {x.shape}, with N >= 2", x_adv.shape)
-    batch_size = check_positive_int("batch_size", batch_size, minimum=2)
+    batch_size = check_int_at_least("batch_size", batch_size, 2)
     out = {k: [] for k in SCORE_KEYS}
     bounds = list(range(0, len(x), batch_size)) + [len(x)]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import tensorflow as tf
 import keras
 
-from .._checks import check_positive_int, invalid
+from .._checks import check_int_at_least, check_positive_int, invalid
 from .._model import logits_of
 from .base import Detector
 
@@ -73,7 +73,7 @@ class FeatureSqueezingDetector(Detector):
             if bits > 8:
                 raise invalid("bits", "an integer in [1, 8] or None", bits)
         if median is not None:
-            median = check_positive_int("median", median, minimum=2)
+            median = check_int_at_least("median", median, 2)
         if bits is None and median is None:
             raise invalid("bits", "at least one squeezer (bits or median not None)", bits)
         self.bits = bits

@@ -32,7 +32,7 @@ import tensorflow as tf
 import keras
 
 from .._batches import PermutedBatches
-from .._checks import check_positive_int, invalid
+from .._checks import check_int_at_least, check_positive_int, invalid
 from .._model import logits_of, predict_logits
 from .base import Detector
 
@@ -164,12 +164,12 @@ class MIScoreDetector(Detector):
                           type(estimators).__name__)
         self.estimators = estimators
         self.hidden = check_positive_int("hidden", hidden)
-        self.references = check_positive_int("references", references, minimum=2)
+        self.references = check_int_at_least("references", references, 2)
         self.epochs = check_positive_int("epochs", epochs)
         if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
             raise invalid("learning_rate", "a number > 0", learning_rate)
         self.learning_rate = float(learning_rate)
-        self.train_batch_size = check_positive_int("train_batch_size", train_batch_size, minimum=2)
+        self.train_batch_size = check_int_at_least("train_batch_size", train_batch_size, 2)
         if critic_input not in ("logits", "log_softmax"):
             raise invalid("critic_input", '"logits" or "log_softmax"', critic_input)
         self.critic_input = critic_input

@@ -9,7 +9,7 @@ import tensorflow as tf
 import keras
 from numpy.typing import ArrayLike
 
-from .._checks import check_positive_int, invalid
+from .._checks import check_int_at_least, check_positive_int, invalid
 from ..layers.critics import ConcatCritic, SeparableCritic
 from ._inputs import check_positive, check_unit, in_unit
 from .bounds import BOUNDS
@@ -132,7 +132,7 @@ def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "sep
     if train_bound not in BOUNDS:
         raise invalid("train_bound", f"one of {sorted(BOUNDS)}", train_bound)
     steps = check_positive_int("steps", steps)
-    batch_size = min(check_positive_int("batch_size", batch_size, minimum=2), len(xs))
+    batch_size = min(check_int_at_least("batch_size", batch_size, 2), len(xs))
     learning_rate = check_positive("learning_rate", learning_rate)
     eval_batches = check_positive_int("eval_batches", eval_batches)
     check_unit(unit)

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import keras
 
-from .._checks import check_positive_int, check_seed, invalid
+from .._checks import check_int_at_least, check_positive_int, check_seed, invalid
 from ._inputs import check_positive
 
 __all__ = ["OnlineLabelMI", "Standardizer"]
@@ -77,7 +77,7 @@ class OnlineLabelMI:
     def __init__(self, num_critics: int, num_classes: int, features: int = 64, embed_dim: int = 16,
                  steps: int = 50, learning_rate: float = 3e-3, seed: int = 0):
         self.num_critics = check_positive_int("num_critics", num_critics)
-        self.num_classes = check_positive_int("num_classes", num_classes, minimum=2)
+        self.num_classes = check_int_at_least("num_classes", num_classes, 2)
         self.features = check_positive_int("features", features)
         embed_dim = check_positive_int("embed_dim", embed_dim)
         self.steps = check_positive_int("steps", steps)
