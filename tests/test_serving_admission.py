@@ -4,6 +4,7 @@ import asyncio
 import gzip
 import zlib
 
+import grpc
 import pytest
 
 from keras_advmi.serving import admission
@@ -39,7 +40,7 @@ def test_inflater_accepts_concatenated_gzip_members_and_refuses_garbage():
                      (gzip.compress(body, mtime=0) + b"\x00\x00", "invalid gzip data")]:
         with pytest.raises(ServingError) as err:
             _inflate(admission.Inflater("gzip", 1 << 20), bad)
-        assert (err.value.code, err.value.message) == ("INVALID_ARGUMENT", f"Failed to read the request body: {why}")
+        assert (err.value.code, err.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, f"Failed to read the request body: {why}")
     with pytest.raises(ServingError, match="data after the end of the deflate stream"):
         _inflate(admission.Inflater("deflate", 1 << 20), zlib.compress(body) + b"x")
 
@@ -51,7 +52,7 @@ def test_inflater_stops_a_bomb_at_the_ratio_before_inflating_the_rest():
     with pytest.raises(ServingError) as err:
         for i in range(0, len(bomb), 1024):
             out += len(inflater.feed(bomb[i:i + 1024]))
-    assert err.value.code == "PAYLOAD_TOO_LARGE" and err.value.http_status == 413
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.value.http_status == 413
     limit = admission.INFLATE_SLACK_BYTES + admission.MAX_INFLATE_RATIO * inflater.raw
     assert err.value.message == (f"Request body inflates past {limit} bytes: exceeds the limit of 1048576 bytes "
                                  f"plus 64 times its {inflater.raw} compressed bytes")
@@ -97,7 +98,7 @@ def test_byte_budget_is_all_or_nothing_first_come_first_served():
         assert order == ["big", "small"] and budget.used == 80
         with pytest.raises(ServingError) as err:              # never granted within its timeout: 503
             await budget.acquire(50, 0.05)
-        assert err.value.code == "UNAVAILABLE" and err.value.http_status == 503
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE and err.value.http_status == 503
         assert budget.used == 80 and not budget._waiters
         waiter = asyncio.create_task(budget.acquire(30, 5))   # cancelled while queued: leaves nothing behind
         await asyncio.sleep(0.01)

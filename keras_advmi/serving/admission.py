@@ -34,7 +34,10 @@ import collections
 import zlib
 from typing import Self
 
-from .errors import ServingError
+from grpc import StatusCode
+
+from .._checks import check_choice, check_positive_int
+from .errors import ServingError, body_too_large, invalid_argument
 
 INLINE_BODY_BYTES = 256 * 1024       # decoded bodies up to this size are read and parsed inline
 MAX_INFLATE_RATIO = 64
@@ -43,28 +46,27 @@ BUDGET_BODIES = 4
 _ENCODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 
 
-def _unreadable(why):
-    return ServingError("INVALID_ARGUMENT", f"Failed to read the request body: {why}")
+def unreadable(why):
+    """400 for a body that cannot be read or decoded (``why``: what went wrong)."""
+    return invalid_argument(f"Failed to read the request body: {why}")
 
 
 def too_large(max_bytes, declared=None):
-    """413 PAYLOAD_TOO_LARGE for a body over ``max_bytes`` (``declared``: its Content-Length, if that told)."""
+    """413 for a body over ``max_bytes`` (``declared``: its Content-Length, if that told)."""
     size = "" if declared is None else f" of {declared} bytes"
-    return ServingError("PAYLOAD_TOO_LARGE", f"Request body{size} exceeds the limit of {max_bytes} bytes")
+    return body_too_large(f"Request body{size} exceeds the limit of {max_bytes} bytes")
 
 
 class Inflater:
     """Incremental gzip / deflate decoder whose output never exceeds
     ``min(max_bytes, slack + ratio * compressed bytes fed)``.
 
-    ``feed(raw) -> bytes`` inflates one received chunk (413 PAYLOAD_TOO_LARGE past the limit, 400
+    ``feed(raw) -> bytes`` inflates one received chunk (413 past the limit, 400
     on data that is not ``encoding``); ``finish()`` checks that the stream ended (400 when cut)."""
 
     def __init__(self, encoding: str, max_bytes: int, ratio: int = MAX_INFLATE_RATIO,
                  slack: int = INFLATE_SLACK_BYTES):
-        if encoding not in ("gzip", "deflate"):
-            raise ValueError(f"Received an invalid value for `encoding`, expected 'gzip' or 'deflate'. "
-                             f"Received: encoding={encoding!r}")
+        check_choice("encoding", encoding, ("gzip", "deflate"))
         self.encoding, self.max_bytes, self.ratio, self.slack = encoding, int(max_bytes), int(ratio), int(slack)
         self.raw = self.out = 0
         self._d = None
@@ -76,7 +78,7 @@ class Inflater:
         if enc in ("", "identity"):
             return None
         if enc not in _ENCODINGS:
-            raise _unreadable(f"unsupported Content-Encoding {enc[:40]!r} (gzip, deflate or identity)")
+            raise unreadable(f"unsupported Content-Encoding {enc[:40]!r} (gzip, deflate or identity)")
         return cls(_ENCODINGS[enc], max_bytes)
 
     def limit(self) -> int:
@@ -92,7 +94,7 @@ class Inflater:
         limit = self.limit()
         if limit >= self.max_bytes:
             return too_large(self.max_bytes)
-        return ServingError("PAYLOAD_TOO_LARGE", (
+        return body_too_large((
             f"Request body inflates past {limit} bytes: exceeds the limit of {self.slack} bytes plus "
             f"{self.ratio} times its {self.raw} compressed bytes"))
 
@@ -102,7 +104,7 @@ class Inflater:
         while data:
             if self._d is None or self._d.eof:
                 if self._d is not None and self.encoding != "gzip":
-                    raise _unreadable("data after the end of the deflate stream")
+                    raise unreadable("data after the end of the deflate stream")
                 # gzip members may follow one another (RFC 1952); deflate with or without the zlib
                 # header (RFC 1950), as aiohttp tells them apart
                 wbits = (16 + zlib.MAX_WBITS if self.encoding == "gzip" else
@@ -112,7 +114,7 @@ class Inflater:
             try:
                 chunk = self._d.decompress(data, room + 1)
             except zlib.error:
-                raise _unreadable(f"invalid {self.encoding} data") from None
+                raise unreadable(f"invalid {self.encoding} data") from None
             self.out += len(chunk)
             if self.out > self.limit():
                 raise self._too_large()
@@ -123,7 +125,7 @@ class Inflater:
 
     def finish(self) -> None:
         if self._d is not None and not self._d.eof:
-            raise _unreadable(f"truncated {self.encoding} data")
+            raise unreadable(f"truncated {self.encoding} data")
 
 
 class ByteBudget:
@@ -134,10 +136,7 @@ class ByteBudget:
     the event loop only."""
 
     def __init__(self, capacity: int):
-        if int(capacity) < 1:
-            raise ValueError(f"Received an invalid value for `capacity`, expected a positive integer. "
-                             f"Received: capacity={capacity}")
-        self.capacity, self.used = int(capacity), 0
+        self.capacity, self.used = check_positive_int("capacity", capacity), 0
         self._waiters = collections.deque()
 
     async def acquire(self, n: int, timeout: float) -> int:
@@ -157,7 +156,7 @@ class ByteBudget:
                 fut.cancel()
                 self._wake()
             if isinstance(exc, TimeoutError):
-                raise ServingError("UNAVAILABLE", f"Too many large request bodies in flight (limit "
+                raise ServingError(StatusCode.UNAVAILABLE, f"Too many large request bodies in flight (limit "
                                    f"{self.capacity} bytes); retry later") from None
             raise
         return n

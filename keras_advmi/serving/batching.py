@@ -31,6 +31,7 @@ import threading
 import time
 
 import numpy as np
+from grpc import StatusCode
 
 from .errors import ServingError
 from .tensors import check_rows
@@ -94,7 +95,7 @@ class Batcher:
         rows = sum(t.rows for t in tasks)
         with self._cv:
             if self._stop or self._rows + rows > self.capacity and self._queue:
-                raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was "
+                raise ServingError(StatusCode.UNAVAILABLE, "The batch scheduling queue to which this task was "
                                    "submitted is full")
             self._queue.extend(tasks)
             self._rows += rows
@@ -241,7 +242,7 @@ def _outcome(task):
     except Exception:  # pragma: no cover - unexpected model failure: logged, not sent to the client
         logger.exception("model %s version %s, signature %s failed", task.servable.name,
                          task.servable.version, task.signature)
-        return False, ServingError("INTERNAL", "Internal error while running the model; see the server log")
+        return False, ServingError(StatusCode.INTERNAL, "Internal error while running the model; see the server log")
 
 
 def run_batch(batch):
@@ -283,7 +284,7 @@ class Direct:
         check_rows(_rows(inputs), self.max_rows)
         with self._lock:
             if self._pending >= self._max:
-                raise ServingError("UNAVAILABLE", "too many pending requests")
+                raise ServingError(StatusCode.UNAVAILABLE, "too many pending requests")
             self._pending += 1
         task = _Task(servable, signature, inputs, 0, loop)
 

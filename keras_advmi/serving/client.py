@@ -21,7 +21,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from .._checks import invalid
+from .._checks import check_choice, check_nonnegative_int, invalid
 from . import protos
 
 
@@ -38,15 +38,12 @@ class Client:
 
     def __init__(self, url: str, model: str, protocol: str = "rest", version: int | None = None,
                  label: str | None = None, timeout: float = 30.0, retries: int = 5, backoff: float = 0.05):
-        if protocol not in ("rest", "grpc"):
-            raise invalid("protocol", '"rest" or "grpc"', protocol)
+        check_choice("protocol", protocol, ("rest", "grpc"))
         if not isinstance(model, str) or not model:
             raise invalid("model", "a non-empty model name", model)
-        if int(retries) < 0:
-            raise invalid("retries", "an integer >= 0", retries)
         self.url, self.model, self.protocol = url.rstrip("/"), model, protocol
         self.version, self.label, self.timeout = version, label, timeout
-        self.retries, self.backoff = int(retries), float(backoff)
+        self.retries, self.backoff = check_nonnegative_int("retries", retries), float(backoff)
         if protocol == "rest":
             import requests     # optional: in the [dev] extra, not in install_requires (gRPC needs no requests)
 

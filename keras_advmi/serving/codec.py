@@ -41,27 +41,30 @@ import json
 
 import numpy as np
 import orjson
+from grpc import StatusCode
 
 from . import tensors
-from .errors import ServingError
+from .errors import ServingError, invalid_argument
 
 _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _DEBUG_BYTES = 256       # json_tensor.cc's kMaxJsonDebugStringBytes
 
 
-def _bad(msg):
-    return ServingError("INVALID_ARGUMENT", msg)
+
+def b64_bytes(text):
+    """The bytes of a ``{"b64": text}`` value; INVALID_ARGUMENT when ``text`` is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise invalid_argument("Unable to base64 decode") from None
 
 
-def _decode_b64(value):
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except Exception:
-            raise _bad("Unable to base64 decode") from None
-    if isinstance(value, list):
-        return [_decode_b64(v) for v in value]
-    return value
+def signature_name(doc):
+    """A parsed body's ``signature_name`` ("" when absent); INVALID_ARGUMENT unless a string."""
+    sig = doc.get("signature_name", "")
+    if not isinstance(sig, str):
+        raise invalid_argument("'signature_name' key must be a string value.")
+    return sig
 
 
 _SLACK_COMMAS = 16     # commas a valid body may have outside its tensors (keys, signature_name)
@@ -114,7 +117,7 @@ class BodyBound:
         values = self.commas + 1
         if self.per_row is not None and (values - _SLACK_COMMAS) // self.per_row > self.max_rows:
             return tensors.task_size_error(values // self.per_row, self.max_rows)
-        return tensors.too_large_error(values * self.item, self.max_bytes, "PAYLOAD_TOO_LARGE")
+        return tensors.too_large_error(values * self.item, self.max_bytes)
 
 
 def _json_shape(value):
@@ -138,7 +141,7 @@ def debug_string(value, limit=_DEBUG_BYTES):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _json_type(v):
+def json_type(v):
     """``JsonTypeString`` of ``json_tensor.cc``."""
     if v is None:
         return "Null"
@@ -146,7 +149,8 @@ def _json_type(v):
 
 
 def type_error(value, dtype_name):
-    return _bad(f"JSON Value: {debug_string(value)} Type: {_json_type(value)} is not of expected type: {dtype_name}")
+    return invalid_argument(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: "
+                            f"{dtype_name}")
 
 
 def _is_b64(v):
@@ -173,14 +177,14 @@ def _leaves(value):
         if len(types) > 1:          # lists and values side by side
             if depth < rank:
                 odd = next(v for v in level if type(v) is not list)
-                raise _bad(f"JSON Value: {debug_string(odd)} found at incorrect level: {depth + 1} in the JSON "
-                           f"DOM. Expected at level: {rank}")
-            raise _bad(f"Encountered list at unexpected level: {depth} expected < {rank}")
+                raise invalid_argument(f"JSON Value: {debug_string(odd)} found at incorrect level: {depth + 1} in the JSON "
+                                       f"DOM. Expected at level: {rank}")
+            raise invalid_argument(f"Encountered list at unexpected level: {depth} expected < {rank}")
         sizes = set(map(len, level))
         if len(sizes) > 1:
             want = len(level[0])
             got = next(len(v) for v in level if len(v) != want)
-            raise _bad(f"Encountered list at unexpected size: {got} at level: {depth} expected size: {want}")
+            raise invalid_argument(f"Encountered list at unexpected size: {got} at level: {depth} expected size: {want}")
         shape.append(sizes.pop())
         if shape[-1] == 0:
             return shape, []
@@ -200,20 +204,20 @@ def to_array(value, spec, name, max_bytes=None):
     if max_bytes is not None:
         n = int(np.prod(_json_shape(value), dtype=object)) * item
         if n > max_bytes:
-            raise tensors.too_large_error(n, max_bytes, "PAYLOAD_TOO_LARGE")
+            raise tensors.too_large_error(n, max_bytes)
     shape, leaves = _leaves(value)
     if max_bytes is not None and len(leaves) * item > max_bytes:
-        raise tensors.too_large_error(len(leaves) * item, max_bytes, "PAYLOAD_TOO_LARGE")
+        raise tensors.too_large_error(len(leaves) * item, max_bytes)
     types = set(map(type, leaves))
     if kind == "O":
         if not types <= {str, dict} or dict in types and not all(map(_is_b64, filter(_is_dict, leaves))):
             raise type_error(next(v for v in leaves if not (type(v) is str or _is_b64(v))), dtype_name)
         arr = np.empty(len(leaves), dtype=object)
-        arr[:] = [_decode_b64(v) if type(v) is dict else v for v in leaves] if dict in types else leaves
+        arr[:] = [b64_bytes(v["b64"]) if type(v) is dict else v for v in leaves] if dict in types else leaves
     else:
         allowed = _LEAF_TYPES.get(kind)
         if allowed is None:
-            raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} "
+            raise ServingError(StatusCode.UNIMPLEMENTED, f"Conversion of JSON Value: {debug_string(value)} "
                                                 f"to type: {dtype_name}")
         if not types <= allowed:
             raise type_error(next(v for v in leaves if type(v) not in allowed), dtype_name)
@@ -225,13 +229,7 @@ def to_array(value, spec, name, max_bytes=None):
             odd = next((v for v in leaves if info is None or not info.min <= v <= info.max), leaves[0])
             raise type_error(odd, dtype_name) from None
     arr = arr.reshape(shape)
-    want = spec.shape
-    if want.rank is not None:
-        got = arr.shape
-        ok = len(got) == want.rank and all(w is None or w == g for w, g in zip(want.as_list(), got))
-        if not ok:
-            raise _bad(f"Input to reshape / signature for input '{name}': expected shape "
-                       f"{[-1 if d is None else d for d in want.as_list()]}, got {list(got)}")
+    tensors.check_shape(arr.shape, spec, name)
     return arr
 
 
@@ -241,16 +239,16 @@ def _is_dict(v):
 
 def parse_json(body):
     if not body:
-        raise _bad("JSON Parse error: The document is empty")
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         try:   # same accept/reject decisions and messages as json (NaN/Infinity, big ints, ...)
             doc = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            raise _bad(f"JSON Parse error: {exc}") from None
+            raise invalid_argument(f"JSON Parse error: {exc}") from None
     if not isinstance(doc, dict):
-        raise _bad("JSON Parse error: Is not object")
+        raise invalid_argument("JSON Parse error: Is not object")
     return doc
 
 
@@ -259,33 +257,30 @@ def parse_predict(body, input_specs_for, max_rows=None, max_bytes=None):
     returns (signature name resolved, {input name: tf.TensorSpec}). Requests of more than
     ``max_rows`` rows or ``max_bytes`` decoded bytes are refused before arrays are built."""
     doc = parse_json(body)
-    sig = doc.get("signature_name", "")
-    if not isinstance(sig, str):
-        raise _bad("'signature_name' key must be a string value.")
-    sig, specs = input_specs_for(sig)
+    sig, specs = input_specs_for(signature_name(doc))
     if "instances" in doc and "inputs" in doc:
-        raise _bad("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
+        raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
     if "instances" in doc:
         inst = doc["instances"]
         if not isinstance(inst, list):
-            raise _bad("Excepting 'instances' to be an list/array")
+            raise invalid_argument("Excepting 'instances' to be an list/array")
         if not inst:
-            raise _bad("No values in 'instances' array")
+            raise invalid_argument("No values in 'instances' array")
         tensors.check_rows(len(inst), max_rows)
         is_obj = [isinstance(e, dict) and "b64" not in e for e in inst]
         if any(is_obj):
             if not all(is_obj):
-                raise _bad("Expecting object but got list at item "
-                           f"{is_obj.index(False)} of input list")
+                raise invalid_argument("Expecting object but got list at item "
+                                       f"{is_obj.index(False)} of input list")
             for i, e in enumerate(inst):
                 if set(e) != set(specs):
-                    raise _bad(f"Failed to process element: {i} of 'instances' list. JSON object must "
-                               f"only have keys: {','.join(sorted(specs))}")
+                    raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object must "
+                                           f"only have keys: {','.join(sorted(specs))}")
             cols = {k: [e[k] for e in inst] for k in specs}
         else:
             if len(specs) > 1:
-                raise _bad("instances is a plain list, but expecting list of objects as multiple input "
-                           "tensors required as per tensorinfo_map")
+                raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
+                                       "tensors required as per tensorinfo_map")
             cols = {next(iter(specs)): inst}
         return sig, {k: to_array(v, specs[k], k, max_bytes) for k, v in cols.items()}, True
     if "inputs" in doc:
@@ -293,21 +288,20 @@ def parse_predict(body, input_specs_for, max_rows=None, max_bytes=None):
         if isinstance(val, dict) and not _is_b64(val):
             missing = [k for k in specs if k not in val]
             if missing:
-                raise _bad(f"Missing named input: {missing[0]} in 'inputs' object.")
+                raise invalid_argument(f"Missing named input: {missing[0]} in 'inputs' object.")
             extra = sorted(k for k in val if k not in specs)
             if extra:       # as the row form and gRPC refuse one (TF Serving's columnar parser skips it)
-                raise _bad(f"input tensor alias not found in signature: {extra[0]}. Inputs expected to be in "
-                           f"the set {{{','.join(sorted(specs))}}}.")
+                raise tensors.unknown_alias_error(extra[0], specs)
             cols = {k: val[k] for k in specs}
         else:
             if len(specs) > 1:
-                raise _bad("inputs is a plain value/list, but expecting an object as multiple input "
-                           "tensors required as per tensorinfo_map")
+                raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input "
+                                       "tensors required as per tensorinfo_map")
             cols = {next(iter(specs)): val}
         for v in cols.values():
             tensors.check_rows(len(v) if isinstance(v, list) else 1, max_rows)
         return sig, {k: to_array(v, specs[k], k, max_bytes) for k, v in cols.items()}, False
-    raise _bad("Missing 'inputs' or 'instances' key")
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 def _jsonable(arr):
@@ -342,8 +336,8 @@ def encode_predict(outputs, row_format):
     if row_format:
         n = {int(arrays[k].shape[0]) for k in names if arrays[k].ndim}
         if len(n) != 1:
-            raise ServingError("INVALID_ARGUMENT", "Tensor name: outputs have different batch sizes; "
-                               "use the columnar 'inputs' format")
+            raise invalid_argument("Tensor name: outputs have different batch sizes; "
+                                   "use the columnar 'inputs' format")
         rows = n.pop()
     if all(_fast_ok(a) for a in arrays.values()):
         arrays = {k: a[()] if a.ndim == 0 else a for k, a in arrays.items()}   # orjson wants scalars

@@ -16,6 +16,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappe
 from google.protobuf import message_factory
 from tensorflow_serving.config import model_server_config_pb2
 
+from .._checks import check_int_at_least, invalid
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -92,14 +94,21 @@ def parse_batching(path_or_text: str | os.PathLike) -> Batching:
     vals = {f: getattr(msg, f).value if msg.HasField(f) else getattr(d, f)
             for f in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")}
     for k, v in vals.items():
-        if v < (0 if k == "batch_timeout_micros" else 1):
-            raise ValueError(f"batching_parameters_file: invalid {k}={v}")
+        check_int_at_least(k, v, 0 if k == "batch_timeout_micros" else 1)
     split = msg.enable_large_batch_splitting.value
     exec_size = msg.max_execution_batch_size.value if msg.HasField("max_execution_batch_size") else 0
-    if exec_size < 0 or exec_size > vals["max_batch_size"]:
-        raise ValueError(f"batching_parameters_file: invalid max_execution_batch_size={exec_size}, expected "
-                         f"1..max_batch_size ({vals['max_batch_size']})")
+    if not 0 <= exec_size <= vals["max_batch_size"]:
+        raise invalid("max_execution_batch_size", f"an integer in [0, max_batch_size ({vals['max_batch_size']})] "
+                      "(0: max_batch_size)", exec_size)
     return Batching(**vals, enable_large_batch_splitting=split, max_execution_batch_size=exec_size)
+
+
+def batching_from_flags(enable_batching: bool, batching_parameters_file: str | os.PathLike | None) -> Batching | None:
+    """The batching settings of tensorflow_model_server's ``--enable_batching`` and
+    ``--batching_parameters_file`` (a file turns batching on): None when batching is off."""
+    if batching_parameters_file:
+        return parse_batching(batching_parameters_file)
+    return Batching() if enable_batching else None
 
 
 def parse_monitoring(path_or_text: str | os.PathLike) -> str | None:

@@ -13,30 +13,20 @@ an example with context is serialized as context + example (protobuf merge, exam
 
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.example import feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from .errors import ServingError
+from . import codec, tensors
+from .errors import invalid_argument
 
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
-PREDICT = "tensorflow/serving/predict"
+CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME       # "tensorflow/serving/classify"
+REGRESS = tf.saved_model.REGRESS_METHOD_NAME         # "tensorflow/serving/regress"
 _KIND = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
 
-
-def _bad(msg):
-    return ServingError("INVALID_ARGUMENT", msg)
-
-
-def _json_type(v):
-    if v is None:
-        return "Null"
-    return {bool: "True" if v else "False", dict: "Object", list: "Array", str: "String"}.get(
-        type(v), "Number")
 
 
 def _add_value(value, name, feature):
@@ -44,16 +34,13 @@ def _add_value(value, name, feature):
 
     def want(k):
         if kind not in (None, k):
-            raise _bad(f"Unexpected element type in feature: {name} expecting type: {_KIND[kind]}")
+            raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: {_KIND[kind]}")
     if isinstance(value, bool):
         want("int64_list")
         feature.int64_list.value.append(int(value))
     elif isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         want("bytes_list")
-        try:
-            feature.bytes_list.value.append(base64.b64decode(value["b64"], validate=True))
-        except ValueError:
-            raise _bad("Unable to base64 decode") from None
+        feature.bytes_list.value.append(codec.b64_bytes(value["b64"]))
     elif isinstance(value, str):
         want("bytes_list")
         feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
@@ -63,17 +50,21 @@ def _add_value(value, name, feature):
     elif isinstance(value, int):
         want("int64_list")
         if value >= 2 ** 63:
-            raise _bad(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+            raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         if value < -2 ** 63:
-            raise _bad(f"Feature: {name} has element with unexpected JSON type: Number")
+            raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: Number")
         feature.int64_list.value.append(value)
     else:
-        raise _bad(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+        raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {codec.json_type(value)}")
+
+
+def _check_object(value):
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {codec.json_type(value)}")
 
 
 def example_from_json(value, example):
-    if not isinstance(value, dict):
-        raise _bad(f"Example must be JSON object but got JSON {_json_type(value)}")
+    _check_object(value)
     for name, content in value.items():
         feature = feature_pb2.Feature()
         for v in content if isinstance(content, list) else [content]:
@@ -85,14 +76,14 @@ def check_input_json(doc):
     """The structure checks of a parsed REST classify/regress body that cost O(1): ``context`` is
     an object, ``examples`` a non-empty list (TF Serving's messages); the values are checked when
     the Examples are built."""
-    if "context" in doc and not isinstance(doc["context"], dict):
-        raise _bad(f"Example must be JSON object but got JSON {_json_type(doc['context'])}")
+    if "context" in doc:
+        _check_object(doc["context"])
     if "examples" not in doc:
-        raise _bad(f"JSON Value: {_debug(doc)} When method is classify, key 'examples' is expected and was not found")
+        raise invalid_argument(f"JSON Value: {_debug(doc)} When method is classify, key 'examples' is expected and was not found")
     if not isinstance(doc["examples"], list):
-        raise _bad(f"JSON Value: {_debug(doc)} Expecting 'examples' value to be an list/array")
+        raise invalid_argument(f"JSON Value: {_debug(doc)} Expecting 'examples' value to be an list/array")
     if not doc["examples"]:
-        raise _bad(f"JSON Value: {_debug(doc)} 'examples' value is an empty array")
+        raise invalid_argument(f"JSON Value: {_debug(doc)} 'examples' value is an empty array")
 
 
 def input_from_json(doc):
@@ -122,55 +113,51 @@ def serialized_from_json(doc, max_rows=None, max_bytes=None):
     """A parsed REST classify/regress body -> object ndarray of serialized tf.Example (shape [n]);
     more than ``max_rows`` examples are refused before any is built."""
     check_input_json(doc)
-    if max_rows is not None and len(doc["examples"]) > max_rows:
-        raise _bad(f"Task size {len(doc['examples'])} is larger than maximum input batch size {max_rows}")
+    tensors.check_rows(len(doc["examples"]), max_rows)
     return serialized(input_from_json(doc), max_rows, max_bytes)
 
 
 def serialized(inp, max_rows=None, max_bytes=None):
     """tensorflow.serving.Input -> object ndarray of serialized tf.Example (shape [n])."""
     kind = inp.WhichOneof("kind")
-    if kind is None:
-        raise _bad("Input is empty.")
+    out = []
     if kind == "example_list":
         out = [e.SerializeToString() for e in inp.example_list.examples]
-    else:
+    elif kind is not None:
         ctx = inp.example_list_with_context.context.SerializeToString()
         out = [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
     if not out:
-        raise _bad("Input is empty.")
-    if max_rows is not None and len(out) > max_rows:
-        raise _bad(f"Task size {len(out)} is larger than maximum input batch size {max_rows}")
+        raise invalid_argument("Input is empty.")
+    tensors.check_rows(len(out), max_rows)
     if max_bytes is not None and sum(map(len, out)) > max_bytes:
-        raise ServingError("RESOURCE_EXHAUSTED", f"Decoded request tensors of {sum(map(len, out))} bytes "
-                                                 f"exceed the limit of {max_bytes} bytes")
+        raise tensors.too_large_error(sum(map(len, out)), max_bytes)
     return np.array(out, dtype=object)
 
 
 def signature_for(servable, name, method):
     """Resolve and check a classify/regress signature; returns its name. TF Serving's messages."""
-    name = name or "serving_default"
+    name = name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
     sig = servable.signature_defs.get(name)
     if sig is None:
-        raise _bad(f"No signature was found with the name: {name}")
+        raise invalid_argument(f"No signature was found with the name: {name}")
     what = "classification" if method == CLASSIFY else "regression"
     if sig.method_name != method:
-        raise _bad(f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}")
+        raise invalid_argument(f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}")
     if len(sig.inputs) != 1:
-        raise _bad("Expected one input Tensor.")
+        raise invalid_argument("Expected one input Tensor.")
     if "inputs" not in sig.inputs:
-        raise _bad(f"No {what} inputs found in SignatureDef: {sig}")
+        raise invalid_argument(f"No {what} inputs found in SignatureDef: {sig}")
     if method == CLASSIFY:
         if len(sig.outputs) not in (1, 2):
-            raise _bad(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+            raise invalid_argument(f"Expected one or two output Tensors, found {len(sig.outputs)}")
         if "classes" not in sig.outputs and "scores" not in sig.outputs:
-            raise _bad('Expected classification signature outputs to contain at least one of "classes" or '
-                       f'"scores". Signature was: {sig}')
+            raise invalid_argument('Expected classification signature outputs to contain at least one of "classes" or '
+                                   f'"scores". Signature was: {sig}')
     else:
         if len(sig.outputs) != 1:
-            raise _bad(f"Expected one output Tensor, found {len(sig.outputs)}")
+            raise invalid_argument(f"Expected one output Tensor, found {len(sig.outputs)}")
         if "outputs" not in sig.outputs:
-            raise _bad(f"No regression outputs found in SignatureDef: {sig}")
+            raise invalid_argument(f"No regression outputs found in SignatureDef: {sig}")
     return name
 
 
@@ -182,14 +169,14 @@ def classification_result(outputs, n):
             continue
         t = np.asarray(t)
         if t.ndim != 2:
-            raise _bad(f"Expected Tensor shape: [batch_size num_classes] but got {list(t.shape)}")
+            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(t.shape)}")
         if (t.dtype.kind in "OS") != (kind == "O") or (kind == "f" and t.dtype != np.float32):
-            raise _bad(f"Expected {label} Tensor of {'DT_STRING' if kind == 'O' else 'DT_FLOAT'}. Got: {t.dtype}")
+            raise invalid_argument(f"Expected {label} Tensor of {'DT_STRING' if kind == 'O' else 'DT_FLOAT'}. Got: {t.dtype}")
         if t.shape[0] != n:
-            raise _bad(f"Expected {label} output batch size of {n}. Got: {t.shape[0]}")
+            raise invalid_argument(f"Expected {label} output batch size of {n}. Got: {t.shape[0]}")
     if classes is not None and scores is not None and np.shape(classes)[1] != np.shape(scores)[1]:
-        raise _bad(f"Tensors class and score should match in dim_size(1). Got {np.shape(classes)[1]} vs. "
-                   f"{np.shape(scores)[1]}")
+        raise invalid_argument(f"Tensors class and score should match in dim_size(1). Got {np.shape(classes)[1]} vs. "
+                               f"{np.shape(scores)[1]}")
     k = np.shape(classes if classes is not None else scores)[1]
     result = classification_pb2.ClassificationResult()
     for i in range(n):
@@ -208,12 +195,12 @@ def regression_result(outputs, n):
     """Signature outputs -> RegressionResult (checks of PostProcessRegressionResult)."""
     t = np.asarray(outputs["outputs"])
     if not (t.ndim == 1 or t.ndim == 2 and t.shape[1] == 1):
-        raise _bad(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                   f"{list(t.shape)}")
+        raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                               f"{list(t.shape)}")
     if t.shape[0] != n:
-        raise _bad(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
+        raise invalid_argument(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
     if t.dtype != np.float32:
-        raise _bad(f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
     result = regression_pb2.RegressionResult()
     for v in t.reshape(-1):
         result.regressions.add(value=float(v))
@@ -227,12 +214,12 @@ def _float32_json(v):
 
 def classification_json(result):
     if not result.classifications:
-        raise _bad("Cannot convert empty ClassificationResults to JSON")
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
     return {"results": [[[c.label, _float32_json(c.score)] for c in cls.classes]
                         for cls in result.classifications]}
 
 
 def regression_json(result):
     if not result.regressions:
-        raise _bad("Cannot convert empty RegressionResults to JSON")
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
     return {"results": [_float32_json(r.value) for r in result.regressions]}

@@ -3,11 +3,11 @@ GetModelMetadata and ModelService.GetModelStatus, on tensorflow-serving-api's ge
 so the official ``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged.
 
 Each request is decoded and checked alone (``tensors.from_proto``: dtype, shape, rows, decoded
-bytes) before it is queued, on the event loop (on the I/O pool above ``INLINE_BYTES``), and joins
-the batcher with ``loop=`` so a batch wakes the loop once (the same path as REST). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND /
-RESOURCE_EXHAUSTED with TF Serving's messages; anything unexpected is logged and answers INTERNAL
-with no exception text. Every RPC is counted in the metrics with ``entrypoint="GRPC"``.
-A message that does not parse as the method's request answers INVALID_ARGUMENT ("Failed to parse
+bytes) before it is queued, on the event loop (on the I/O pool above ``admission.INLINE_BODY_BYTES``),
+and joins the batcher so a batch wakes the loop once (the same path as REST, through the server's
+public methods). Client mistakes answer INVALID_ARGUMENT / NOT_FOUND / RESOURCE_EXHAUSTED with TF
+Serving's messages; anything unexpected is logged and answers INTERNAL with no exception text. Every
+RPC is counted in the metrics with ``entrypoint="GRPC"``. A message that does not parse as the method's request answers INVALID_ARGUMENT ("Failed to parse
 the request as tensorflow.serving.PredictRequest"), not grpc.aio's UNKNOWN. ``output_filter`` is
 checked in one pass before the model runs (TF Serving's order: unknown alias, then duplicate).
 """
@@ -20,16 +20,16 @@ import logging
 import time
 
 import grpc
+import tensorflow as tf
 from google.protobuf import message, message_factory
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, model_service_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from . import admission, examples, protos, tensors
-from .errors import ServingError
+from .errors import INTERNAL_MESSAGE, ServingError, invalid_argument
 
 logger = logging.getLogger(__name__)
-INLINE_BYTES = admission.INLINE_BODY_BYTES    # below it a thread hop costs more than decoding
 
 
 def _spec_args(spec):
@@ -52,10 +52,10 @@ def check_output_filter(names, signature_outputs):
     seen = set()
     for alias in names:
         if alias not in signature_outputs:
-            raise ServingError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} Outputs "
-                               f"expected to be in the set {{{','.join(sorted(signature_outputs))}}}.")
+            raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs "
+                                   f"expected to be in the set {{{','.join(sorted(signature_outputs))}}}.")
         if alias in seen:
-            raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
         seen.add(alias)
     return list(names)
 
@@ -106,7 +106,7 @@ def _guarded(method, api, call):
     async def handler(request, context):
         if isinstance(request, _Undecodable):
             async def refuse():
-                raise ServingError("INVALID_ARGUMENT", f"Failed to parse the request as {request.type_name}")
+                raise invalid_argument(f"Failed to parse the request as {request.type_name}")
             return await call(api, "", context, refuse)
         return await method(request, context)
     return handler
@@ -118,44 +118,41 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def _call(self, api, name, context, work):
         """Run ``work()``; map ServingError to its gRPC code, anything else to INTERNAL; count it."""
-        t0, status = time.perf_counter(), "INTERNAL"
+        t0, status = time.perf_counter(), grpc.StatusCode.INTERNAL
         self.server.rpcs_in_flight += 1         # on the event loop: no lock (read by ModelServer.drain)
         try:
             resp = await work()
-            status = "OK"
+            status = grpc.StatusCode.OK
             return resp
         except ServingError as exc:
             status = exc.code
-            await context.abort(exc.grpc_code, exc.message)
+            await context.abort(exc.code, exc.message)
         except asyncio.CancelledError:  # a BaseException: the client cancelled or its deadline passed
             remaining = context.time_remaining()
-            status = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0.01 else "CANCELLED"
+            expired = remaining is not None and remaining <= 0.01
+            status = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception:  # never exception text to the client
             logger.exception("gRPC %s failed", api)
-            await context.abort(grpc.StatusCode.INTERNAL, "Internal error; see the server log")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
         finally:
             self.server.rpcs_in_flight -= 1
             self.server.metrics.observe(name, api, status, (time.perf_counter() - t0) * 1e6, "GRPC")
 
     def _resolve(self, spec):
-        return self.server.registry.resolve(*_spec_args(spec))
-
-    async def _run(self, servable, sig, inputs):
-        loop = asyncio.get_running_loop()
-        return await self.server.executor.submit(servable, sig, inputs, loop=loop)
+        return self.server.resolve(*_spec_args(spec))
 
     async def Predict(self, request, context):
         async def work():
             servable = self._resolve(request.model_spec)
             sig, specs = servable.input_specs_for(request.model_spec.signature_name)
-            args = (request.inputs, specs, self.server.executor.max_rows, self.server.max_body_bytes)
-            if sum(t.ByteSize() for t in request.inputs.values()) <= INLINE_BYTES:
+            args = (request.inputs, specs, self.server.max_rows, self.server.max_body_bytes)
+            if sum(t.ByteSize() for t in request.inputs.values()) <= admission.INLINE_BODY_BYTES:
                 inputs = tensors.decode_inputs(*args)
             else:       # a big tensor is decoded off the loop, so it does not stall the others
-                inputs = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, tensors.decode_inputs, *args)
+                inputs = await self.server.off_loop(tensors.decode_inputs, *args)
             wanted = check_output_filter(request.output_filter, servable.signature_defs[sig].outputs)
-            outputs = await self._run(servable, sig, inputs)
+            outputs = await self.server.run(servable, sig, inputs)
             wanted = wanted or sorted(outputs)
             resp = predict_pb2.PredictResponse()
             _set_spec(resp.model_spec, servable, sig)
@@ -167,12 +164,12 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _infer(self, servable, signature_name, method, inp):
         """One classify/regress evaluation -> (signature, ClassificationResult | RegressionResult)."""
         sig = examples.signature_for(servable, signature_name, method)
-        args = (inp, self.server.executor.max_rows, self.server.max_body_bytes)
-        if inp.ByteSize() <= INLINE_BYTES:
+        args = (inp, self.server.max_rows, self.server.max_body_bytes)
+        if inp.ByteSize() <= admission.INLINE_BODY_BYTES:
             batch = examples.serialized(*args)
         else:       # one serialization per Example: off the loop for a big input
-            batch = await asyncio.get_running_loop().run_in_executor(self.server.io_pool, examples.serialized, *args)
-        outputs = await self._run(servable, sig, {"inputs": batch})
+            batch = await self.server.off_loop(examples.serialized, *args)
+        outputs = await self.server.run(servable, sig, {"inputs": batch})
         if method == examples.CLASSIFY:
             return sig, examples.classification_result(outputs, len(batch))
         return sig, examples.regression_result(outputs, len(batch))
@@ -202,24 +199,24 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def work():
             if not request.tasks:
-                raise ServingError("INVALID_ARGUMENT", "Found MultiInferenceRequest with no tasks.")
+                raise invalid_argument("Found MultiInferenceRequest with no tasks.")
             seen = set()
             for task in request.tasks:
                 if not task.model_spec.name:
-                    raise ServingError("INVALID_ARGUMENT", "Found ModelSpec with an empty model name.")
+                    raise invalid_argument("Found ModelSpec with an empty model name.")
                 if task.model_spec.name != name:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-                sig = task.model_spec.signature_name or "serving_default"
+                    raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+                sig = task.model_spec.signature_name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
                 if sig in seen:
-                    raise ServingError("INVALID_ARGUMENT", f"Duplicate evaluation of signature: {sig}")
+                    raise invalid_argument(f"Duplicate evaluation of signature: {sig}")
                 seen.add(sig)
                 if task.method_name not in (examples.CLASSIFY, examples.REGRESS):
-                    raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}")
+                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                       f"Unsupported signature method_name: {task.method_name}")
             servable = self._resolve(request.tasks[0].model_spec)
             for sig in seen:
                 if sig not in servable.signature_defs:
-                    raise ServingError("INVALID_ARGUMENT", f"Requested signature not found in model graph: {sig}")
+                    raise invalid_argument(f"Requested signature not found in model graph: {sig}")
             resp = inference_pb2.MultiInferenceResponse()
             for task in request.tasks:
                 sig, result = await self._infer(servable, task.model_spec.signature_name, task.method_name,
@@ -236,11 +233,10 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def GetModelMetadata(self, request, context):
         async def work():
             if not request.metadata_field:
-                raise ServingError("INVALID_ARGUMENT",
-                                   "GetModelMetadataRequest must specify at least one metadata_field")
+                raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
             for field in request.metadata_field:
                 if field != "signature_def":
-                    raise ServingError("INVALID_ARGUMENT", f"Metadata field {field} is not supported")
+                    raise invalid_argument(f"Metadata field {field} is not supported")
             servable = self._resolve(request.model_spec)
             resp = get_model_metadata_pb2.GetModelMetadataResponse()
             _set_spec(resp.model_spec, servable)
@@ -258,9 +254,9 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         """As ``GetModelStatusImpl``: ``model_spec.version`` narrows the answer, a label does not."""
         async def work():
             if not request.HasField("model_spec"):
-                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+                raise invalid_argument("Missing ModelSpec")
             name, version, _ = _spec_args(request.model_spec)
-            return self.server.registry.status(name, version)
+            return self.server.model_status(name, version)
         return await self._call("status", request.model_spec.name, context, work)
 
 

@@ -40,7 +40,9 @@ class Metrics:
         return model if model in self._known else UNKNOWN_MODEL
 
     def observe(self, model, api, status, micros, entrypoint="REST"):
-        key = (self.label(model), api, entrypoint, status)
+        """Count one request: ``status`` is its ``grpc.StatusCode`` (OK or the error's canonical code),
+        labelled by name as TF Serving labels it; ``micros`` its latency in microseconds."""
+        key = (self.label(model), api, entrypoint, status.name)
         children = self._children.get(key)
         if children is None:     # label sets are few (configured names x APIs x codes): cache them
             children = self._children.setdefault(key, (self._count.labels(*key), self._latency.labels(*key[:3])))

@@ -29,10 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from grpc import StatusCode
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from .errors import ServingError
+from .._checks import check_positive, invalid
+from .._savedmodel_files import ASSETS_EXTRA
+from .errors import ServingError, invalid_argument
 from .protos import GetModelStatusResponse, ModelVersionStatus, version_status
 from .warmup import replay_warmup
 
@@ -41,7 +44,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOAD_LOCK = threading.Lock()
 _VERSION_RE = re.compile(r"[0-9]{1,19}")
 MAX_VERSION = 2 ** 63 - 1
-_SAVED_MODEL_FILES = {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables", "assets", "assets.extra"}
+SAVED_MODEL_PB = tf.saved_model.SAVED_MODEL_FILENAME_PB      # "saved_model.pb": a directory holding it is a model
+_SAVED_MODEL_FILES = {SAVED_MODEL_PB, tf.saved_model.SAVED_MODEL_FILENAME_PBTXT, "fingerprint.pb",
+                      tf.saved_model.VARIABLES_DIRECTORY, tf.saved_model.ASSETS_DIRECTORY, ASSETS_EXTRA}
 _FINGERPRINT_FILES = 10_000     # at most this many directory entries are looked at per failed version and poll
 
 
@@ -94,10 +99,9 @@ class Servable:
 
     def signature(self, name: str | None) -> str:
         """The signature's name (``serving_default`` when empty); INVALID_ARGUMENT when unknown."""
-        name = name or "serving_default"
+        name = name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
         if name not in self.signatures:
-            raise ServingError("INVALID_ARGUMENT",
-                               f'Serving signature name: "{name}" not found in signature def')
+            raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         return name
 
     def input_specs_for(self, name: str | None) -> tuple[str, dict[str, tf.TensorSpec]]:
@@ -107,26 +111,19 @@ class Servable:
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs of ``signature`` on ``inputs``; a value the graph refuses is INVALID_ARGUMENT."""
-        if self.tf1:
-            aliases, fn = self._pruned[signature]
-            try:
-                out = fn(*[tf.convert_to_tensor(inputs[a], dtype=self.specs[signature][a].dtype) for a in aliases])
-            except KeyError as exc:
-                raise ServingError("INVALID_ARGUMENT", f"Missing input: {exc.args[0]}") from None
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-                raise ServingError("INVALID_ARGUMENT", _tf_message(exc)) from None
-            return {k: v.numpy() for k, v in out.items()}
-        fn = self.signatures[signature]
         specs = self.specs[signature]
-        feed = {}
+        missing = [key for key in specs if key not in inputs]
+        if missing:
+            raise invalid_argument(f"Missing input: {missing[0]}")
         try:
-            for key, spec in specs.items():
-                if key not in inputs:
-                    raise ServingError("INVALID_ARGUMENT", f"Missing input: {key}")
-                feed[key] = tf.convert_to_tensor(inputs[key], dtype=spec.dtype)
-            out = fn(**feed)
+            feed = {key: tf.convert_to_tensor(inputs[key], dtype=spec.dtype) for key, spec in specs.items()}
+            if self.tf1:
+                aliases, fn = self._pruned[signature]
+                out = fn(*[feed[a] for a in aliases])
+            else:
+                out = self.signatures[signature](**feed)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            raise ServingError("INVALID_ARGUMENT", _tf_message(exc)) from None
+            raise invalid_argument(_tf_message(exc)) from None
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -142,7 +139,7 @@ def _tf_message(exc):
 def _serving_meta_graph(path):
     """The MetaGraphDef TF Serving loads: the one tagged ``serve`` (else the first)."""
     sm = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
+    with open(os.path.join(path, SAVED_MODEL_PB), "rb") as fh:
         sm.ParseFromString(fh.read())
     for meta in sm.meta_graphs:
         if "serve" in meta.meta_info_def.tags:
@@ -215,16 +212,12 @@ class Registry:
     def __init__(self, entries: Iterable[ModelEntry], retry_initial_s: float = 1.0, retry_max_s: float = 300.0):
         """``retry_initial_s`` / ``retry_max_s``: seconds before the first retry of a version that failed
         to load, doubling per failure up to the cap (positive, cap >= initial)."""
-        for name, value in (("retry_initial_s", retry_initial_s), ("retry_max_s", retry_max_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"Received an invalid value for `{name}`, expected a positive number of "
-                                 f"seconds. Received: {name}={value!r}")
-        if retry_max_s < retry_initial_s:
-            raise ValueError(f"Received an invalid value for `retry_max_s`, expected >= retry_initial_s "
-                             f"({retry_initial_s}). Received: retry_max_s={retry_max_s!r}")
+        self.retry_initial_s = check_positive("retry_initial_s", retry_initial_s)
+        self.retry_max_s = check_positive("retry_max_s", retry_max_s)
+        if self.retry_max_s < self.retry_initial_s:
+            raise invalid("retry_max_s", f"seconds >= retry_initial_s ({retry_initial_s})", retry_max_s)
         self._entries = {e.name: e for e in entries}
         self._lock = threading.Lock()
-        self.retry_initial_s, self.retry_max_s = float(retry_initial_s), float(retry_max_s)
 
     @property
     def names(self) -> list[str]:
@@ -238,8 +231,7 @@ class Registry:
         except OSError:
             return {}
         found = {}
-        flat = "saved_model.pb" in names
-        if flat and "saved_model.pb" not in entry.skipped:
+        if SAVED_MODEL_PB in names and SAVED_MODEL_PB not in entry.skipped:
             entry.skipped.update(_SAVED_MODEL_FILES)
             logger.warning("model %s: the base path %s is itself a SavedModel; servers load BASE/VERSION/"
                            "saved_model.pb with VERSION a positive integer: move it into a version directory "
@@ -253,7 +245,7 @@ class Registry:
                     logger.warning("model %s: skipping %r under %s (%s)", entry.name, n, entry.base_path,
                                    "not a version number" if v is None else f"duplicate of version {v}")
                 continue
-            if os.path.isfile(os.path.join(entry.base_path, n, "saved_model.pb")):
+            if os.path.isfile(os.path.join(entry.base_path, n, SAVED_MODEL_PB)):
                 found[v] = n
         return found
 
@@ -328,12 +320,6 @@ class Registry:
         logger.info("loaded %s version %d (%d warm-up records replayed)", entry.name, v, records)
         return True
 
-    def entry(self, name: str) -> ModelEntry:
-        """The configured model called ``name``; NOT_FOUND otherwise."""
-        entry = self._entries.get(name) if valid_model_name(name) else None
-        if entry is None:
-            raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
-        return entry
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The Servable for NAME (latest loaded), NAME/versions/N or NAME/labels/L."""
@@ -341,17 +327,16 @@ class Registry:
             entry = self._entries.get(name) if valid_model_name(name) else None
             if label is not None:
                 if entry is None or label not in entry.labels:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       f"Unrecognized servable version label: {label}")
+                    raise invalid_argument(f"Unrecognized servable version label: {label}")
                 version = entry.labels[label]
             if version is not None:
                 s = entry.loaded.get(int(version)) if entry else None
                 if s is None:
-                    raise ServingError("NOT_FOUND",
+                    raise ServingError(StatusCode.NOT_FOUND,
                                        f"Servable not found for request: Specific({name}, {version})")
                 return s
             if entry is None or not entry.loaded:
-                raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                raise ServingError(StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
             return entry.loaded[max(entry.loaded)]
 
     def status(self, name: str, version: int | None = None) -> GetModelStatusResponse:
@@ -363,8 +348,8 @@ class Registry:
             states = dict(entry.states) if entry else {}
         if version is not None:
             if int(version) not in states:
-                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+                raise ServingError(StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
             states = {int(version): states[int(version)]}
         elif not states:
-            raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+            raise ServingError(StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         return GetModelStatusResponse(model_version_status=[states[v] for v in sorted(states, reverse=True)])

@@ -19,23 +19,32 @@ turns 503 and every new REST request is answered 503 (``{"error": ...}``, ``Conn
 gRPC stops taking RPCs (new ones get UNAVAILABLE); requests already in flight, including bodies still
 arriving, run to their answer for up to ``drain_timeout`` seconds; then both front ends close. TF
 Serving itself does not drain (tensorflow/serving#1853); Kubernetes sends SIGTERM on every rollout.
+
+Garbage collection: once its models are loaded (and again after each poll that loads or unloads a
+version) the server collects and then freezes (``gc.freeze``) every object alive, so the cyclic
+collections that parsing a request triggers no longer walk TensorFlow's and the models' objects; a
+version change unfreezes first, so an unloaded version's cycles are collected. ``stop()`` unfreezes.
+Parsing a predict body of MNIST images took 3.5x less time so (70 KB body) and 3.6x less (10 MB),
+against 3.9x and 5.3x with the collector switched off (``benchmarks/serving_gc.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import threading
 from collections.abc import Iterable
 
 from aiohttp import web
 
+from .._checks import check_nonnegative, check_positive, check_positive_int
 from . import batching, config, registry
-from .grpc_server import make_server
 from .errors import ServingError
+from .grpc_server import make_server
 from .metrics import Metrics
-from .rest import make_app
+from .rest import RestApi
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -43,19 +52,6 @@ DEFAULT_READ_TIMEOUT = 30.0       # TF Serving's --rest_api_timeout_in_ms defaul
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_DRAIN_TIMEOUT = 30.0      # seconds; Kubernetes' default terminationGracePeriodSeconds
 STOP_GRACE = 1.0                  # seconds a plain stop() gives requests still running
-READY_PATH = "/ready"
-
-
-def _seconds(name, value):
-    """``value`` as float seconds >= 0 (finite), else ValueError naming ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not 0 <= v < float("inf"):
-        raise ValueError(f"Received an invalid value for `{name}`, expected seconds >= 0. "
-                         f"Received: {name}={value!r}")
-    return v
 
 
 class ModelServer:
@@ -81,26 +77,15 @@ class ModelServer:
                  poll_seconds: float = 1.0, monitoring_path: str | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  max_request_rows: int = DEFAULT_MAX_ROWS, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT):
-        if poll_seconds < 0:
-            raise ValueError(f"Received an invalid value for `poll_seconds`, expected >= 0. "
-                             f"Received: poll_seconds={poll_seconds}")
-        if int(max_body_bytes) < 1:
-            raise ValueError(f"Received an invalid value for `max_body_bytes`, expected a positive integer. "
-                             f"Received: max_body_bytes={max_body_bytes}")
-        if not read_timeout > 0:
-            raise ValueError(f"Received an invalid value for `read_timeout`, expected seconds > 0. "
-                             f"Received: read_timeout={read_timeout}")
-        if int(max_request_rows) < 1:
-            raise ValueError(f"Received an invalid value for `max_request_rows`, expected a positive integer. "
-                             f"Received: max_request_rows={max_request_rows}")
-        self.drain_timeout = _seconds("drain_timeout", drain_timeout)
+        self.poll_seconds = check_nonnegative("poll_seconds", poll_seconds)
+        self.max_body_bytes = check_positive_int("max_body_bytes", max_body_bytes)
+        self.read_timeout = check_positive("read_timeout", read_timeout)
+        self.max_request_rows = check_positive_int("max_request_rows", max_request_rows)
+        self.drain_timeout = check_nonnegative("drain_timeout", drain_timeout)
         self.registry = registry.Registry(entries)
         self.batching = batching_settings
         self.host, self.rest_port, self.grpc_port = host, rest_port, grpc_port
-        self.poll_seconds, self.monitoring_path = poll_seconds, monitoring_path
-        self.max_body_bytes = int(max_body_bytes)
-        self.read_timeout = float(read_timeout)
-        self.max_request_rows = int(max_request_rows)
+        self.monitoring_path = monitoring_path
         self.metrics = Metrics(self.registry.names)
         self.io_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="json")
         self.executor = None
@@ -112,7 +97,7 @@ class ModelServer:
         self._abort_drain = threading.Event()
         self._error = None
         self._draining = False                 # read and written on the event loop only
-        self._rest_active = 0                  # REST requests inside a handler
+        self._rest = None                      # the RestApi, once started
         self.rpcs_in_flight = 0                # gRPC calls inside a servicer (grpc_server counts them)
         self._drain_task = None
 
@@ -128,17 +113,15 @@ class ModelServer:
             entries = [registry.ModelEntry(model_name, model_base_path)]
         else:
             raise ValueError("expected --model_config_file, or both --model_name and --model_base_path")
-        settings = None
-        if enable_batching or batching_parameters_file:
-            settings = (config.parse_batching(batching_parameters_file) if batching_parameters_file
-                        else config.Batching())
         path = config.parse_monitoring(monitoring_config_file) if monitoring_config_file else None
-        return cls(entries, settings, monitoring_path=path, **kwargs)
+        return cls(entries, config.batching_from_flags(enable_batching, batching_parameters_file),
+                   monitoring_path=path, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> ModelServer:
         """Load models, start polling and both front ends in a background thread."""
         self.registry.poll()
+        _refreeze()
         self.executor = (batching.Batcher(self.batching) if self.batching
                          else batching.Direct(threads=4, max_pending=1024, max_rows=self.max_request_rows))
         self.metrics.batch_count(lambda: self.executor.batches)
@@ -153,7 +136,8 @@ class ModelServer:
     def _poll_loop(self):
         while not self._stopping.wait(self.poll_seconds):
             try:
-                self.registry.poll()
+                if self.registry.poll():
+                    _refreeze()
             except Exception:  # pragma: no cover - keep serving what is loaded
                 logger.exception("version poll failed")
 
@@ -181,10 +165,8 @@ class ModelServer:
         self._runner = None
         self._grpc = None
         if self.rest_port is not None:
-            app = make_app(self)
-            gate = self._gate
-            app.middlewares.insert(0, web.middleware(lambda request, handler: gate(request, handler)))
-            self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.read_timeout,
+            self._rest = RestApi(self)
+            self._runner = web.AppRunner(self._rest.app(), access_log=None, keepalive_timeout=self.read_timeout,
                                          shutdown_timeout=STOP_GRACE)
             await self._runner.setup()
             await web.TCPSite(self._runner, self.host, self.rest_port, backlog=1024).start()
@@ -201,30 +183,38 @@ class ModelServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # -- what the front ends use ---------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> registry.Servable:
+        """The loaded version a request names (``Registry.resolve``); NOT_FOUND / INVALID_ARGUMENT."""
+        return self.registry.resolve(name, version, label)
+
+    def model_status(self, name: str, version: int | None = None):
+        """TF Serving's ``GetModelStatusResponse`` for ``name`` (``Registry.status``)."""
+        return self.registry.status(name, version)
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows one request may carry (``max_batch_size`` with batching, else ``max_request_rows``)."""
+        return self.executor.max_rows
+
+    async def run(self, servable: registry.Servable, signature: str, inputs: dict):
+        """The outputs of ``signature`` on ``inputs``, computed by the batcher (or the Direct pool) off the loop."""
+        return await self.executor.submit(servable, signature, inputs, loop=asyncio.get_running_loop())
+
+    async def off_loop(self, fn, *args):
+        """``fn(*args)`` on the I/O pool (large decodes and encodes), awaited on the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn, *args)
+
     # -- graceful shutdown -------------------------------------------------------------------
-    async def _gate(self, request, handler):
-        """aiohttp middleware: counts REST requests in flight; while draining, answers new ones 503
-        (readiness and the Prometheus page still answer, uncounted) and closes connections after each
-        answer."""
-        if request.path in (READY_PATH, self.monitoring_path):
-            return await handler(request)
-        if self._draining:
-            resp = web.json_response({"error": "The server is shutting down"}, status=503)
-            resp.force_close()
-            return resp
-        self._rest_active += 1
-        try:
-            resp = await handler(request)
-            if self._draining and isinstance(resp, web.Response):
-                resp.force_close()          # no keep-alive: the next request goes to another replica
-            return resp
-        finally:
-            self._rest_active -= 1
+    @property
+    def draining(self) -> bool:
+        """True once ``drain()`` started: new requests are refused (REST 503, gRPC UNAVAILABLE)."""
+        return self._draining
 
     @property
     def in_flight(self) -> int:
         """REST requests inside a handler now (readiness probes and the Prometheus page not counted)."""
-        return self._rest_active
+        return self._rest.in_flight if self._rest is not None else 0
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)``: ready while serving with every configured model available; not ready
@@ -247,9 +237,9 @@ class ModelServer:
         self._draining = True
         # gRPC: no new RPCs from here on (UNAVAILABLE); those in flight get until the deadline
         grpc_stop = asyncio.ensure_future(self._grpc.stop(grace=timeout)) if self._grpc is not None else None
-        while (self._rest_active or self.rpcs_in_flight) and loop.time() < deadline:
+        while (self.in_flight or self.rpcs_in_flight) and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        drained = not (self._rest_active or self.rpcs_in_flight)
+        drained = not (self.in_flight or self.rpcs_in_flight)
         if grpc_stop is not None:
             await grpc_stop
         return drained
@@ -258,7 +248,7 @@ class ModelServer:
         """Stop taking new requests and wait up to ``timeout`` seconds (default ``drain_timeout``)
         for those in flight; returns True when all of them answered. Call ``stop()`` afterwards.
         ``cancel_drain()`` (safe from a signal handler) ends the wait early and returns False."""
-        timeout = self.drain_timeout if timeout is None else _seconds("timeout", timeout)
+        timeout = self.drain_timeout if timeout is None else check_nonnegative("timeout", timeout)
         if self._loop is None or self._finished.is_set():
             return True
 
@@ -292,6 +282,7 @@ class ModelServer:
         if self.executor is not None:
             self.executor.close()
         self.io_pool.shutdown(wait=False)
+        gc.unfreeze()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped, or ``timeout`` seconds; True once stopped."""
@@ -307,3 +298,11 @@ class ModelServer:
     def rest_url(self) -> str:
         """``http://HOST:PORT`` of the REST front end (its bound port once started)."""
         return f"http://{self.host}:{self.rest_port}"
+
+
+def _refreeze():
+    """Collect everything (an unloaded version's cycles included), then move the survivors, the
+    long-lived objects of the process, to the collector's permanent generation."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

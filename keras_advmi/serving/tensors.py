@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from grpc import StatusCode
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from .errors import ServingError
+from .errors import ServingError, body_too_large, invalid_argument
 
 # DataType enum -> (numpy dtype, TensorProto field holding typed values, TF's DataTypeString)
 _TYPES = {
@@ -57,17 +58,29 @@ def type_name(enum):
     return name[3:].lower() if name.startswith("DT_") else name
 
 
-def _bad(msg):
-    return ServingError("INVALID_ARGUMENT", msg)
-
 
 def task_size_error(rows, max_rows):
-    return _bad(f"Task size {rows} is larger than maximum input batch size {max_rows}")
+    return invalid_argument(f"Task size {rows} is larger than maximum input batch size {max_rows}")
 
 
-def too_large_error(nbytes, max_bytes, code="RESOURCE_EXHAUSTED"):
-    """RESOURCE_EXHAUSTED over gRPC (as for a message over the cap), PAYLOAD_TOO_LARGE (413) over REST."""
-    return ServingError(code, f"Decoded request tensors of {nbytes} bytes exceed the limit of {max_bytes} bytes")
+def too_large_error(nbytes, max_bytes):
+    """Decoded tensors over the byte cap: RESOURCE_EXHAUSTED over gRPC (as for a message over the cap),
+    413 over REST (``errors.body_too_large``)."""
+    return body_too_large(f"Decoded request tensors of {nbytes} bytes exceed the limit of {max_bytes} bytes")
+
+
+def unknown_alias_error(alias, aliases):
+    """An input alias the signature lacks (``aliases``: the signature's), as ``PreProcessPrediction`` says it."""
+    return invalid_argument(f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
+                            f"the set {{{','.join(sorted(aliases))}}}.")
+
+
+def _dtype_error(index, want, got):
+    return invalid_argument(f"Expects arg[{index}] to be {type_name(want)} but {type_name(got)} is provided")
+
+
+def _parse_error(alias):
+    return invalid_argument(f"tensor parsing error: {alias}")
 
 
 def check_rows(rows, max_rows):
@@ -92,8 +105,8 @@ def check_shape(shape, spec, alias):
     if dims is None:
         return
     if len(shape) != len(dims) or any(w is not None and w != g for w, g in zip(dims, shape)):
-        raise _bad(f"Input to reshape / signature for input '{alias}': expected shape "
-                   f"{[-1 if d is None else d for d in dims]}, got {list(shape)}")
+        raise invalid_argument(f"Input to reshape / signature for input '{alias}': expected shape "
+                               f"{[-1 if d is None else d for d in dims]}, got {list(shape)}")
 
 
 def from_proto(proto, alias, spec, index=0, max_rows=None, max_bytes=None):
@@ -102,13 +115,13 @@ def from_proto(proto, alias, spec, index=0, max_rows=None, max_bytes=None):
     if proto.dtype not in _TYPES:
         known = proto.dtype in types_pb2.DataType.values() and proto.dtype != types_pb2.DT_INVALID
         if known and proto.dtype != want:     # e.g. DT_VARIANT, DT_RESOURCE
-            raise _bad(f"Expects arg[{index}] to be {type_name(want)} but {type_name(proto.dtype)} is provided")
-        raise _bad(f"tensor parsing error: {alias}")
+            raise _dtype_error(index, want, proto.dtype)
+        raise _parse_error(alias)
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
-        raise _bad(f"tensor parsing error: {alias}")
+        raise _parse_error(alias)
     if proto.dtype != want:
-        raise _bad(f"Expects arg[{index}] to be {type_name(want)} but {type_name(proto.dtype)} is provided")
+        raise _dtype_error(index, want, proto.dtype)
     check_rows(shape[0] if shape else 1, max_rows)
     check_shape(shape, spec, alias)
     np_type, field, _ = _TYPES[proto.dtype]
@@ -123,7 +136,7 @@ def from_proto(proto, alias, spec, index=0, max_rows=None, max_bytes=None):
         raise too_large_error(n * item, max_bytes)
     if proto.tensor_content:
         if len(proto.tensor_content) != n * item:
-            raise _bad(f"tensor parsing error: {alias}")
+            raise _parse_error(alias)
         return np.frombuffer(proto.tensor_content, dtype=np_type).reshape(shape).copy()
     raw = getattr(proto, field)
     if proto.dtype == types_pb2.DT_HALF:
@@ -158,7 +171,7 @@ def to_proto(arr, proto=None):
         return proto
     enum = _BY_NUMPY.get(arr.dtype)
     if enum is None:
-        raise ServingError("INTERNAL", f"cannot encode an output of dtype {arr.dtype}")
+        raise ServingError(StatusCode.INTERNAL, f"cannot encode an output of dtype {arr.dtype}")
     proto.dtype = enum
     field = _TYPES[enum][1]
     flat = arr.ravel()
@@ -176,13 +189,12 @@ def decode_inputs(proto_inputs, specs, max_rows, max_bytes):
     and warm-up records)."""
     sent, want = set(proto_inputs), set(specs)
     if len(sent) != len(want):
-        raise ServingError("INVALID_ARGUMENT", (
+        raise invalid_argument((
             f"input size does not match signature: {len(sent)}!={len(want)} len({{{','.join(sorted(sent))}}}) "
             f"!= len({{{','.join(sorted(want))}}}). Sent extra: {{{','.join(sorted(sent - want))}}}. "
             f"Missing but required: {{{','.join(sorted(want - sent))}}}."))
     extra = sorted(sent - want)
     if extra:
-        raise ServingError("INVALID_ARGUMENT", f"input tensor alias not found in signature: {extra[0]}. Inputs "
-                                               f"expected to be in the set {{{','.join(sorted(want))}}}.")
+        raise unknown_alias_error(extra[0], want)
     return {k: from_proto(proto_inputs[k], k, specs[k], i, max_rows, max_bytes)
             for i, k in enumerate(sorted(specs))}

@@ -16,14 +16,15 @@ import re
 
 import tensorflow as tf
 from google.protobuf.message import DecodeError
+from grpc import StatusCode
 from tensorflow_serving.apis import prediction_log_pb2
 
+from .._savedmodel_files import ASSETS_EXTRA, WARMUP_FILE
 from . import examples, tensors
 from .errors import ServingError
 
-__all__ = ["MAX_RECORDS", "WARMUP_PATH", "WarmupError", "replay_warmup"]
+__all__ = ["MAX_RECORDS", "WarmupError", "replay_warmup"]
 
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 
 
@@ -57,14 +58,14 @@ def _run_record(servable, log):
     elif kind == "regress_log":
         _example_request(servable, log.regress_log.request, examples.REGRESS)
     else:
-        raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind}")
+        raise ServingError(StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
     return True
 
 
 def replay_warmup(servable) -> int:
     """Run every record of ``servable.path``'s warm-up file through ``servable``; returns how many ran
     (0 when the version has no warm-up file). Raises ``WarmupError`` on the first failure."""
-    path = os.path.join(servable.path, WARMUP_PATH)
+    path = os.path.join(servable.path, ASSETS_EXTRA, WARMUP_FILE)
     if not os.path.isfile(path):
         return 0
     ran = 0
@@ -80,7 +81,7 @@ def replay_warmup(servable) -> int:
             try:
                 ran += _run_record(servable, log)
             except ServingError as exc:
-                raise WarmupError(f"warmup record {index} from {path} failed: {exc.code}: {exc.message}") from None
+                raise WarmupError(f"warmup record {index} from {path} failed: {exc.code.name}: {exc.message}") from None
     except tf.errors.DataLossError as exc:   # "{{function_node ...}} corrupted record at 0 ... [Op:...]"
         reason = re.sub(r"\{\{.*?\}\}\s*", "", exc.message.splitlines()[0]).split(" [Op:")[0]
         raise WarmupError(f"{path} after record {index}: {reason}. Please verify your warmup data is in "
