@@ -25,7 +25,7 @@ import keras  # noqa: E402
 
 import keras_advmi as kam  # noqa: E402
 from keras_advmi import architectures  # noqa: E402
-from keras_advmi.evaluation import _run_art  # noqa: E402
+from keras_advmi.evaluation._art import run_art  # noqa: E402
 
 EPS = 0.3
 
@@ -79,7 +79,7 @@ def main(argv=None):
     print(f"{'attack':11s} {'stock s':>8s} {'ours s':>8s} {'stock/ours':>10s} {'stock acc':>9s} {'ours acc':>9s}")
     for name in args.attacks:
         row = {}
-        for kind, run in (("stock", stock), ("ours", _run_art)):
+        for kind, run in (("stock", stock), ("ours", run_art)):
             t = time.perf_counter()
             x_adv = run(name, model, xe, ye, EPS, args.batch_size, 0) if kind == "ours" else \
                 run(name, model, xe, ye, args.batch_size, 0)

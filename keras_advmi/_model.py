@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_images, check_positive_int, invalid
+from ._checks import check_images, check_layer_names, check_positive_int, invalid
 
 __all__ = ["network_of", "check_network", "logits_of", "predict_logits", "input_shape_of", "check_model_images", "check_layer",
            "resolve_layers", "tap_model"]
@@ -89,8 +89,6 @@ def check_model_images(model, x, name="x", spatial=False):
                                 f"(the model's input)", f"array of shape {x.shape}")
     if spatial and x.ndim != 4:
         raise invalid(name, "images of shape (N, H, W, C)", f"array of shape {x.shape}")
-    if x.min() < 0 or x.max() > 1:
-        raise invalid(name, "pixel values in [0, 1]", f"values in [{x.min():.3g}, {x.max():.3g}]")
     return x
 
 
@@ -105,12 +103,9 @@ def check_layer(model, layer, name="layer"):
 
 
 def resolve_layers(model, layers, argument="layers"):
-    """``layers`` (a name or a non-empty list of names) checked against ``model``; returns a list of names."""
-    if isinstance(layers, str):
-        layers = [layers]
-    if layers is None or not isinstance(layers, (list, tuple)) or not layers or \
-            not all(isinstance(name, str) for name in layers):
-        raise invalid(argument, "a non-empty list of layer names", layers)
+    """``layers`` (a name or a non-empty list of names, ``check_layer_names``) checked against ``model``'s
+    layers; returns a list of names."""
+    layers = check_layer_names(argument, layers)
     available = [layer.name for layer in getattr(model, "layers", [])]
     unknown = [name for name in layers if name not in available]
     if unknown:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from ._checks import invalid
+from ._checks import check_choice
 
 
 def small_cnn(input_shape, classes=10):
@@ -96,6 +96,4 @@ PRESETS = {"small_cnn": small_cnn, "madry_cnn": madry_cnn, "wong_cnn": wong_cnn,
 
 def build(name, input_shape, classes=10):
     """A preset by name."""
-    if name not in PRESETS:
-        raise invalid("arch", f"one of {sorted(PRESETS)}", name)
-    return PRESETS[name](tuple(input_shape), classes)
+    return PRESETS[check_choice("arch", name, sorted(PRESETS))](tuple(input_shape), classes)

@@ -21,6 +21,8 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
+from ._checks import invalid
+
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "KERAS_ADVMI_DATA"
@@ -155,8 +157,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
         return _load_npz(Path(name))
     key = _canonical(name)
     if key not in DATASETS:
-        raise ValueError(f"Received an invalid value for `name`, expected one of {DATASETS} or a path "
-                         f"ending in .npz. Received: name={name!r}")
+        raise invalid("name", f"one of {DATASETS} or a path ending in .npz", name)
     if key == "digits":
         return _load_digits()
     if key in _IDX_FOLDER:

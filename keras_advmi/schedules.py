@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from ._checks import check_fraction, check_positive_int, invalid
+from ._checks import check_in_unit_interval, check_positive, check_positive_int, invalid
 
 
 @keras.saving.register_keras_serializable(package="keras_advmi")
@@ -30,8 +30,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, total_steps: int, peak: float, warmup_fraction: float = 0.4):
         self.total_steps = check_positive_int("total_steps", total_steps)
-        self.peak = check_fraction("peak", peak, 0.0, float("inf"), low_open=True)
-        self.warmup_fraction = check_fraction("warmup_fraction", warmup_fraction, 0.0, 1.0, low_open=True)
+        self.peak = check_positive("peak", peak)
+        self.warmup_fraction = check_in_unit_interval("warmup_fraction", warmup_fraction, open_low=True)
         if self.warmup_fraction == 1.0:
             raise invalid("warmup_fraction", "a number in (0, 1) (the peak's place in the run)", warmup_fraction)
 

@@ -79,6 +79,7 @@ def test_layer_call_matches_score_and_batch_independence(fitted, digits):
 def test_mahalanobis_matches_sklearn():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3)).astype(np.float32) @ np.array([[1, 0.5, 0], [0, 1, 0.3], [0, 0, 2]], np.float32)
+    x = (x - x.min()) / (x.max() - x.min())   # detectors take inputs in [0, 1]
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, name="feat"), keras.layers.Dense(4, name="out")])
     y = rng.integers(0, 4, 300)
@@ -176,8 +177,35 @@ def test_bad_inputs(fitted, digits, trained_digits_model):
         kd.FeatureSqueezingDetector(bits=9)
     with pytest.raises(ValueError, match="estimators"):
         kd.MIScoreDetector(estimators=object())
+    for kwargs in ({"seed": 1.5}, {"noise": True}, {"learning_rate": True}, {"critic_input": "probs"}):
+        with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`"):
+            kd.MIScoreDetector(**kwargs)
+    with pytest.raises(ValueError, match="`layers`"):
+        kd.MahalanobisDetector(layers=[])
+    with pytest.raises(ValueError, match="`c`"):
+        kd.adaptive_attack(det, xt[:4], yt[:4], c=True)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        kd.adaptive_attack(det, xt[:4], yt[:4], batch_size=0)
     with pytest.raises(ValueError, match="attacks"):
         kd.evaluate(det, trained_digits_model, xt[:10], yt[:10], attacks=["cw"])
+
+
+def test_a_subclass_overrides_fit_state_and_score_and_logits(trained_digits_model, digits):
+    """The subclass protocol: fit_state stores fitted constants, score_and_logits scores; the base does the rest."""
+
+    class MeanPixelDetector(kd.Detector):
+        def fit_state(self, model, x, y):
+            self.add_fitted_constant("mean_pixel", x.mean())
+
+        def score_and_logits(self, x):
+            return tf.abs(tf.reduce_mean(x, axis=[1, 2, 3]) - self.mean_pixel), self.model(x, training=False)
+
+    (x, _), (xt, _) = digits
+    det = MeanPixelDetector().fit(trained_digits_model, x).calibrate(xt[:100], fpr=0.1)
+    assert not det.mean_pixel.trainable and det.mean_pixel in det.weights
+    np.testing.assert_allclose(det.score(xt[100:110]), np.abs(xt[100:110].mean(axis=(1, 2, 3)) - x.mean()),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(det.detect(xt[100:110]), det.score(xt[100:110]) > det.threshold.numpy())
 
 
 class _FakeMIAT:

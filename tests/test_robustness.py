@@ -39,12 +39,12 @@ def test_robust_accuracy_non_increasing_in_epsilon(at_model, digits):
 
 
 def test_report_flags_non_monotonic_table():
-    from keras_advmi.evaluation import _masking_warnings
+    from keras_advmi.evaluation._masking import masking_warnings
 
     rows = [{"attack": "pgd-20", "epsilon": 0.1, "accuracy": 0.5, "n": 100},
             {"attack": "pgd-20", "epsilon": 0.2, "accuracy": 0.7, "n": 100},
             {"attack": "fgsm", "epsilon": 0.1, "accuracy": 0.4, "n": 100}]
-    warnings = _masking_warnings(rows, 100)
+    warnings = masking_warnings(rows, 100)
     assert len(warnings) == 2 and "non-monotonic" in warnings[0] and "weaker than FGSM" in warnings[1]
 
 
@@ -57,18 +57,24 @@ def test_report_serialises(at_model, digits, tmp_path):
     assert "cleverhans-pgd-10" in str(report)
     with pytest.raises(ValueError, match="`attacks`"):
         kam.evaluate_robustness(at_model, xt[:5], yt[:5], attacks=["deepfool"])
+    for epsilons in ([True], [-0.1], [1.5], []):   # a bool is no budget; L-inf budgets lie in [0, 1]
+        with pytest.raises(ValueError, match="`epsilons`"):
+            kam.evaluate_robustness(at_model, xt[:5], yt[:5], attacks=["fgsm"], epsilons=epsilons)
+    with pytest.raises(ValueError, match="`progress`"):
+        kam.evaluate_robustness(at_model, xt[:5], yt[:5], attacks=["clean"], progress="yes")
 
 
 def test_vectorised_dlr_equals_arts_loop():
     """Our DLR (used for APGD-DLR) has the values and input gradients of ART's per-sample loop."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
-    from keras_advmi.evaluation import DifferenceOfLogitsRatio, _art_classifier
+    from keras_advmi.evaluation import DifferenceOfLogitsRatio
+    from keras_advmi.evaluation._art import art_classifier
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(4, 8, 8, 1)).astype(np.float32)
     net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    art_loss = AutoProjectedGradientDescent(_art_classifier(net, x), eps=0.1, eps_step=0.02, max_iter=1,
+    art_loss = AutoProjectedGradientDescent(art_classifier(net, x), eps=0.1, eps_step=0.02, max_iter=1,
                                             loss_type="difference_logits_ratio", verbose=False).estimator._loss_object
     ours = DifferenceOfLogitsRatio()
     logits = tf.constant(rng.normal(size=(32, 10)).astype(np.float32))

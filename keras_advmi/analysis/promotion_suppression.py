@@ -65,6 +65,32 @@ def _fractions(types, mask):
     return {name: (float(np.mean(types[mask] == name)) if n else 0.0) for name in TYPES}
 
 
+def _pse_summary(suppression, promotion, success):
+    """S, P, r, type and the type fractions (among successful samples and among all) of one level."""
+    ratio = pse_ratio(suppression, promotion)
+    types = pse_type(ratio)
+    return {"suppression": suppression, "promotion": promotion, "ratio": ratio, "type": types,
+            "fractions": _fractions(types, success), "fractions_all": _fractions(types, np.ones(len(types), bool))}
+
+
+def _adversarial_classes(z_adv, y, target):
+    """The adversarial class t per sample (N,) int64: ``target`` checked (an int or (N,) ints, never y), or,
+    for None, the class x' is classified as, else (the attack failed) the highest other logit of x'."""
+    n, num_classes = z_adv.shape
+    if target is not None:
+        t = check_class_index("target", target, n, num_classes)
+        if np.any(t == y):
+            raise invalid("target", "target classes different from the true labels y",
+                          f"{int(np.sum(t == y))} samples with target == y")
+        return t
+    pred_adv = z_adv.argmax(axis=1)
+    if num_classes == 1:
+        return pred_adv
+    others = z_adv.copy()
+    others[np.arange(n), y] = -np.inf
+    return np.where(pred_adv != y, pred_adv, others.argmax(axis=1))
+
+
 def _neuron_level(model, layer, x, x_adv, y, t, batch_size):
     """Per-sample neuron-level S_n, P_n and per-unit contributions summed over samples."""
     extractor = tap_model(model, [layer])
@@ -135,35 +161,16 @@ def promotion_suppression(model: keras.Model, x: ArrayLike, x_adv: ArrayLike, y:
         check_layer(model, layer)
     z = predict_logits(model, x, batch_size).astype(np.float64)
     z_adv = predict_logits(model, x_adv, batch_size).astype(np.float64)
-    num_classes = z.shape[1]
-    y = check_labels("y", y, n=len(x), num_classes=num_classes)
+    y = check_labels("y", y, n=len(x), num_classes=z.shape[1])
+    t = _adversarial_classes(z_adv, y, target)
     rows = np.arange(len(x))
-    pred_adv = z_adv.argmax(axis=1)
-    if target is None:
-        others = z_adv.copy()
-        others[rows, y] = -np.inf
-        t = np.where(pred_adv != y, pred_adv, others.argmax(axis=1)) if num_classes > 1 else pred_adv
-    else:
-        t = check_class_index("target", target, len(x), num_classes)
-        if np.any(t == y):
-            raise invalid("target", "target classes different from the true labels y",
-                          f"{int(np.sum(t == y))} samples with target == y")
-    suppression = z[rows, y] - z_adv[rows, y]
-    promotion = z_adv[rows, t] - z[rows, t]
-    ratio = pse_ratio(suppression, promotion)
-    types = pse_type(ratio)
-    success = pred_adv == t
-    result = {"y": y, "target": t, "success": success, "suppression": suppression, "promotion": promotion,
-              "ratio": ratio, "type": types, "fractions": _fractions(types, success),
-              "fractions_all": _fractions(types, np.ones(len(x), bool)), "n": int(len(x)),
-              "n_success": int(success.sum())}
+    success = z_adv.argmax(axis=1) == t
+    result = {"y": y, "target": t, "success": success,
+              **_pse_summary(z[rows, y] - z_adv[rows, y], z_adv[rows, t] - z[rows, t], success),
+              "n": int(len(x)), "n_success": int(success.sum())}
     if layer is not None:
         s_n, p_n, promoting, suppressing, unit_p, unit_s = _neuron_level(model, layer, x, x_adv, y, t, batch_size)
-        r_n = pse_ratio(s_n, p_n)
-        types_n = pse_type(r_n)
-        result["neuron"] = {"layer": layer, "suppression": s_n, "promotion": p_n, "ratio": r_n, "type": types_n,
-                            "fractions": _fractions(types_n, success),
-                            "fractions_all": _fractions(types_n, np.ones(len(x), bool)),
+        result["neuron"] = {"layer": layer, **_pse_summary(s_n, p_n, success),
                             "promoting_units": promoting, "suppressing_units": suppressing,
                             "top_promoting": np.argsort(-unit_p, kind="stable")[:top_units],
                             "top_suppressing": np.argsort(-unit_s, kind="stable")[:top_units]}

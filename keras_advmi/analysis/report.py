@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from .._json import to_jsonable
-from .._checks import check_fraction, check_labels, check_positive_int, invalid
+from .._checks import check_choice, check_in_unit_interval, check_labels, check_positive_int, invalid
 from .._model import check_model_images, predict_logits
 from ..attacks import madry_step_size
 from . import plots
@@ -67,27 +67,7 @@ def analyze(models: dict[str, keras.Model], x: ArrayLike, y: ArrayLike, epsilon:
     Returns:
       results: JSON-ready dict {"config", "models": {label: {...}}, "timings"}; figures: {name: PNG bytes}.
     """
-    if not isinstance(models, dict) or not models:
-        raise invalid("models", "a non-empty dict {label: model}", type(models).__name__)
-    unknown = [a for a in analyses if a not in ANALYSES]
-    if unknown:
-        raise invalid("analyses", f"names among {list(ANALYSES)}", unknown)
-    epsilon = check_fraction("epsilon", epsilon, low_open=True)
-    pgd_steps = check_positive_int("pgd_steps", pgd_steps)
-    models = {str(label): check_network(m) for label, m in models.items()}
-    first = next(iter(models.values()))
-    x = check_model_images(first, x, spatial=True)
-    num_classes = predict_logits(first, x[:1], 1).shape[-1]
-    y = check_labels("y", y, n=len(x), num_classes=num_classes)
-    for label, model in models.items():
-        check_model_images(model, x[:1])
-
-    jobs = []
-    for label in models:
-        jobs += [(label, "attacks")] + [(label, a) for a in analyses]
-    bar = None
-    if progress:
-        bar = tqdm(total=len(jobs), desc="analyze", unit="step")
+    models, x, y, epsilon, pgd_steps, num_classes = _check_inputs(models, x, y, epsilon, analyses, pgd_steps)
     results = {"config": {"n": int(len(x)), "epsilon": epsilon, "pgd_steps": pgd_steps,
                           "pgd_step_size": madry_step_size(epsilon, pgd_steps), "universal_steps": universal_steps,
                           "seed": seed, "analyses": list(analyses), "noise_var": noise_var, "classes": int(num_classes)},
@@ -96,19 +76,10 @@ def analyze(models: dict[str, keras.Model], x: ArrayLike, y: ArrayLike, epsilon:
               pgd_steps=pgd_steps, universal_steps=universal_steps, cam_samples=cam_samples, info_plane_n=info_plane_n,
               noise_var=noise_var, layer=layer, cam_layer=cam_layer, histories=histories or {}, seed=seed,
               batch_size=batch_size)
-    for label, step in jobs:
-        if bar is not None:
-            bar.set_description(f"{label}: {step}")
-        model = models[label]
-        out = results["models"].setdefault(label, {})
-        start = time.perf_counter()
-        STEPS[step](run, label, model, out)
-        results["timings"][f"{label}/{step}"] = round(time.perf_counter() - start, 3)
-        logger.info("%s %s: %.1f s", label, step, results["timings"][f"{label}/{step}"])
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    jobs = []
+    for label in models:
+        jobs += [(label, "attacks")] + [(label, a) for a in analyses]
+    _run_steps(run, models, jobs, results, progress)
 
     per = results["models"]
     figures = {name: plot({k: v[name] for k, v in per.items()})
@@ -117,3 +88,40 @@ def analyze(models: dict[str, keras.Model], x: ArrayLike, y: ArrayLike, epsilon:
         if "grad_cam" in out:
             out["grad_cam"] = {k: v for k, v in out["grad_cam"].items() if k not in ("x", "x_adv")}
     return to_jsonable(results), figures
+
+
+def _check_inputs(models, x, y, epsilon, analyses, pgd_steps):
+    """The checked ``(models, x, y, epsilon, pgd_steps, num_classes)``: models unwrapped, x float32 images of
+    the first model's input (each model takes them), y int labels below its class count."""
+    if not isinstance(models, dict) or not models:
+        raise invalid("models", "a non-empty dict {label: model}", type(models).__name__)
+    for name in analyses:
+        check_choice("analyses", name, ANALYSES)
+    epsilon = check_in_unit_interval("epsilon", epsilon, open_low=True)
+    pgd_steps = check_positive_int("pgd_steps", pgd_steps)
+    models = {str(label): check_network(m) for label, m in models.items()}
+    first = next(iter(models.values()))
+    x = check_model_images(first, x, spatial=True)
+    num_classes = predict_logits(first, x[:1], 1).shape[-1]
+    y = check_labels("y", y, n=len(x), num_classes=num_classes)
+    for model in models.values():
+        check_model_images(model, x[:1])
+    return models, x, y, epsilon, pgd_steps, num_classes
+
+
+def _run_steps(run, models, jobs, results, progress):
+    """Run each ``(label, step)`` of ``jobs`` (``STEPS[step]``) into ``results["models"][label]``, timing each
+    into ``results["timings"]``; a tqdm bar when ``progress``."""
+    bar = tqdm(total=len(jobs), desc="analyze", unit="step") if progress else None
+    for label, step in jobs:
+        if bar is not None:
+            bar.set_description(f"{label}: {step}")
+        out = results["models"].setdefault(label, {})
+        start = time.perf_counter()
+        STEPS[step](run, label, models[label], out)
+        results["timings"][f"{label}/{step}"] = round(time.perf_counter() - start, 3)
+        logger.info("%s %s: %.1f s", label, step, results["timings"][f"{label}/{step}"])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()

@@ -10,6 +10,11 @@ adversarial score (N,) float32, higher = more adversarial, scikit-learn style:
 The threshold is a non-trainable weight, so it lives in the exported graph (``kam.export`` puts
 the layer behind the ``detect`` signature). ``score_and_logits(x)`` returns the score and the
 model's logits from one forward pass; export uses it so ``detect`` costs about one model call.
+
+A subclass overrides ``fit_state(model, x, y)`` (learns its fitted constants from checked clean data,
+storing each with ``add_fitted_constant``; called by ``fit``) and ``score_and_logits(x)`` (graph-safe),
+optionally ``score_and_view_logits(x)`` and ``get_config``; ``fit``, ``score``, ``calibrate``, ``detect`` and
+``call`` are the base class's.
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._checks import check_images, check_in_unit_interval, check_labels, check_positive_int, invalid
 from .._model import check_network, input_shape_of
 
 logger = logging.getLogger(__name__)
 
 
 class Detector(keras.layers.Layer):
-    """Base class: subclasses implement ``_fit(model, x, y)`` and ``score_and_logits(x)``.
+    """Base class: subclasses override ``fit_state(model, x, y)`` and ``score_and_logits(x)`` (the module
+    docstring gives the protocol).
 
     Attributes after ``fit``: ``model`` (the logits model), ``input_shape_`` (per-sample shape the
     detector was fitted on). After ``calibrate``: ``threshold`` (weight, scalar float32) and
@@ -47,7 +53,13 @@ class Detector(keras.layers.Layer):
                                          trainable=False, name="threshold", dtype="float32")
 
     # -- subclass hooks ------------------------------------------------------------------------
-    def _fit(self, model, x, y):  # pragma: no cover - abstract
+    def fit_state(self, model: keras.Model, x: np.ndarray, y: np.ndarray | None) -> None:  # pragma: no cover
+        """Learn the detector's fitted constants (``add_fitted_constant``) from clean data; called by ``fit``.
+
+        ``model``: the logits model; ``x``: float32 clean images (N, ...), N >= 2, of its input shape; ``y``:
+        int64 labels (N,) or None. ``self.model`` and ``self.input_shape_`` are already set. Call ``fit``,
+        not this, from outside the class.
+        """
         raise NotImplementedError
 
     def score_and_logits(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # pragma: no cover - abstract
@@ -66,7 +78,7 @@ class Detector(keras.layers.Layer):
 
     # -- Keras layer ---------------------------------------------------------------------------
     def call(self, x):
-        self._require_fitted("call")
+        self.require_fitted("call")
         return self.score_and_logits(tf.cast(x, tf.float32))[0]
 
     def compute_output_shape(self, input_shape):
@@ -87,7 +99,7 @@ class Detector(keras.layers.Layer):
           self.
         """
         model = check_network(model)
-        x = self._as_images("x_clean", x_clean, check_shape=False)
+        x = self.check_input_images("x_clean", x_clean, check_shape=False)
         if len(x) < 2:
             raise invalid("x_clean", "at least 2 clean images", f"{len(x)} images")
         model_shape = _model_input_shape(model)
@@ -99,14 +111,14 @@ class Detector(keras.layers.Layer):
         self.model = model
         self.input_shape_ = tuple(int(d) for d in x.shape[1:])
         self._score_fn = None
-        self._fit(model, x, y)
+        self.fit_state(model, x, y)
         self.built = True
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Adversarial scores (N,) float32 NumPy (higher = more adversarial), computed in batches."""
-        self._require_fitted("score")
-        x = self._as_images("x", x)
+        self.require_fitted("score")
+        x = self.check_input_images("x", x)
         if self._score_fn is None:
             self._score_fn = tf.function(lambda xb: self.score_and_logits(xb)[0], reduce_retracing=True)
         out = []
@@ -131,7 +143,7 @@ class Detector(keras.layers.Layer):
         Returns:
           self (``calibration`` holds the target and measured rates).
         """
-        fpr = check_fraction("fpr", fpr, 0.0, 1.0, low_open=True)
+        fpr = check_in_unit_interval("fpr", fpr, open_low=True)
         if fpr >= 1.0:
             raise invalid("fpr", "a number in (0, 1)", fpr)
         scores = self.score(x_clean_val)
@@ -148,7 +160,7 @@ class Detector(keras.layers.Layer):
 
     def detect(self, x: np.ndarray) -> np.ndarray:
         """Boolean (N,): score > threshold."""
-        self._require_calibrated("detect")
+        self.require_calibrated("detect")
         return self.score(x) > float(self.threshold.numpy())
 
     @property
@@ -162,8 +174,9 @@ class Detector(keras.layers.Layer):
                 "calibration": self.calibration}
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _state(self, name, value):
-        """A fitted constant as a non-trainable weight (created once, re-assigned on a re-fit)."""
+    def add_fitted_constant(self, name: str, value) -> keras.Variable:
+        """Store ``value`` (an array) as the non-trainable float32 weight ``self.<name>`` (created on the first
+        fit, re-assigned on a re-fit of the same shape), so that it is saved and exported with the layer."""
         value = np.asarray(value, np.float32)
         current = getattr(self, name, None)
         if isinstance(current, keras.Variable) and tuple(current.shape) == value.shape:
@@ -174,22 +187,24 @@ class Detector(keras.layers.Layer):
         setattr(self, name, var)
         return var
 
-    def _require_fitted(self, what):
+    def require_fitted(self, what: str) -> None:
+        """Raise a ValueError naming ``what`` (the calling method) unless the detector is fitted."""
         if self.model is None:
             raise ValueError(f"{type(self).__name__}.{what}() needs a fitted detector: call "
                              f"fit(model, x_clean) first.")
 
-    def _require_calibrated(self, what):
-        self._require_fitted(what)
+    def require_calibrated(self, what: str) -> None:
+        """Raise a ValueError naming ``what`` (the calling method) unless the detector is fitted and calibrated."""
+        self.require_fitted(what)
         if not self.is_calibrated:
             raise ValueError(f"{type(self).__name__}.{what}() needs a calibrated detector: call "
                              f"calibrate(x_clean_val, fpr=0.05) first.")
 
-    def _as_images(self, name, x, check_shape=True):
+    def check_input_images(self, name: str, x, check_shape: bool = True) -> np.ndarray:
+        """``x`` as a float32 array (N, ...) in [0, 1] (``check_images``), of the per-sample shape the detector
+        was fitted on when ``check_shape`` and it is fitted; each failure is a ValueError naming ``name``."""
         check_images(name, x)
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim < 2:
-            raise invalid(name, "a batch of images (N, ...)", f"array of shape {x.shape}")
         if check_shape and self.input_shape_ is not None and tuple(x.shape[1:]) != self.input_shape_:
             raise invalid(name, f"images of shape (N, {', '.join(map(str, self.input_shape_))}) "
                                 f"(the shape the detector was fitted on)", f"array of shape {x.shape}")
@@ -202,8 +217,4 @@ def _model_input_shape(model):
     if shape is None or any(d is None for d in shape):
         return None
     return tuple(int(d) for d in shape)
-
-
-def model_input_shape(model) -> tuple:
-    return _model_input_shape(check_network(model))
 

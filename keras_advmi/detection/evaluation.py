@@ -37,13 +37,12 @@ import tensorflow as tf
 import keras
 from sklearn.metrics import roc_auc_score
 
-from .._checks import check_images, check_labels, check_positive_int, invalid
-from .._model import logits_of, predict_logits
+from .._checks import check_choice, check_labels, check_nonnegative, check_positive_int, invalid
+from .._model import check_network, logits_of, predict_logits
 from ..attacks import fgsm, madry_step_size, pgd
 from ..attacks._common import check_budget, seed_pair, uniform_ball_sample
 from ..attacks.losses import cross_entropy
 from .._attack_names import parse_attack_name
-from .._model import check_network
 from .base import Detector
 
 logger = logging.getLogger(__name__)
@@ -159,18 +158,20 @@ def adaptive_attack(detector: Detector, x: np.ndarray, y: np.ndarray, epsilon: f
     """
     if not isinstance(detector, Detector):
         raise invalid("detector", "a kam.detection detector", type(detector).__name__)
-    detector._require_calibrated("adaptive_attack")
+    detector.require_calibrated("adaptive_attack")
     steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
     step_size = madry_step_size(epsilon, steps) if step_size is None else step_size
     check_budget(epsilon, step_size, steps)
-    if not isinstance(c, (int, float)) or not c >= 0:
-        raise invalid("c", "a number >= 0", c)
-    x = detector._as_images("x", x)
+    c = check_nonnegative("c", c)
+    x = detector.check_input_images("x", x)
     y = check_labels("y", y, n=len(x))
     if isinstance(objectives, str):
         objectives = [objectives]
-    if not objectives or any(o not in OBJECTIVES for o in objectives):
+    if not objectives:
         raise invalid("objectives", f"a non-empty list among {', '.join(map(repr, OBJECTIVES))}", objectives)
+    for objective in objectives:
+        check_choice("objectives", objective, OBJECTIVES)
     threshold = tf.constant(float(detector.threshold.numpy()), tf.float32)
     run = tf.function(_adaptive_graph, reduce_retracing=True)
     out = []
@@ -225,7 +226,7 @@ def evaluate(detector: Detector, model: keras.Model, x_clean: np.ndarray, y: np.
     if not isinstance(detector, Detector):
         raise invalid("detector", "a kam.detection detector (MIScoreDetector, MahalanobisDetector, ...)",
                       type(detector).__name__)
-    detector._require_calibrated("evaluate")
+    detector.require_calibrated("evaluate")
     model = check_network(model)
     if detector.model is not model:
         logger.warning("evaluate: the detector was fitted on another model object than `model`")
@@ -235,8 +236,7 @@ def evaluate(detector: Detector, model: keras.Model, x_clean: np.ndarray, y: np.
         if parse_attack_name(name, ATTACK_FAMILIES) is None:
             raise invalid("attacks", "names among fgsm, pgd-K, adaptive, adaptive-K", name)
     check_budget(epsilon)
-    check_images("x_clean", x_clean)
-    x = detector._as_images("x_clean", x_clean)
+    x = detector.check_input_images("x_clean", x_clean)
     pred = _predict(model, x, batch_size)
     y = pred if y is None else check_labels("y", y, n=len(x))
     correct = pred == y

@@ -82,7 +82,7 @@ class FeatureSqueezingDetector(Detector):
     def get_config(self):
         return {**super().get_config(), "bits": self.bits, "median": self.median}
 
-    def _fit(self, model, x, y):
+    def fit_state(self, model, x, y):
         if self.median is not None and x.ndim != 4:
             raise invalid("x_clean", "NHWC images (rank 4) for the median filter", f"array of shape {x.shape}")
 

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, invalid
+from .._checks import check_in_unit_interval, check_layer_names, invalid
 from .base import Detector
 
 
@@ -42,13 +42,8 @@ class MahalanobisDetector(Detector):
     def __init__(self, layers: str | Sequence[str] | None = None, shrinkage: float = 1e-3, batch_size: int = 256,
                  **kwargs):
         super().__init__(batch_size=batch_size, **kwargs)
-        if isinstance(layers, str):
-            layers = [layers]
-        if layers is not None and (not isinstance(layers, (list, tuple)) or not layers
-                                   or not all(isinstance(n, str) for n in layers)):
-            raise invalid("layers", 'None, "penultimate", a layer name or a list of layer names', layers)
-        self.feature_layers = None if layers is None else list(layers)
-        self.shrinkage = check_fraction("shrinkage", shrinkage, 0.0, 1.0)
+        self.feature_layers = check_layer_names("layers", layers, allow_none=True)   # "penultimate" is a name too
+        self.shrinkage = check_in_unit_interval("shrinkage", shrinkage)
         self._pair_model = None
 
     def get_config(self):
@@ -82,7 +77,7 @@ class MahalanobisDetector(Detector):
         out = self._pair_model(x, training=False)
         return [tf.cast(f, tf.float32) for f in out[:-1]], tf.cast(out[-1], tf.float32)
 
-    def _fit(self, model, x, y):
+    def fit_state(self, model, x, y):
         self._pair_model = self._feature_and_logits_model(model)
         batches = [self._features(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         logits = np.concatenate([np.asarray(b[1]) for b in batches])
@@ -103,8 +98,8 @@ class MahalanobisDetector(Detector):
             means_w = means @ w
             if len(present) < classes:  # classes absent from the fitting data never win the min
                 means_w[np.setdiff1d(np.arange(classes), present)] = 1e6
-            self._state(f"whitening_{k}", w)
-            self._state(f"whitened_means_{k}", means_w)
+            self.add_fitted_constant(f"whitening_{k}", w)
+            self.add_fitted_constant(f"whitened_means_{k}", means_w)
 
     def layer_scores(self, x: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
         """Per-layer min-class Mahalanobis distances [(N,) ...] and logits."""

@@ -32,7 +32,8 @@ import tensorflow as tf
 import keras
 
 from .._batches import PermutedBatches
-from .._checks import check_int_at_least, check_positive_int, invalid
+from .._checks import (check_choice, check_in_unit_interval, check_int_at_least, check_positive, check_positive_int,
+                       check_seed, invalid)
 from .._model import logits_of, predict_logits
 from .base import Detector
 
@@ -166,17 +167,11 @@ class MIScoreDetector(Detector):
         self.hidden = check_positive_int("hidden", hidden)
         self.references = check_int_at_least("references", references, 2)
         self.epochs = check_positive_int("epochs", epochs)
-        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-            raise invalid("learning_rate", "a number > 0", learning_rate)
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
         self.train_batch_size = check_int_at_least("train_batch_size", train_batch_size, 2)
-        if critic_input not in ("logits", "log_softmax"):
-            raise invalid("critic_input", '"logits" or "log_softmax"', critic_input)
-        self.critic_input = critic_input
-        if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-            raise invalid("noise", "a number in [0, 1]", noise)
-        self.noise = float(noise)
-        self.seed = int(seed)
+        self.critic_input = check_choice("critic_input", critic_input, ("logits", "log_softmax"))
+        self.noise = check_in_unit_interval("noise", noise)
+        self.seed = check_seed("seed", seed, allow_none=False)
         self.history = []
 
     def get_config(self):
@@ -186,7 +181,7 @@ class MIScoreDetector(Detector):
                 "seed": self.seed,
                 "estimators": None if self.estimators is None else type(self.estimators).__name__}
 
-    def _fit(self, model, x, y):
+    def fit_state(self, model, x, y):
         if self.estimators is not None:
             return
         if x.ndim != 4:
@@ -204,7 +199,7 @@ class MIScoreDetector(Detector):
                               shuffle=False).history
         self.history = [float(v) for v in history["mi"]]
         bank = x[rng.choice(len(x), self.references, replace=False)]
-        self._state("reference_bank", self._local(tf.constant(bank)).numpy())
+        self.add_fitted_constant("reference_bank", self._local(tf.constant(bank)).numpy())
 
     def _encode_output(self, logits):
         return _encode_output(logits, self.critic_input)

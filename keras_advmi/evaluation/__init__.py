@@ -21,9 +21,8 @@ Modules: ``_report`` (``RobustnessReport``), ``_art`` (ART adapters and the vect
 (the gradient-masking checks), ``_driver`` (``evaluate_robustness``).
 """
 
-from ._art import DifferenceOfLogitsRatio, _art_attack, _art_classifier, _run_art
+from ._art import DifferenceOfLogitsRatio
 from ._driver import ATTACK_FAMILIES, evaluate_robustness
-from ._masking import _masking_warnings
 from ._report import RobustnessReport
 
 __all__ = ["ATTACK_FAMILIES", "DifferenceOfLogitsRatio", "RobustnessReport", "evaluate_robustness"]

@@ -38,7 +38,7 @@ class DifferenceOfLogitsRatio:
         return tf.reduce_sum(dlr) if self.reduction == "sum" else tf.reduce_mean(dlr)
 
 
-def _art_classifier(model, x, loss_object=None):
+def art_classifier(model, x, loss_object=None):
     """ART's ``TensorFlowV2Classifier`` over a ``tf.function`` of the model.
 
     ART calls the model eagerly for every gradient; compiling it removes Keras' per-layer Python
@@ -93,24 +93,24 @@ class _MemoisedPredictions:
 def _square_classifier(classifier, x):
     """A classifier over ``classifier``'s model whose ``predict`` is memoised (``_MemoisedPredictions``), for
     ART's ``SquareAttack``."""
-    square = _art_classifier(classifier.model, x)
+    square = art_classifier(classifier.model, x)
     square.predict = _MemoisedPredictions(square.predict)
     return square
 
 
-def _art_attack(name, model, x, epsilon, batch_size):
+def art_attack(name, model, x, epsilon, batch_size):
     """ART's attack ``name`` at ``epsilon`` and its classifier's class count (``x`` gives the input shape)."""
     try:
         from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent  # optional extra
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
         raise ImportError(f"attack {name!r} needs ART: pip install 'keras-advmi[autoattack]' ({exc})") from exc
-    classifier = _art_classifier(model, x)
+    classifier = art_classifier(model, x)
     step = max(epsilon / 4, 1e-4)
 
     def apgd(loss, **kwargs):
         # DLR: ART's algorithm on a classifier whose loss is the vectorised DLR (loss_type=None = "use it").
         if loss == "dlr":
-            return AutoProjectedGradientDescent(_art_classifier(classifier.model, x, DifferenceOfLogitsRatio()),
+            return AutoProjectedGradientDescent(art_classifier(classifier.model, x, DifferenceOfLogitsRatio()),
                                                 norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
                                                 batch_size=batch_size, loss_type=None, verbose=False, **kwargs)
         return AutoProjectedGradientDescent(classifier, norm=np.inf, eps=epsilon, eps_step=step, max_iter=100,
@@ -156,7 +156,9 @@ class _ThenSquare:
         return x_adv
 
 
-def _run_art(name, model, x, y, epsilon, batch_size, seed):
-    attack, classes = _art_attack(name, model, x, epsilon, batch_size)
+def run_art(name, model, x, y, epsilon, batch_size, seed):
+    """x_adv (N, ...) float32 of ART's attack ``name`` at ``epsilon`` on (x, y) in one ``generate`` call, after
+    ``np.random.seed(seed)`` (ART draws its random starts from NumPy's global generator)."""
+    attack, classes = art_attack(name, model, x, epsilon, batch_size)
     np.random.seed(seed)
     return attack.generate(x=x, y=np.eye(classes, dtype=np.float32)[y]).astype(np.float32)

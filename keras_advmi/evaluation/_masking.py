@@ -7,8 +7,10 @@ from __future__ import annotations
 from .._attack_names import parse_attack_name
 
 
-def _masking_warnings(rows, n):
-    """Non-increasing accuracy over epsilon per attack; iterative attacks no weaker than FGSM."""
+def masking_warnings(rows, n):
+    """The gradient-masking warnings (list of str) of a table's ``rows`` ({attack, epsilon, accuracy} dicts) on
+    ``n`` samples: accuracy must not rise with epsilon per attack, and an iterative attack must be no weaker
+    than FGSM at the same epsilon; one sample (1/n) of slack."""
     warnings = []
     tolerance = 1.0 / max(n, 1)  # one sample of slack for random starts
     by_attack = {}

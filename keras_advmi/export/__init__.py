@@ -26,11 +26,11 @@ Modules: ``_checks`` (what is accepted), ``_signatures`` (the endpoints), ``_met
 ``_warmup`` (the warm-up file), ``_atomic`` (temp directory and rename), ``_export`` (the driver).
 """
 
+from .._savedmodel_files import ASSETS_EXTRA, METADATA_FILE, WARMUP_FILE
 from ._checks import check_logits_model, version_path
 from ._export import export
-from ._metadata import ASSETS_EXTRA, METADATA_ASSET, read_metadata
+from ._metadata import read_metadata
 from ._signatures import DETECT_OUTPUTS, INPUT_NAME, SERVING_OUTPUTS
-from ._warmup import WARMUP_FILE
 
-__all__ = ["export", "read_metadata", "check_logits_model", "version_path", "ASSETS_EXTRA", "METADATA_ASSET",
+__all__ = ["export", "read_metadata", "check_logits_model", "version_path", "ASSETS_EXTRA", "METADATA_FILE",
            "WARMUP_FILE", "INPUT_NAME", "SERVING_OUTPUTS", "DETECT_OUTPUTS"]

@@ -75,7 +75,7 @@ def check_detector(detector, logits_model: keras.Model, input_shape: tuple[int, 
         return
     if not isinstance(detector, Detector):
         raise invalid("detector", "None or a kam.detection detector", type(detector).__name__)
-    detector._require_calibrated("export")
+    detector.require_calibrated("export")
     if tuple(detector.input_shape_) != input_shape:
         raise invalid("detector", f"a detector fitted on the model's input shape {input_shape}",
                       f"{type(detector).__name__} fitted on input shape {tuple(detector.input_shape_)}")

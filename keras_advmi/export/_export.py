@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from .._checks import invalid
+from .._checks import check_bool, invalid
 from .._model import check_network
 from ._atomic import write_version_atomically
 from ._checks import check_detector, check_logits_model, export_path, input_shape_of_export
@@ -48,8 +48,7 @@ def export(model: keras.Model, path: str | os.PathLike, detector=None, metadata:
     target = export_path(path)
     if metadata is not None and not isinstance(metadata, dict):
         raise invalid("metadata", "None or a dict of JSON-serializable values", type(metadata).__name__)
-    if not isinstance(overwrite, bool):
-        raise invalid("overwrite", "a bool", overwrite)
+    overwrite = check_bool("overwrite", overwrite)
     input_shape = input_shape_of_export(logits_model, model)
     classes = check_logits_model(logits_model, input_shape)
     check_detector(detector, logits_model, input_shape)

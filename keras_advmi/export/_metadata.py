@@ -15,13 +15,11 @@ from pathlib import Path
 import keras
 
 from .._json import to_jsonable
+from .._savedmodel_files import ASSETS_EXTRA, METADATA_FILE
 from .._version import __version__
 from ._signatures import DETECT_OUTPUTS, INPUT_NAME, SERVING_OUTPUTS
 
-__all__ = ["ASSETS_EXTRA", "METADATA_ASSET", "export_metadata", "read_metadata", "write_metadata"]
-
-ASSETS_EXTRA = "assets.extra"
-METADATA_ASSET = "keras_advmi.json"
+__all__ = ["export_metadata", "read_metadata", "write_metadata"]
 
 
 def export_metadata(model, logits_model: keras.Model, detector, metadata: dict | None, input_shape: tuple[int, ...],
@@ -54,7 +52,7 @@ def export_metadata(model, logits_model: keras.Model, detector, metadata: dict |
 
 def write_metadata(directory: str | os.PathLike, meta: dict) -> Path:
     """Write ``meta`` to ``directory/assets.extra/keras_advmi.json``; returns the file's path."""
-    target = Path(directory) / ASSETS_EXTRA / METADATA_ASSET
+    target = Path(directory) / ASSETS_EXTRA / METADATA_FILE
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(meta, indent=2))
     return target
@@ -67,7 +65,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     ``assets.extra/`` has none. FileNotFoundError names the expected file when neither exists.
     """
     root = Path(path)
-    target = root / ASSETS_EXTRA / METADATA_ASSET
-    if not target.is_file() and (root / "assets" / METADATA_ASSET).is_file():
-        target = root / "assets" / METADATA_ASSET
+    target = root / ASSETS_EXTRA / METADATA_FILE
+    if not target.is_file() and (root / "assets" / METADATA_FILE).is_file():
+        target = root / "assets" / METADATA_FILE
     return json.loads(target.read_text())

@@ -19,12 +19,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from ._metadata import ASSETS_EXTRA
+from .._savedmodel_files import ASSETS_EXTRA, WARMUP_FILE
 from ._signatures import INPUT_NAME
 
-__all__ = ["WARMUP_FILE", "warmup_requests", "write_warmup"]
-
-WARMUP_FILE = "tf_serving_warmup_requests"
+__all__ = ["warmup_requests", "write_warmup"]
 
 
 def warmup_requests(signatures: Iterable[str], input_shape: tuple[int, ...],
