@@ -11,7 +11,7 @@ and reduces ``out.per_sample`` with the sample weights; ``test_step`` passes ``t
 ``sample_weight`` and ``tf.distribute`` loss scaling stay the model's job and are done once, in one place.)
 
 This module lives outside the ``defenses`` package (``defenses.base`` re-exports it) so that ``models``,
-which needs the protocol, does not import the defenses package, some of whose recipes import ``models``.
+which needs only the protocol, does not load every defense.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ._checks import check_fraction, check_nonnegative_int, check_norm, check_positive_int, check_seed, invalid
+from ._checks import (check_choice, check_in_unit_interval, check_nonnegative, check_nonnegative_int,
+                      check_positive_int, check_seed)
 from ._model import logits_of
 from .attacks._common import madry_step_size, seed_pair
 from .attacks._precision import check_attack_dtype, compute_dtype
@@ -56,15 +57,19 @@ class DefenseLoss(NamedTuple):
 
 
 class Defense:
-    """Base class: PGD-generated examples (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
-    Attacks", 2018) and an abstract loss.
+    """The protocol every defense implements: training examples, a per-sample loss, an evaluation attack.
 
-    Args:
-      epsilon: L-inf (or L2) radius in pixel units. step_size: PGD step (None: Madry's 2.5 * eps / steps,
-        ``kam.attacks.madry_step_size``).
-      steps: PGD iterations during training. norm: ``np.inf`` or 2. random_start: uniform start in the ball.
-      eval_steps: PGD iterations (step 2.5 * eps / eval_steps, random start) for ``adv_accuracy`` in
-        ``evaluate``/validation (default ``max(steps, 10)``).
+    Subclasses set ``name`` and implement ``adversarial_examples`` and ``loss``; everything else has a
+    default. A defense built on a PGD-style inner maximisation (Madry et al., "Towards Deep Learning Models
+    Resistant to Adversarial Attacks", 2018) subclasses ``defenses.PGDDefense``, which adds the attack's
+    ``step_size``, ``steps``, ``norm`` and ``random_start``.
+
+    Args (taken by every defense):
+      epsilon: the threat model's budget, the L-inf radius in pixel units (in [0, 1]; any radius >= 0
+        where the defense has an L2 ``norm``): the ball of the training examples and of the evaluation PGD.
+      eval_steps: PGD iterations (Madry's step 2.5 * eps / eval_steps, random start) of the evaluation
+        attack behind ``adv_accuracy`` in ``evaluate``/validation (default 10; ``PGDDefense``:
+        ``max(steps, 10)``).
       epsilon_warmup_steps: ramp epsilon linearly from 0 over this many optimizer steps (0 = off);
         helps MNIST PGD-AT escape the initial plateau.
       seed: base seed of the attack noise; step and replica make each batch's noise distinct.
@@ -81,30 +86,29 @@ class Defense:
     name = "defense"
     #: Names of the scalars ``loss`` reports in ``logs`` (a metric each in ``fit``'s history).
     log_names: tuple = ()
+    #: Names of the per-sample quantities ``evaluation_logs`` reports (validation metrics).
+    evaluation_log_names: tuple = ()
+    #: Names of the per-sample MI scores ``mi_scores`` returns (without the ``/clean``, ``/adv`` suffix).
+    mi_score_names: tuple = ()
     #: Whether ``adversarial_examples`` treats samples independently (so sub-batches may be attacked apart).
     per_sample_attack: bool = True
+    #: The threat model's norm: L-inf unless the defense takes a ``norm`` argument (``PGDDefense``).
+    norm = np.inf
 
-    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10, norm=np.inf,
-                 random_start: bool = True, eval_steps: int | None = None, epsilon_warmup_steps: int = 0,
+    def __init__(self, epsilon: float = 0.3, *, eval_steps: int | None = None, epsilon_warmup_steps: int = 0,
                  seed: int | None = None, attack_dtype: str | None = None, attack_chains: int | str = "auto"):
-        self.norm = check_norm(norm)
         if self.norm == np.inf:
-            self.epsilon = check_fraction("epsilon", epsilon)
+            self.epsilon = check_in_unit_interval("epsilon", epsilon)
         else:
-            self.epsilon = check_fraction("epsilon", epsilon, 0.0, float("inf"))
-        self.steps = check_nonnegative_int("steps", steps)
-        if step_size is None:
-            step_size = madry_step_size(self.epsilon, max(self.steps, 1))
-        self.step_size = check_fraction("step_size", step_size, 0.0, float("inf"), low_open=self.epsilon > 0)
-        self.random_start = bool(random_start)
-        self.eval_steps = check_positive_int("eval_steps", eval_steps if eval_steps is not None else max(self.steps, 10))
+            self.epsilon = check_nonnegative("epsilon", epsilon)
+        self.eval_steps = check_positive_int("eval_steps", 10 if eval_steps is None else eval_steps)
         self.epsilon_warmup_steps = check_nonnegative_int("epsilon_warmup_steps", epsilon_warmup_steps)
         self.seed = check_seed("seed", seed)
         self.attack_dtype = check_attack_dtype(attack_dtype)
-        if attack_chains != "auto" and (isinstance(attack_chains, bool)
-                                        or not isinstance(attack_chains, (int, np.integer)) or attack_chains < 1):
-            raise invalid("attack_chains", "'auto' or a positive integer", attack_chains)
-        self.attack_chains = attack_chains if attack_chains == "auto" else int(attack_chains)
+        if isinstance(attack_chains, str):
+            self.attack_chains = check_choice("attack_chains", attack_chains, ("auto",))
+        else:
+            self.attack_chains = check_positive_int("attack_chains", attack_chains)
 
     # -- protocol -----------------------------------------------------------------------------
     def build(self, model):
@@ -160,18 +164,23 @@ class Defense:
             eps = eps * ramp
         return eps
 
+    def warmup_scaled(self, value, eps):
+        """``value``, set for the full ``epsilon`` (a step size, a perturbation), at the current radius ``eps``
+        (``current_epsilon(step)``): value * eps / epsilon, so a step shrinks with the ball during warm-up."""
+        return value * eps / max(self.epsilon, 1e-12)
+
     def adversarial_examples(self, model, x, y, seed=None, step=None):
-        """Training examples: PGD(steps) within the current epsilon; returns x_adv (stop_gradient)."""
-        eps = self.current_epsilon(step)
-        step_size = self.step_size * eps / max(self.epsilon, 1e-12)
-        return pgd_graph(model, x, y, eps, step_size, self.steps, self.norm, False, self.random_start, 1, seed)
+        """Training examples x_adv (N, ...) float32 in [0, 1], gradients stopped, within ``current_epsilon(step)``.
+
+        ``seed``: None or the (2,) int64 step seed; ``step``: the optimizer step (a scalar int tensor) or None."""
+        raise NotImplementedError
 
     def evaluation_examples(self, model, x, y, seed=None):
         """Examples for ``adv_accuracy`` in evaluate/validation: PGD(eval_steps) at the full epsilon with
-        Madry's step 2.5 * eps / eval_steps (independent of the training step, which for FastAT is a
-        single 1.25 * eps step and would make a weak multi-step attack)."""
+        Madry's step 2.5 * eps / eval_steps and a random start (independent of the training attack, which
+        for FastAT is a single 1.25 * eps step and would make a weak multi-step attack)."""
         return pgd_graph(model, x, y, self.epsilon, madry_step_size(self.epsilon, self.eval_steps), self.eval_steps,
-                         self.norm, False, True, 1, seed)
+                         norm=self.norm, targeted=False, random_start=True, restarts=1, seed=seed)
 
     def loss(self, model, x, y, x_adv, training, step=None) -> DefenseLoss:
         """The per-sample training objective on the batch and its adversarial examples, a ``DefenseLoss``.
@@ -184,13 +193,20 @@ class Defense:
         """Extra per-sample quantities for evaluate/validation, {name: (N,) tensor}. Default: none."""
         return {}
 
-    evaluation_log_names: tuple = ()
+    def mi_scores(self, model, x, x_adv, batch_size=256) -> dict:
+        """Per-sample mutual-information scores the defense computes with its own estimators, for loggers.
+
+        x, x_adv: (N, ...) arrays in [0, 1]; batch_size: rows per forward pass. Returns
+        {'<name>/clean': (N,) array, '<name>/adv': (N,) array} for each name in ``mi_score_names``
+        (MIAT: its estimators' MI between input and representation). Default: none, {}.
+        """
+        return {}
 
     # -- serialization --------------------------------------------------------------------------
     def get_config(self):
-        return {"epsilon": self.epsilon, "step_size": self.step_size, "steps": self.steps,
-                "norm": "inf" if self.norm == np.inf else 2, "random_start": self.random_start,
-                "eval_steps": self.eval_steps, "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed,
+        """The constructor's arguments, JSON-serializable; ``from_config`` rebuilds the defense from them."""
+        return {"epsilon": self.epsilon, "eval_steps": self.eval_steps,
+                "epsilon_warmup_steps": self.epsilon_warmup_steps, "seed": self.seed,
                 "attack_dtype": self.attack_dtype, "attack_chains": self.attack_chains}
 
     @classmethod

@@ -3,9 +3,12 @@
 "Improving adversarial robustness of deep neural networks by using semantic information" (2020, arXiv
 2008.07838) fine-tunes a trained model on a small subset of its training data and reports the robust
 accuracy (FGSM, PGD) and the fooling rate of fresh universal perturbations before and after, with the
-fraction of data used. ``fine_tune`` is that workflow in one call (``RegionAT.finetune`` calls it):
+fraction of data used. ``fine_tune`` is that workflow in one call:
 
-    report = fine_tune(RegionAT(epsilon=0.3), model, x_train, y_train, epochs=5)
+    from keras_advmi.region_finetune import fine_tune
+    report = fine_tune(kam.defenses.RegionAT(epsilon=0.3), model, x_train, y_train, epochs=5)
+
+It wraps the model in an ``AdversarialModel``, so it lives beside ``models``, above the defenses.
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ from collections.abc import Sequence
 import numpy as np
 import keras
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
-from .._model import network_of, predict_logits
-from ..attacks import fgsm, madry_step_size, pgd
-from ..attacks.universal import fooling_rates, universal_perturbations
-from ..models import AdversarialModel
+from ._checks import check_images, check_labels, check_positive, check_positive_int, invalid
+from ._model import network_of
+from .defenses.region_at import RegionAT, region_robustness
+from .models import AdversarialModel
 
-__all__ = ["fine_tune", "region_robustness"]
+__all__ = ["fine_tune"]
 
 
-def fine_tune(defense, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 5, batch_size: int = 64,
-              learning_rate: float = 1e-3, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+def fine_tune(defense: RegionAT, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 5,
+              batch_size: int = 64, learning_rate: float = 1e-3, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
               eval_size: int = 1000, pgd_steps: int = 20, verbose: int = 0,
               callbacks: Sequence[keras.callbacks.Callback] | None = None) -> dict:
     """Select ``defense``'s subset, fine-tune ``model`` in place with RAT, and report before/after robustness.
@@ -46,6 +48,8 @@ def fine_tune(defense, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs:
       {"clean", "fgsm", "pgd", "fooling_rate"} where the fooling rate is the mean over targets of
       fresh universal perturbations (computed on the subset against the model) applied to eval data.
     """
+    if not isinstance(defense, RegionAT):
+        raise invalid("defense", "a kam.defenses.RegionAT", type(defense).__name__)
     model = network_of(model)
     if not isinstance(model, keras.Model):
         raise invalid("model", "a keras.Model that outputs logits", type(model).__name__)
@@ -54,7 +58,7 @@ def fine_tune(defense, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs:
     y = check_labels("y", y, n=len(x))
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
-    learning_rate = check_fraction("learning_rate", learning_rate, 0.0, float("inf"), low_open=True)
+    learning_rate = check_positive("learning_rate", learning_rate)
     pgd_steps = check_positive_int("pgd_steps", pgd_steps)
     idx = defense.select_subset(y)
     xs, ys = x[idx], y[idx]
@@ -88,29 +92,3 @@ def _eval_set(defense, x, y, idx, eval_data, eval_size):
     check_images("eval_data[0]", eval_data[0])
     xe = np.asarray(eval_data[0], np.float32)
     return xe, check_labels("eval_data[1]", eval_data[1], n=len(xe))
-
-
-def region_robustness(defense, model: keras.Model, x_universal: np.ndarray, y_universal: np.ndarray,
-                      x_eval: np.ndarray, y_eval: np.ndarray, pgd_steps: int = 20) -> dict[str, float]:
-    """{"clean", "fgsm", "pgd", "fooling_rate"} accuracies/rate of ``model`` on (x_eval, y_eval) at
-    ``defense.epsilon``.
-
-    The fooling rate is the mean over target classes of fresh universal perturbations computed on
-    (x_universal, y_universal) against ``model`` with ``defense``'s universal-perturbation settings.
-    """
-    model = network_of(model)
-
-    def accuracy(inputs):
-        return float(np.mean(np.argmax(predict_logits(model, inputs, 256), -1) == y_eval))
-
-    eps = defense.epsilon
-    seed = 0 if defense.seed is None else defense.seed
-    deltas = universal_perturbations(model, x_universal, y_universal, epsilon=eps, steps=defense.universal_steps,
-                                     step_size=defense.universal_step_size,
-                                     boundary_fraction=defense.boundary_fraction, seed=seed + 104729,
-                                     batch_size=defense.universal_batch_size)
-    x_pgd = pgd(model, x_eval, y_eval, epsilon=eps, step_size=madry_step_size(eps, pgd_steps), steps=pgd_steps,
-                seed=seed)
-    return {"clean": accuracy(x_eval), "fgsm": accuracy(fgsm(model, x_eval, y_eval, epsilon=eps)),
-            "pgd": accuracy(x_pgd),
-            "fooling_rate": float(np.mean(fooling_rates(model, x_eval, y_eval, deltas=deltas)))}

@@ -90,5 +90,5 @@ def test_attack_chains_is_saved_and_restored():
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "two", True, None])
 def test_bad_attack_chains_is_refused(bad):
-    with pytest.raises(ValueError, match="attack_chains.*'auto' or a positive integer"):
+    with pytest.raises(ValueError, match="`attack_chains`.*(one of \\('auto',\\)|an integer >= 1)"):
         kam.defenses.PGD(EPS, attack_chains=bad)

@@ -1,3 +1,5 @@
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -119,14 +121,50 @@ def test_madry_step_size_and_step_size_none(trained_digits_model, batch):
     np.testing.assert_array_equal(default, explicit)
 
 
-def test_keyword_only_budget_and_deprecated_random_init(trained_digits_model, batch):
+def test_step_size_defaults_to_madry_in_every_attack(trained_digits_model, batch):
+    """No attack has a fixed default step: ``step_size`` left out is 2.5 * epsilon / steps."""
+    x, y = batch
+    np.testing.assert_array_equal(attacks.pgd(trained_digits_model, x, y, epsilon=0.1, steps=4, seed=0),
+                                  attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.0625, steps=4, seed=0))
+    np.testing.assert_array_equal(attacks.trades_kl(trained_digits_model, x, epsilon=0.1, steps=4, seed=0),
+                                  attacks.trades_kl(trained_digits_model, x, epsilon=0.1, step_size=0.0625, steps=4,
+                                                    seed=0))
+    for attack in (attacks.pgd, attacks.trades_kl, attacks.targeted_universal_perturbation,
+                   attacks.universal_perturbations):
+        assert inspect.signature(attack).parameters["step_size"].default is None, attack.__name__
+
+
+def test_keyword_only_budget_and_no_random_init(trained_digits_model, batch):
     x, y = batch
     with pytest.raises(TypeError):
         attacks.pgd(trained_digits_model, x, y, 0.1)
-    with pytest.warns(DeprecationWarning, match="random_start"):
-        old = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.02, steps=3, random_init=False)
-    new = attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.02, steps=3, random_start=False)
-    np.testing.assert_array_equal(old, new)
+    with pytest.raises(TypeError, match="random_init"):
+        attacks.pgd(trained_digits_model, x, y, epsilon=0.1, step_size=0.02, steps=3, random_init=False)
+    with pytest.raises(TypeError, match="random_init"):
+        attacks.pgd_graph(trained_digits_model, x, y, 0.1, 0.02, 3, random_init=False)
+
+
+def test_attacks_refuse_0_255_images_with_fits_message(trained_digits_model, batch):
+    """Every public attack checks eager images as ``AdversarialModel.fit`` does: the same ValueError text."""
+    import keras_advmi as kam
+
+    x, y = batch
+    x255 = x * 255.0
+    robust = kam.AdversarialModel(trained_digits_model, kam.defenses.PGD(epsilon=0.1, steps=1))
+    robust.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="pixel values in \\[0, 1\\]") as fit_error:
+        robust.fit(x255, y, epochs=1, verbose=0)
+    calls = {"pgd": lambda: attacks.pgd(trained_digits_model, x255, y, epsilon=0.1, steps=2),
+             "pgd (eager tensor)": lambda: attacks.pgd(trained_digits_model, tf.constant(x255), y, epsilon=0.1, steps=2),
+             "fgsm": lambda: attacks.fgsm(trained_digits_model, x255, y, epsilon=0.1),
+             "trades_kl": lambda: attacks.trades_kl(trained_digits_model, x255, epsilon=0.1, steps=2),
+             "universal": lambda: attacks.universal_perturbations(trained_digits_model, x255, y, epsilon=0.1, steps=2),
+             "fooling_rates": lambda: attacks.fooling_rates(trained_digits_model, x255, y,
+                                                            np.zeros((1,) + x.shape[1:], np.float32))}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as attack_error:
+            call()
+        assert str(attack_error.value) == str(fit_error.value), name
 
 
 def test_pgd_with_dlr_loss(trained_digits_model, batch):

@@ -1,3 +1,5 @@
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -182,81 +184,86 @@ def test_bad_training_data_is_rejected(cnn_factory, bad, match):
 @pytest.mark.parametrize("factory,match", [
     (lambda: kam.defenses.PGD(epsilon=1.2), "`epsilon`"),
     (lambda: kam.defenses.PGD(epsilon=0.3, steps=-1), "`steps`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, step_size=0.0), "`step_size`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, norm=1), "`norm`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, random_start="yes"), "`random_start`"),
+    (lambda: kam.defenses.PGD(epsilon=0.3, eval_steps=0), "`eval_steps`"),
     (lambda: kam.defenses.TRADES(epsilon=0.3, beta=-1), "`beta`"),
+    (lambda: kam.defenses.TRADES(epsilon=0.3, norm=2), "`norm`.*L-inf"),
+    (lambda: kam.defenses.TRADES(epsilon=0.3, norm="l1"), "`norm`"),
+    (lambda: kam.defenses.TRADES(epsilon=0.3, random_start=False), "`random_start`"),
+    (lambda: kam.defenses.MART(epsilon=0.3, lam=-1), "`lam`"),
     (lambda: kam.defenses.PGD(epsilon=0.3, seed="x"), "`seed`"),
     (lambda: kam.defenses.FastAT(epsilon=0.3, noise=-1.0), "`noise`"),
     (lambda: kam.defenses.FastAT(epsilon=0.3, project="no"), "`project`"),
+    (lambda: kam.defenses.FastAT(epsilon=0.3, step_size=-0.1), "`step_size`"),
 ])
 def test_bad_defense_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
 
 
-def test_adversarial_model_rejects_non_defense(cnn_factory):
-    with pytest.raises(ValueError, match="`defense`"):
-        kam.AdversarialModel(cnn_factory(), defense="pgd")
+@pytest.mark.parametrize("factory,argument", [
+    (lambda: kam.defenses.FastAT(epsilon=0.3, steps=7), "steps"),
+    (lambda: kam.defenses.FastAT(epsilon=0.3, norm=2), "norm"),
+    (lambda: kam.defenses.FastAT(epsilon=0.3, random_start=False), "random_start"),
+    (lambda: kam.defenses.RegionAT(epsilon=0.3, step_size=0.1), "step_size"),
+    (lambda: kam.defenses.RegionAT(epsilon=0.3, steps=20), "steps"),
+    (lambda: kam.defenses.RegionAT(epsilon=0.3, norm=2), "norm"),
+    (lambda: kam.defenses.RegionAT(epsilon=0.3, random_start=True), "random_start"),
+])
+def test_a_defense_refuses_arguments_it_does_not_use(factory, argument):
+    """FastAT's attack is one step and RegionAT's a stored delta: a PGD setting given to them is an error
+    naming it, not silently dropped."""
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{argument}'"):
+        factory()
 
 
-def test_jit_compile_matches_graph_mode(digits, cnn_factory):
+DEFENSE_OPTIONS = {"epsilon", "eval_steps", "epsilon_warmup_steps", "seed", "attack_dtype", "attack_chains"}
+
+
+@pytest.mark.parametrize("name", ["pgd", "trades", "mart", "fast_at", "region_at", "sns"])
+def test_get_config_holds_exactly_the_defenses_own_arguments(name):
+    """The config's keys are the class's named arguments plus ``Defense``'s, and it rebuilds an equal defense."""
+    cls = kam.defenses.REGISTRY[name]
+    own = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and issubclass(klass, kam.defenses.Defense):
+            own |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
+                    if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY} - {"self"}
+    defense = cls(epsilon=0.2, layers=["conv1"]) if name == "sns" else cls(epsilon=0.2)
+    config = defense.get_config()
+    assert set(config) == own | DEFENSE_OPTIONS
+    assert cls.from_config(config).get_config() == config
+
+
+def test_registry_is_keyed_by_each_classes_name():
+    assert set(kam.defenses.REGISTRY) == {"pgd", "trades", "mart", "fast_at", "region_at", "sns", "miat"}
+    assert all(cls.name == name for name, cls in kam.defenses.REGISTRY.items())
+
+
+def test_pgd_family_keeps_positional_order_and_eval_steps_default():
+    assert [kam.defenses.PGD(0.1, 0.02, 4).step_size, kam.defenses.PGD(0.1, 0.02, 4).steps] == [0.02, 4]
+    assert kam.defenses.TRADES(0.1, 0.02, 4, 3.0).beta == 3.0 and kam.defenses.MART(0.1, 0.02, 4, 2.0).lam == 2.0
+    assert kam.defenses.PGD(0.1, steps=20).eval_steps == 20 and kam.defenses.PGD(0.1, steps=3).eval_steps == 10
+    assert kam.defenses.PGD(0.1, steps=4).step_size == pytest.approx(2.5 * 0.1 / 4)
+    assert kam.defenses.FastAT(0.1).eval_steps == 10 and kam.defenses.RegionAT(0.1).eval_steps == 10
+
+
+def test_warmup_scales_the_training_step_with_epsilon(trained_digits_model, digits):
+    """Under warm-up the step shrinks with the ball: at step 0 of 4, PGD runs at eps/4 with step/4."""
     (x, y), _ = digits
-    losses = {}
-    for jit in (False, True):
-        robust = kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.2, steps=3, random_start=False))
-        robust.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
-        losses[jit] = robust.fit(x[:256], y[:256], epochs=2, batch_size=64, shuffle=False, verbose=0).history["loss"]
-    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+    x, y = tf.constant(x[:32]), tf.constant(y[:32])
+    seed = tf.constant([3, 4], tf.int64)
+    warm = kam.defenses.PGD(epsilon=0.2, steps=3, epsilon_warmup_steps=4)
+    adv = warm.adversarial_examples(trained_digits_model, x, y, seed=seed, step=tf.constant(0, tf.int64))
+    ref = kam.attacks.pgd_graph(trained_digits_model, x, y, 0.05, 0.2 * 2.5 / 3 / 4, 3, seed=seed)
+    np.testing.assert_allclose(adv.numpy(), ref.numpy(), atol=1e-6)
+    assert warm.warmup_scaled(0.5, tf.constant(0.1)).numpy() == pytest.approx(0.25)
 
 
-def test_mixed_precision_policy(digits):
-    (x, y), _ = digits
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        keras.utils.set_random_seed(0)
-        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
-                                keras.layers.Flatten(), keras.layers.Dense(10, dtype="float32")])
-        robust = kam.AdversarialModel(net, kam.defenses.TRADES(epsilon=0.2, steps=2, seed=0))
-        robust.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
-        hist = robust.fit(x, y, epochs=3, batch_size=64, verbose=0).history
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert np.all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
-
-
-def test_validation_attack_uses_a_proper_pgd_step(trained_digits_model, digits):
-    """FastAT's training step (1.25 eps) must not leak into the multi-step validation PGD."""
-    _, (xt, yt) = digits
-    fast = kam.defenses.FastAT(epsilon=0.1, eval_steps=10)
-    x, y = tf.constant(xt[:200]), tf.constant(yt[:200])
-    adv = fast.evaluation_examples(trained_digits_model, x, y, seed=tf.constant([0, 1], tf.int64)).numpy()
-    reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], epsilon=0.1, step_size=0.025, steps=10, seed=0)
-    acc = lambda a: np.mean(np.argmax(trained_digits_model.predict(a, verbose=0), -1) == yt[:200])
-    assert abs(acc(adv) - acc(reference)) <= 0.03
-
-
-@pytest.mark.parametrize("name", ["fast_at", "trades"])
-def test_clean_train_metrics_off_skips_only_the_training_metrics(name, digits, cnn_factory, tmp_path):
-    """clean_train_metrics=False: the same weights as with it on (the clean pass never trains), no
-    compiled metric in the training logs, every metric in validation; the flag survives save/load."""
-    (x, y), (xt, yt) = digits
-    x, y, xt, yt = x[:256], y[:256], xt[:128], yt[:128]
-    runs = {}
-    for flag in (True, False):
-        keras.utils.set_random_seed(0)
-        robust = kam.AdversarialModel(cnn_factory(), DEFENSES[name](), clean_train_metrics=flag)
-        robust.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
-        hist = robust.fit(x, y, epochs=2, batch_size=64, validation_data=(xt, yt), shuffle=False, verbose=0).history
-        runs[flag] = robust, hist
-    (on, hist_on), (off, hist_off) = runs[True], runs[False]
-    for a, b in zip(on.get_weights(), off.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-6)
-    assert "accuracy" in hist_on and "accuracy" not in hist_off
-    assert {"loss", "adv_accuracy", "val_accuracy", "val_adv_accuracy"} <= set(hist_off)
-    np.testing.assert_allclose(hist_off["val_accuracy"], hist_on["val_accuracy"], atol=1e-6)
-    np.testing.assert_allclose(hist_off["loss"], hist_on["loss"], rtol=1e-5)
-    off.save(tmp_path / "off.keras")
-    assert keras.models.load_model(tmp_path / "off.keras").clean_train_metrics is False
-
-
-def test_clean_train_metrics_must_be_a_bool(cnn_factory):
-    with pytest.raises(ValueError, match="clean_train_metrics"):
-        kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.1), clean_train_metrics="no")
+def test_defenses_without_mi_estimators_report_no_mi_scores(trained_digits_model, digits):
+    (x, _), _ = digits
+    for cls in (kam.defenses.PGD, kam.defenses.TRADES, kam.defenses.FastAT):
+        defense = cls(epsilon=0.1)
+        assert defense.mi_score_names == () and defense.mi_scores(trained_digits_model, x[:4], x[:4]) == {}

@@ -122,6 +122,10 @@ def test_logger_errors(digits, cnn_factory, tmp_path):
         NeuronSensitivityLogger(xt[:8], yt[:8], str(tmp_path), layers=[])
     with pytest.raises(ValueError, match="y_probe"):
         NeuronSensitivityLogger(xt[:8], yt[:7], str(tmp_path), layers=["conv1"])
+    for bad_args, name in ((dict(seed="0"), "seed"), (dict(step_size=0.0), "step_size"),
+                           (dict(epsilon=0.0), "epsilon"), (dict(epsilon=1.5), "epsilon")):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            NeuronSensitivityLogger(xt[:8], yt[:8], str(tmp_path), layers=["conv1"], **bad_args)
     model = cnn_factory()
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     bad = NeuronSensitivityLogger(xt[:8], yt[:8], str(tmp_path), layers=["conv9"], epsilon=0.1)
@@ -130,3 +134,12 @@ def test_logger_errors(digits, cnn_factory, tmp_path):
     no_eps = NeuronSensitivityLogger(xt[:8], yt[:8], str(tmp_path), layers=["conv1"])
     with pytest.raises(ValueError, match="epsilon"):  # a plain model has no defense to read epsilon from
         model.fit(xt[:8], yt[:8], epochs=1, verbose=0, callbacks=[no_eps])
+
+
+def test_channel_sensitivity_is_the_foundation_function_and_feature_model_is_gone():
+    """The tensor function lives below the defenses (SNS uses it) and is re-exported by the analysis module."""
+    from keras_advmi import _sensitivity
+    from keras_advmi.analysis import neuron_sensitivity as module
+
+    assert channel_sensitivity is _sensitivity.channel_sensitivity
+    assert not hasattr(module, "feature_model")

@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 
+import keras_advmi as kam
+
 from keras_advmi.attacks.universal import universal_perturbations
 from keras_advmi.defenses.region_at import RegionAT, RegionRefresh
 from keras_advmi.models import AdversarialModel
+from keras_advmi.region_finetune import fine_tune
 
 
 def copy_model(model, cnn_factory):
@@ -20,7 +23,7 @@ def test_finetune_lowers_fooling_rate_and_raises_fgsm(trained_digits_model, digi
     (x, y), (xt, yt) = digits
     model = copy_model(trained_digits_model, cnn_factory)
     defense = RegionAT(epsilon=0.2, data_fraction=0.1, seed=0)
-    report = defense.finetune(model, x, y, epochs=10, batch_size=32, learning_rate=1e-3, eval_data=(xt, yt))
+    report = fine_tune(defense, model, x, y, epochs=10, batch_size=32, learning_rate=1e-3, eval_data=(xt, yt))
     before, after = report["before"], report["after"]
     assert report["n_subset"] == pytest.approx(0.1 * len(x), abs=6) and report["n_train"] == len(x)
     assert report["data_fraction"] == 0.1 and report["wall_time_s"] > 0
@@ -109,7 +112,8 @@ def test_select_subset_is_stratified_and_seeded(digits):
     (dict(data_fraction=0.0), "data_fraction"), (dict(data_fraction=1.5), "data_fraction"),
     (dict(data_fraction=-0.1), "data_fraction"), (dict(refresh=0), "refresh"), (dict(refresh=1.5), "refresh"),
     (dict(epsilon=2.0), "epsilon"), (dict(boundary_fraction=0.0), "boundary_fraction"),
-    (dict(universal_steps=0), "universal_steps")])
+    (dict(universal_steps=0), "universal_steps"), (dict(universal_step_size=0.0), "universal_step_size"),
+    (dict(eval_steps=0), "eval_steps")])
 def test_bad_constructor_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         RegionAT(**kwargs)
@@ -121,12 +125,19 @@ def test_bad_finetune_and_usage(trained_digits_model, digits):
     with pytest.raises(RuntimeError, match="not built"):
         defense.adversarial_examples(trained_digits_model, x[:4], y[:4])
     with pytest.raises(ValueError, match="epochs"):
-        defense.finetune(trained_digits_model, x, y, epochs=0)
+        fine_tune(defense, trained_digits_model, x, y, epochs=0)
     with pytest.raises(ValueError, match="y"):
-        defense.finetune(trained_digits_model, x, y[:-1], epochs=1)
+        fine_tune(defense, trained_digits_model, x, y[:-1], epochs=1)
     with pytest.raises(ValueError, match="eval_data"):
-        defense.finetune(trained_digits_model, x, y, epochs=1, eval_data=x[:10])
+        fine_tune(defense, trained_digits_model, x, y, epochs=1, eval_data=x[:10])
     with pytest.raises(ValueError, match="model"):
-        defense.finetune("not a model", x, y, epochs=1)
+        fine_tune(defense, "not a model", x, y, epochs=1)
+    with pytest.raises(ValueError, match="defense"):
+        fine_tune(kam.defenses.PGD(epsilon=0.2), trained_digits_model, x, y, epochs=1)
     with pytest.raises(ValueError, match="defense"):
         RegionRefresh(object(), x, y)
+
+
+def test_fine_tuning_is_a_function_above_the_defense():
+    """The recipe wraps an AdversarialModel, so it is not a RegionAT method (defenses do not import models)."""
+    assert not hasattr(RegionAT, "finetune") and callable(RegionAT.measure)

@@ -7,15 +7,18 @@ pair (x, x') is
     sigma(F_l^m, x, x') = (1 / dim(F_l^m)) * || F_l^m(x) - F_l^m(x') ||_1,
 
 i.e. the mean absolute change over the channel's spatial positions (dim = H*W for a conv map,
-1 for a dense unit), averaged over samples. The paper's claim, checked by ``benchmarks/neuron_sensitivity.py``:
-adversarially trained models have lower neuron sensitivity than normally trained ones.
+1 for a dense unit), averaged over samples. The paper's claim, checked by
+``benchmarks/neuron_sensitivity.py``: adversarially trained models have lower neuron sensitivity than
+normally trained ones.
+
+The per-sample tensor function, ``channel_sensitivity``, lives in the foundation module
+``keras_advmi._sensitivity`` (the SNS defense's loss uses it too) and is re-exported here.
 
 Example: F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,38 +28,9 @@ import keras
 
 from .._checks import check_images, check_positive_int, invalid
 from .._model import network_of, resolve_layers, tap_model
+from .._sensitivity import channel_sensitivity
 
-__all__ = ["neuron_sensitivity", "channel_sensitivity", "feature_model", "resolve_layers",
-           "sensitivity_summary", "top_k_channels"]
-
-
-def channel_sensitivity(features_clean: ArrayLike, features_adv: ArrayLike) -> tf.Tensor:
-    """Per-sample, per-channel sigma on tensors: mean over all axes but the first (batch) and last (channel).
-
-    Args:
-      features_clean, features_adv: activations of one layer, shape (N, ..., C) (e.g. (N, H, W, C) or (N, C)).
-    Returns:
-      float32 (N, C): (1 / dim) * ||F^m(x_i) - F^m(x'_i)||_1 for each sample i and channel m. Graph-safe,
-      differentiable (used by the SNS loss).
-    """
-    diff = tf.abs(tf.cast(features_clean, tf.float32) - tf.cast(features_adv, tf.float32))
-    rank = diff.shape.rank
-    if rank is None or rank < 2:
-        raise invalid("features", "activations of rank >= 2 (N, ..., channels)", f"rank {rank}")
-    if rank == 2:
-        return diff
-    return tf.reduce_mean(diff, axis=list(range(1, rank - 1)))
-
-
-def feature_model(model: keras.Model, layers: str | Sequence[str], include_logits: bool = False) -> keras.Model:
-    """Deprecated: use ``keras_advmi._model.tap_model`` (which includes the logits by default).
-
-    A ``keras.Model`` sharing ``model``'s weights that outputs the named layers' activations (list), with
-    the model's own output appended last when ``include_logits``.
-    """
-    warnings.warn("keras_advmi.analysis.neuron_sensitivity.feature_model is deprecated; use "
-                  "keras_advmi._model.tap_model(model, layers, include_logits=...)", DeprecationWarning, stacklevel=2)
-    return tap_model(model, layers, include_logits=include_logits)
+__all__ = ["neuron_sensitivity", "channel_sensitivity", "resolve_layers", "sensitivity_summary", "top_k_channels"]
 
 
 def neuron_sensitivity(model: keras.Model, x: ArrayLike, x_adv: ArrayLike, layers: str | Sequence[str],

@@ -5,12 +5,11 @@ All functions here take and return tensors and are safe inside ``tf.function``/X
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_images, check_labels, invalid
+from .._checks import (check_images, check_in_unit_interval, check_labels, check_nonnegative, check_nonnegative_int,
+                       check_positive, invalid)
 from .._model import logits_of
 from .losses import cross_entropy
 
@@ -121,17 +120,16 @@ def prepare_inputs(x, y, model, *, name_y="y"):
 
 
 def check_budget(epsilon, step_size=None, steps=None, norm=np.inf):
-    """Validate an attack budget; epsilon is in [0, 1] for L-inf and >= 0 for L2."""
+    """Validate the eager parts of an attack budget (a tensor passes unchecked; None skips an argument).
+
+    epsilon: in [0, 1] for L-inf (pixel units), >= 0 for L2. step_size: > 0. steps: an integer >= 0.
+    """
     if not tf.is_tensor(epsilon):
-        eps_ok = isinstance(epsilon, (int, float, np.floating, np.integer)) and np.isfinite(epsilon) and epsilon >= 0
-        if not eps_ok or (norm == np.inf and epsilon > 1):
-            raise invalid("epsilon", "a number in [0, 1] (pixel scale)" if norm == np.inf else "a number >= 0", epsilon)
+        (check_in_unit_interval if norm == np.inf else check_nonnegative)("epsilon", epsilon)
     if step_size is not None and not tf.is_tensor(step_size):
-        if not isinstance(step_size, (int, float, np.floating, np.integer)) or not np.isfinite(step_size) or step_size <= 0:
-            raise invalid("step_size", "a number > 0", step_size)
+        check_positive("step_size", step_size)
     if steps is not None and not tf.is_tensor(steps):
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise invalid("steps", "an integer >= 0", steps)
+        check_nonnegative_int("steps", steps)
 
 
 def check_loss_fn(loss_fn):
@@ -139,12 +137,3 @@ def check_loss_fn(loss_fn):
     if loss_fn is not None and not callable(loss_fn):
         raise invalid("loss_fn", "None (cross-entropy) or a callable (y, logits) -> per-sample loss (N,)", loss_fn)
     return loss_fn
-
-
-def resolve_random_start(random_start, random_init, stacklevel=3):
-    """The random-start flag; ``random_init`` is its deprecated former name (a DeprecationWarning)."""
-    if random_init is None:
-        return random_start
-    warnings.warn("`random_init` is deprecated; use `random_start` (the same flag).", DeprecationWarning,
-                  stacklevel=stacklevel)
-    return random_init

@@ -20,7 +20,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from .._checks import invalid
+from .._checks import check_choice
 
 #: Accepted values of ``attack_dtype`` ("float32" means None). float16 is left out on purpose: without
 #: loss scaling, the input gradients of a confident model underflow to 0 in float16 and sign(0) stalls
@@ -30,8 +30,7 @@ ATTACK_DTYPES = (None, "float32", "bfloat16")
 
 def check_attack_dtype(value):
     """``value`` as stored: None (float32) or 'bfloat16'; anything else is a ValueError naming the argument."""
-    if not (value is None or isinstance(value, str)) or value not in ATTACK_DTYPES:
-        raise invalid("attack_dtype", "None / 'float32' or 'bfloat16'", value)
+    value = check_choice("attack_dtype", value, ATTACK_DTYPES)
     if value == "float32":
         return None
     if value == "bfloat16" and bf16_hardware() is False:

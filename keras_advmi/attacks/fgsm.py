@@ -34,7 +34,8 @@ def fgsm(model, x, y=None, *, epsilon: float = 0.3, targeted: bool = False, batc
 
     Args:
       model: Keras model, ``kam.AdversarialModel`` (its network is attacked) or callable returning logits.
-      x: images (N, ...) in [0, 1]. y: labels (N,) (targets when ``targeted``); ``None`` uses the
+      x: images (N, ...) in [0, 1] (eager input outside [0, 1], e.g. 0-255 pixels, is a ValueError).
+        y: labels (N,) (targets when ``targeted``); ``None`` uses the
         model's predictions (avoids label leaking). epsilon: pixel units in [0, 1].
       targeted: step *down* the loss of the target label. batch_size: rows per compiled call.
       loss_fn: ``(y, logits) -> per-sample loss (N,)``; ``None`` = cross-entropy (e.g. ``kam.attacks.dlr_loss``).

@@ -11,7 +11,7 @@ from .._checks import check_norm, check_positive_int
 from .._model import logits_of, network_of
 from ._batching import map_batches
 from ._common import (check_budget, check_loss_fn, loss_gradient, madry_step_size, prepare_inputs, project,
-                      resolve_random_start, seed_pair, steepest_step, uniform_ball_sample, unless_empty)
+                      seed_pair, steepest_step, uniform_ball_sample, unless_empty)
 from .losses import cross_entropy
 
 
@@ -79,13 +79,12 @@ def worst_case(model, y, targeted, candidates, loss_fn=None):
 
 
 def pgd_graph(model, x, y, epsilon, step_size, steps, norm=np.inf, targeted=False, random_start=True,
-              restarts=1, seed=None, loss_fn=None, *, random_init=None):
+              restarts=1, seed=None, loss_fn=None):
     """PGD with restarts on tensors; restart r uses seed stream r. Graph-safe.
 
-    The arguments are ``pgd``'s, positional (this is the primitive the defenses call inside
-    ``train_step``). ``random_init`` is the deprecated name of ``random_start``.
+    The arguments are ``pgd``'s (this is the primitive the defenses call inside ``train_step``);
+    ``step_size=None`` is Madry's step, ``madry_step_size(epsilon, steps)``.
     """
-    random_start = resolve_random_start(random_start, random_init)
 
     def attack():
         if restarts == 1:
@@ -101,11 +100,10 @@ def pgd_graph(model, x, y, epsilon, step_size, steps, norm=np.inf, targeted=Fals
 _pgd_compiled = tf.function(pgd_graph, reduce_retracing=True)
 
 
-def pgd(model, x, y=None, *, epsilon: float = 0.3, step_size: float | None = 0.01, steps: int = 40,
+def pgd(model, x, y=None, *, epsilon: float = 0.3, step_size: float | None = None, steps: int = 40,
         norm: float = np.inf, targeted: bool = False, random_start: bool = True, restarts: int = 1,
         seed: int | None = None, batch_size: int = 256,
-        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        random_init: bool | None = None):
+        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None):
     """Projected gradient descent attack (Madry et al., "Towards Deep Learning Models Resistant to
     Adversarial Attacks", ICLR 2018).
 
@@ -117,22 +115,20 @@ def pgd(model, x, y=None, *, epsilon: float = 0.3, step_size: float | None = 0.0
     Args:
       model: a Keras model (called with ``training=False``), a ``kam.AdversarialModel`` (its network is
         attacked) or any callable returning logits.
-      x: images (N, ...) float in [0, 1].
+      x: images (N, ...) float in [0, 1] (eager input outside [0, 1], e.g. 0-255 pixels, is a ValueError).
       y: true labels (N,), or target labels when ``targeted``. ``None`` uses the model's
         predictions, which avoids "label leaking" (Kurakin et al. 2017) when attacking training data.
-      epsilon: radius of the ball, pixel units ([0, 1] for L-inf). step_size: a, pixel units; ``None``:
-        Madry's 2.5 * epsilon / steps (``madry_step_size``).
+      epsilon: radius of the ball, pixel units ([0, 1] for L-inf). step_size: a, pixel units; ``None`` (the
+        default): Madry's 2.5 * epsilon / steps (``madry_step_size``), 0.01875 for the defaults.
       steps: iterations. norm: ``np.inf`` or ``2``. random_start: begin at a uniform point of the ball.
       restarts: independent runs (seeds ``(seed, r)``). seed: int for reproducible noise.
       batch_size: rows per compiled call when ``x`` is an array.
       loss_fn: the loss L ascended, ``(y, logits) -> per-sample loss (N,)``; ``None`` = cross-entropy,
         ``kam.attacks.dlr_loss`` = Croce & Hein's DLR. It also ranks the restarts.
-      random_init: deprecated name of ``random_start``.
 
     Returns:
       x_adv of x's shape, float32 (a NumPy array for array input, a tensor for tensor input).
     """
-    random_start = resolve_random_start(random_start, random_init)
     norm = check_norm(norm)
     check_budget(epsilon, step_size, steps, norm)
     if step_size is None:

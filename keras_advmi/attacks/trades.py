@@ -49,13 +49,15 @@ def trades_kl_graph(model, x, epsilon, step_size, steps, seed=None, logits_natur
 _trades_compiled = tf.function(trades_kl_graph, reduce_retracing=True)
 
 
-def trades_kl(model, x, *, epsilon: float = 0.3, step_size: float | None = 0.01, steps: int = 10,
+def trades_kl(model, x, *, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10,
               seed: int | None = None, batch_size: int = 256):
     """TRADES' KL attack: maximise KL(f(x) || f(x')) over the L-inf ball (label-free).
 
     Args:
-      model: Keras model, ``kam.AdversarialModel`` or callable returning logits. x: images (N, ...) in [0, 1].
-      epsilon, step_size: pixel units (``step_size=None``: Madry's 2.5 * epsilon / steps). steps: iterations. seed: int for the N(0, 0.001^2) start.
+      model: Keras model, ``kam.AdversarialModel`` or callable returning logits.
+      x: images (N, ...) in [0, 1] (eager input outside [0, 1], e.g. 0-255 pixels, is a ValueError).
+      epsilon, step_size: pixel units (``step_size=None``, the default: Madry's 2.5 * epsilon / steps).
+      steps: iterations. seed: int for the N(0, 0.001^2) start. batch_size: rows per compiled call.
     Returns:
       x_adv of x's shape, float32.
     """

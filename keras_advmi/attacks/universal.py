@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_fraction, check_images, check_labels, check_positive_int, invalid
+from .._checks import check_images, check_in_unit_interval, check_labels, check_positive_int, invalid
 from .._model import logits_of, network_of, predict_logits
 from ._common import check_budget, madry_step_size, seed_pair
 from .losses import cross_entropy
@@ -92,8 +92,6 @@ def _prepare(model, x, y, batch_size, need_logits=True):
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise invalid("x", "at least one input", "an empty array")
-    if x.min() < 0 or x.max() > 1:
-        raise invalid("x", "pixel values in [0, 1]", f"values in [{x.min():.3g}, {x.max():.3g}]")
     batch_size = check_positive_int("batch_size", batch_size)
     logits = predict_logits(model, x, batch_size) if need_logits else predict_logits(model, x[:1], 1)
     num_classes = int(logits.shape[-1])
@@ -113,12 +111,12 @@ def _select(x, y, logits, target, boundary_fraction):
 
 
 def _check_budget(epsilon, steps, step_size, boundary_fraction):
-    check_budget(epsilon)
+    """(steps, step_size, boundary_fraction) checked, the step resolved (None: ``madry_step_size``)."""
     steps = check_positive_int("steps", steps)
+    check_budget(epsilon, step_size, steps)
     if step_size is None:
         step_size = madry_step_size(epsilon, steps)
-    check_fraction("step_size", step_size, 0.0, float("inf"), low_open=True)
-    boundary_fraction = check_fraction("boundary_fraction", boundary_fraction, low_open=True)
+    boundary_fraction = check_in_unit_interval("boundary_fraction", boundary_fraction, open_low=True)
     return steps, float(step_size), boundary_fraction
 
 

@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_positive_int, invalid
+from .._checks import check_in_unit_interval, check_layer_names, check_positive, check_positive_int, check_seed, invalid
 from .._model import network_of, resolve_layers
 from ..analysis.neuron_sensitivity import neuron_sensitivity
-from ..attacks import madry_step_size, pgd
-from ._probe import check_layer_names, check_log_dir, check_probe
+from ..attacks import pgd
+from ._probe import check_log_dir, check_probe
 
 
 class NeuronSensitivityLogger(keras.callbacks.Callback):
@@ -45,14 +45,13 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
         super().__init__()
         self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=1)
         self.log_dir = check_log_dir(log_dir)
-        self.layers = check_layer_names(layers)
-        self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon, low_open=True)
+        self.layers = check_layer_names("layers", layers)
+        self.epsilon = None if epsilon is None else check_in_unit_interval("epsilon", epsilon, open_low=True)
         self.steps = check_positive_int("steps", steps)
-        self.step_size = None if step_size is None else check_fraction("step_size", step_size, 0.0, float("inf"),
-                                                                       low_open=True)
+        self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.every = check_positive_int("every", every)
         self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self._writer = None
         self.last = None  #: the last {layer: per-channel sensitivities} measured
 
@@ -76,8 +75,8 @@ class NeuronSensitivityLogger(keras.callbacks.Callback):
     def measure(self) -> dict[str, np.ndarray]:
         """{layer: per-channel sensitivity} of the probe set under PGD against the current model."""
         net, eps = self._net(), self._epsilon()
-        step = self.step_size if self.step_size is not None else madry_step_size(eps, self.steps)
-        x_adv = pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps, seed=self.seed)
+        x_adv = pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=self.step_size, steps=self.steps,
+                    seed=self.seed)
         return neuron_sensitivity(net, self.x_probe, x_adv, self.layers)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_bool, check_fraction
+from .._checks import check_bool, check_nonnegative, check_positive
 from .._model import logits_of
 from ..attacks._common import loss_gradient, seed_pair, uniform_ball_sample, unless_empty
 from ..attacks.fgsm import fgsm_graph
@@ -30,21 +30,26 @@ class FastAT(Defense):
 
     Args:
       epsilon: L-inf radius the model is evaluated at (pixel units).
-      step_size: FGSM step; default 1.25 * epsilon (Wong et al.).
+      step_size: FGSM step, pixel units; default 1.25 * epsilon (Wong et al.). Under epsilon warm-up it
+        shrinks with the ball (``Defense.warmup_scaled``).
+      eval_steps: iterations of the evaluation PGD (default 10), as for every ``Defense``.
       noise: half-width of the uniform start, in multiples of epsilon (>= 0; 1 = FGSM-RS, 2 = N-FGSM).
       project: clip the perturbation to the epsilon ball after the step (FGSM-RS: True; N-FGSM: False).
-      eval_steps, epsilon_warmup_steps, seed: as for every ``Defense``.
+      **defense_options: ``Defense``'s (epsilon_warmup_steps, seed, attack_dtype, attack_chains).
+    The training attack is one step: there is no ``steps`` (nor ``norm``, ``random_start``) to set.
     """
 
     name = "fast_at"
     evaluation_log_names = ("fgsm_accuracy",)
 
-    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, eval_steps: int = 10, noise: float = 1.0,
-                 project: bool = True, **kwargs):
-        kwargs.pop("steps", None)
-        super().__init__(epsilon, step_size if step_size is not None else 1.25 * epsilon, 1,
-                         eval_steps=eval_steps, **kwargs)
-        self.noise = check_fraction("noise", noise, 0.0, float("inf"))
+    def __init__(self, epsilon: float = 0.3, step_size: float | None = None, eval_steps: int | None = None,
+                 noise: float = 1.0, project: bool = True, **defense_options):
+        super().__init__(epsilon, eval_steps=eval_steps, **defense_options)
+        if step_size is None:
+            step_size = 1.25 * epsilon
+        # a zero budget has a zero step; any other budget needs a step > 0
+        self.step_size = (check_positive if self.epsilon > 0 else check_nonnegative)("step_size", step_size)
+        self.noise = check_nonnegative("noise", noise)
         self.project = check_bool("project", project)
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):
@@ -53,8 +58,7 @@ class FastAT(Defense):
         def attack():
             x_start = tf.clip_by_value(x + uniform_ball_sample(x, self.noise * eps, np.inf, seed_pair(seed)), 0.0, 1.0)
             grad, _ = loss_gradient(model, x_start, y, False)
-            step_size = self.step_size * eps / max(self.epsilon, 1e-12)
-            delta = x_start - x + step_size * tf.sign(grad)
+            delta = x_start - x + self.warmup_scaled(self.step_size, eps) * tf.sign(grad)
             if self.project:
                 delta = tf.clip_by_value(delta, -eps, eps)
             return tf.clip_by_value(x + delta, 0.0, 1.0)
@@ -71,6 +75,4 @@ class FastAT(Defense):
         return {"fgsm_accuracy": tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32)}
 
     def get_config(self):
-        config = {**super().get_config(), "noise": self.noise, "project": self.project}
-        config.pop("steps")
-        return config
+        return {**super().get_config(), "step_size": self.step_size, "noise": self.noise, "project": self.project}

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .._checks import check_fraction
+from .._checks import check_nonnegative
 from .._model import logits_of
 from ..attacks.trades import kl_divergence
-from .base import Defense, DefenseLoss, serializable
+from ._pgd_family import PGDDefense
+from .base import DefenseLoss, serializable
 
 _TINY = 1e-12
 
 
 @serializable
-class MART(Defense):
-    """MART with ``lam`` = 6. Logs ``boosted_ce`` and ``weighted_kl``."""
+class MART(PGDDefense):
+    """MART with ``lam`` = 6 (the weight of the KL term, >= 0) on PGD examples (``PGDDefense``'s arguments).
+    Logs ``boosted_ce`` and ``weighted_kl``."""
 
     name = "mart"
     log_names = ("boosted_ce", "weighted_kl")
 
     def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10, lam: float = 6.0,
-                 **kwargs):
-        super().__init__(epsilon, step_size, steps, **kwargs)
-        self.lam = check_fraction("lam", lam, 0.0, float("inf"))
+                 **pgd_options):
+        super().__init__(epsilon, step_size, steps, **pgd_options)
+        self.lam = check_nonnegative("lam", lam)
 
     def loss(self, model, x, y, x_adv, training, step=None):
         logits_clean = logits_of(model, x, training=training)

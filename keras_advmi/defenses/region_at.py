@@ -17,8 +17,8 @@ nearest the boundary (``boundary_fraction``), and they are recomputed every ``re
 Refresh mechanism (a choice): the deltas depend on the training subset, which the Defense protocol
 never sees (``train_step`` only gets batches), so a Keras callback (``RegionRefresh``, module
 ``region_refresh``) recomputes them: ``robust.fit(xs, ys, callbacks=[defense.refresh_callback(xs, ys)])``.
-The fine-tuning recipe, ``fine_tune`` (module ``region_finetune``; ``RegionAT.finetune``), wires it for
-you. Without the callback the deltas stay zero and the loss is 2 x CE(f(x), y); the logged
+The fine-tuning recipe, ``keras_advmi.region_finetune.fine_tune``, wires it for you. Without the callback
+the deltas stay zero and the loss is 2 x CE(f(x), y); the logged
 ``delta_linf`` (max |delta|) is then 0, which makes the omission visible in the history.
 """
 
@@ -30,15 +30,15 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_labels, check_positive_int, invalid
-from .._model import logits_of, network_of
+from .._checks import check_in_unit_interval, check_labels, check_positive, check_positive_int, invalid
+from .._model import logits_of, network_of, predict_logits
+from ..attacks import fgsm, pgd
 from ..attacks._common import cross_entropy, seed_pair
-from ..attacks.universal import universal_perturbations
+from ..attacks.universal import fooling_rates, universal_perturbations
 from .base import Defense, DefenseLoss, serializable
-from .region_finetune import fine_tune, region_robustness
 from .region_refresh import RegionRefresh
 
-__all__ = ["RegionAT", "RegionDeltas", "RegionRefresh", "fine_tune", "region_robustness"]
+__all__ = ["RegionAT", "RegionDeltas", "RegionRefresh", "region_robustness"]
 
 
 class RegionDeltas(keras.layers.Layer):
@@ -67,14 +67,15 @@ class RegionAT(Defense):
 
     Args:
       epsilon: L-inf radius of the universal perturbations (and of the PGD evaluation attack).
-      data_fraction: share of the training data ``finetune`` uses, in (0, 1] (the paper: "a very small
-        dataset").
+      data_fraction: share of the training data ``select_subset`` picks (``region_finetune.fine_tune``
+        fine-tunes on it), in (0, 1] (the paper: "a very small dataset").
       refresh: recompute the deltas every ``refresh`` epochs (int >= 1).
       universal_steps, universal_step_size, boundary_fraction, universal_batch_size: passed to
         ``attacks.universal_perturbations`` (step default Madry's 2.5 * eps / steps, ``madry_step_size``).
+      eval_steps: iterations of the PGD behind ``adv_accuracy`` in validation (default 10), as ``Defense``.
       seed: seeds the subset draw, the target draws and the universal perturbations.
-      **kwargs: ``Defense`` arguments (``steps``/``step_size``/``eval_steps`` of the PGD used for
-        ``adv_accuracy`` in validation).
+      **defense_options: ``Defense``'s (epsilon_warmup_steps, attack_dtype, attack_chains).
+    The training examples are x + delta_t: there is no PGD ``steps``/``step_size`` (nor ``norm``) to set.
     Logs ``natural_loss`` (CE on x), ``region_loss`` (CE on x + delta_t) and ``delta_linf``.
     """
 
@@ -83,16 +84,15 @@ class RegionAT(Defense):
 
     def __init__(self, epsilon: float = 0.3, data_fraction: float = 0.1, refresh: int = 1, universal_steps: int = 40,
                  universal_step_size: float | None = None, boundary_fraction: float = 0.5,
-                 universal_batch_size: int = 256, **kwargs):
-        super().__init__(epsilon, **kwargs)
-        self.data_fraction = check_fraction("data_fraction", data_fraction, low_open=True)
+                 universal_batch_size: int = 256, **defense_options):
+        super().__init__(epsilon, **defense_options)
+        self.data_fraction = check_in_unit_interval("data_fraction", data_fraction, open_low=True)
         self.refresh = check_positive_int("refresh", refresh)
         self.universal_steps = check_positive_int("universal_steps", universal_steps)
         if universal_step_size is not None:
-            universal_step_size = check_fraction("universal_step_size", universal_step_size, 0.0, float("inf"),
-                                                 low_open=True)
+            universal_step_size = check_positive("universal_step_size", universal_step_size)
         self.universal_step_size = universal_step_size
-        self.boundary_fraction = check_fraction("boundary_fraction", boundary_fraction, low_open=True)
+        self.boundary_fraction = check_in_unit_interval("boundary_fraction", boundary_fraction, open_low=True)
         self.universal_batch_size = check_positive_int("universal_batch_size", universal_batch_size)
         self._state = None
 
@@ -131,7 +131,7 @@ class RegionAT(Defense):
         offset = tf.random.stateless_uniform(tf.shape(y), seed_pair(seed, stream=17), 1, classes, dtype=tf.int32)
         delta = tf.gather(self._state.deltas, tf.math.floormod(y + offset, classes))
         if self.epsilon_warmup_steps and step is not None:
-            delta = delta * (self.current_epsilon(step) / max(self.epsilon, 1e-12))
+            delta = self.warmup_scaled(delta, self.current_epsilon(step))
         return tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
 
     def loss(self, model, x, y, x_adv, training, step=None) -> DefenseLoss:
@@ -172,23 +172,11 @@ class RegionAT(Defense):
             picked.append(rng.choice(members, size=n, replace=False))
         return np.sort(np.concatenate(picked))
 
-    # -- one-call fine-tuning -------------------------------------------------------------------------
-    def finetune(self, model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int = 5, batch_size: int = 64,
-                 learning_rate: float = 1e-3, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 eval_size: int = 1000, pgd_steps: int = 20, verbose: int = 0,
-                 callbacks: Sequence[keras.callbacks.Callback] | None = None) -> dict:
-        """Select the subset, fine-tune ``model`` in place with RAT, and report before/after robustness.
-
-        ``fine_tune(self, model, x, y, ...)`` (``defenses.region_finetune``): arguments and report there.
-        """
-        return fine_tune(self, model, x, y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                         eval_data=eval_data, eval_size=eval_size, pgd_steps=pgd_steps, verbose=verbose,
-                         callbacks=callbacks)
-
+    # -- robustness report ----------------------------------------------------------------------------
     def measure(self, model: keras.Model, x_universal: np.ndarray, y_universal: np.ndarray, x_eval: np.ndarray,
                 y_eval: np.ndarray, pgd_steps: int = 20) -> dict[str, float]:
-        """{"clean", "fgsm", "pgd", "fooling_rate"} of ``model`` on (x_eval, y_eval) at ``epsilon``
-        (``region_robustness``: the fooling rate of fresh universal perturbations computed on
+        """``region_robustness(self, ...)``: {"clean", "fgsm", "pgd", "fooling_rate"} of ``model`` on
+        (x_eval, y_eval) at ``epsilon`` (the fooling rate of fresh universal perturbations computed on
         (x_universal, y_universal))."""
         return region_robustness(self, model, x_universal, y_universal, x_eval, y_eval, pgd_steps)
 
@@ -196,3 +184,29 @@ class RegionAT(Defense):
         return {**super().get_config(), "data_fraction": self.data_fraction, "refresh": self.refresh,
                 "universal_steps": self.universal_steps, "universal_step_size": self.universal_step_size,
                 "boundary_fraction": self.boundary_fraction, "universal_batch_size": self.universal_batch_size}
+
+
+def region_robustness(defense: RegionAT, model: keras.Model, x_universal: np.ndarray, y_universal: np.ndarray,
+                      x_eval: np.ndarray, y_eval: np.ndarray, pgd_steps: int = 20) -> dict[str, float]:
+    """{"clean", "fgsm", "pgd", "fooling_rate"} accuracies/rate of ``model`` on (x_eval, y_eval) at
+    ``defense.epsilon``: what the paper reports before and after fine-tuning.
+
+    PGD: ``pgd_steps`` iterations of Madry's step 2.5 * eps / pgd_steps with a random start. The fooling
+    rate is the mean over target classes of fresh universal perturbations computed on
+    (x_universal, y_universal) against ``model`` with ``defense``'s universal-perturbation settings.
+    """
+    model = network_of(model)
+
+    def accuracy(inputs):
+        return float(np.mean(np.argmax(predict_logits(model, inputs, 256), -1) == y_eval))
+
+    eps = defense.epsilon
+    seed = 0 if defense.seed is None else defense.seed
+    deltas = universal_perturbations(model, x_universal, y_universal, epsilon=eps, steps=defense.universal_steps,
+                                     step_size=defense.universal_step_size,
+                                     boundary_fraction=defense.boundary_fraction, seed=seed + 104729,
+                                     batch_size=defense.universal_batch_size)
+    x_pgd = pgd(model, x_eval, y_eval, epsilon=eps, steps=pgd_steps, seed=seed)   # Madry's step
+    return {"clean": accuracy(x_eval), "fgsm": accuracy(fgsm(model, x_eval, y_eval, epsilon=eps)),
+            "pgd": accuracy(x_pgd),
+            "fooling_rate": float(np.mean(fooling_rates(model, x_eval, y_eval, deltas=deltas)))}

@@ -3,7 +3,7 @@ Neural Networks with Neuron Sensitivity" (2019, arXiv 1909.06978).
 
     loss = CE(f(x_adv), y) + CE(f(x), y) + gamma * sum_l mean_{m in topk_l} sigma(F_l^m, x, x_adv)
 
-with x_adv from PGD (as PGD-AT), sigma the neuron sensitivity (``analysis.neuron_sensitivity``:
+with x_adv from PGD (as PGD-AT), sigma the neuron sensitivity (``keras_advmi._sensitivity``:
 mean |F_l^m(x) - F_l^m(x_adv)| over the channel's positions) and topk_l the ``top_k`` most sensitive
 channels of layer l on the current batch. The top-k sets are re-picked inside the compiled train step
 every ``refresh`` training steps (a step counter and per-layer channel masks are non-trainable state
@@ -14,17 +14,17 @@ of a layer's channels, gamma = 1, refresh = 1.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import tensorflow as tf
 import keras
 
-from .._checks import check_fraction, check_positive_int, invalid
+from .._checks import check_layer_names, check_nonnegative, check_positive_int
 from .._model import resolve_layers, tap_model
-from ..analysis.neuron_sensitivity import channel_sensitivity
+from .._sensitivity import channel_sensitivity
 from ..attacks._common import cross_entropy
-from .base import Defense, DefenseLoss, serializable
+from ._pgd_family import PGDDefense
+from .base import DefenseLoss, serializable
 
 
 class SensitiveChannelState(keras.layers.Layer):
@@ -44,18 +44,19 @@ class SensitiveChannelState(keras.layers.Layer):
 
 
 @serializable
-class SNS(Defense):
+class SNS(PGDDefense):
     """PGD-AT plus the sensitive-neuron stability term ("Interpreting and Improving Adversarial Robustness
     of Deep Neural Networks with Neuron Sensitivity", 2019).
 
     Args:
-      epsilon, step_size, steps, ...: the PGD inner attack, as ``Defense``.
+      epsilon, step_size, steps: the PGD inner attack, as ``PGDDefense``.
       layers: names of the layers to stabilise (list of str; required, checked against the model in
         ``build``: an unknown name raises ``ValueError`` listing the available ones).
       top_k: channels penalised per layer, an int >= 1 (clipped to the layer's channel count), or
         ``None`` for 10% of each layer's channels (at least 1).
       gamma: weight of the stability term (>= 0). refresh: re-pick the top-k channels every
         ``refresh`` training steps (int >= 1).
+      **pgd_options: ``PGDDefense``'s norm, random_start and the ``Defense`` options.
     Logs ``natural_loss`` (CE on x), ``adversarial_loss`` (CE on x_adv) and ``sensitivity`` (the
     penalty sum_l mean_{topk_l} sigma, before gamma).
     """
@@ -65,18 +66,11 @@ class SNS(Defense):
 
     def __init__(self, epsilon: float = 0.3, step_size: float | None = None, steps: int = 10,
                  layers: str | Sequence[str] | None = None, top_k: int | None = None, gamma: float = 1.0,
-                 refresh: int = 1, **kwargs):
-        super().__init__(epsilon, step_size, steps, **kwargs)
-        if isinstance(layers, str):
-            layers = [layers]
-        if layers is None or not isinstance(layers, (list, tuple)) or not layers or \
-                not all(isinstance(name, str) for name in layers):
-            raise invalid("layers", "a non-empty list of layer names, e.g. ['conv1', 'conv2']", layers)
-        self.layers = list(layers)
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
-            raise invalid("top_k", "an integer >= 1 (channels per layer) or None (10% of the channels)", top_k)
-        self.top_k = None if top_k is None else int(top_k)
-        self.gamma = check_fraction("gamma", gamma, 0.0, float("inf"))
+                 refresh: int = 1, **pgd_options):
+        super().__init__(epsilon, step_size, steps, **pgd_options)
+        self.layers = check_layer_names("layers", layers)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
+        self.gamma = check_nonnegative("gamma", gamma)
         self.refresh = check_positive_int("refresh", refresh)
         self._features = None
         self._state = None
