@@ -267,3 +267,73 @@ def test_defenses_without_mi_estimators_report_no_mi_scores(trained_digits_model
     for cls in (kam.defenses.PGD, kam.defenses.TRADES, kam.defenses.FastAT):
         defense = cls(epsilon=0.1)
         assert defense.mi_score_names == () and defense.mi_scores(trained_digits_model, x[:4], x[:4]) == {}
+
+
+def test_adversarial_model_rejects_non_defense(cnn_factory):
+    with pytest.raises(ValueError, match="`defense`"):
+        kam.AdversarialModel(cnn_factory(), defense="pgd")
+
+
+def test_jit_compile_matches_graph_mode(digits, cnn_factory):
+    (x, y), _ = digits
+    losses = {}
+    for jit in (False, True):
+        robust = kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.2, steps=3, random_start=False))
+        robust.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
+        losses[jit] = robust.fit(x[:256], y[:256], epochs=2, batch_size=64, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
+def test_mixed_precision_policy(digits):
+    (x, y), _ = digits
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+                                keras.layers.Flatten(), keras.layers.Dense(10, dtype="float32")])
+        robust = kam.AdversarialModel(net, kam.defenses.TRADES(epsilon=0.2, steps=2, seed=0))
+        robust.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
+        hist = robust.fit(x, y, epochs=3, batch_size=64, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
+
+
+def test_validation_attack_uses_a_proper_pgd_step(trained_digits_model, digits):
+    """FastAT's training step (1.25 eps) must not leak into the multi-step validation PGD."""
+    _, (xt, yt) = digits
+    fast = kam.defenses.FastAT(epsilon=0.1, eval_steps=10)
+    x, y = tf.constant(xt[:200]), tf.constant(yt[:200])
+    adv = fast.evaluation_examples(trained_digits_model, x, y, seed=tf.constant([0, 1], tf.int64)).numpy()
+    reference = kam.attacks.pgd(trained_digits_model, xt[:200], yt[:200], epsilon=0.1, step_size=0.025, steps=10, seed=0)
+    acc = lambda a: np.mean(np.argmax(trained_digits_model.predict(a, verbose=0), -1) == yt[:200])
+    assert abs(acc(adv) - acc(reference)) <= 0.03
+
+
+@pytest.mark.parametrize("name", ["fast_at", "trades"])
+def test_clean_train_metrics_off_skips_only_the_training_metrics(name, digits, cnn_factory, tmp_path):
+    """clean_train_metrics=False: the same weights as with it on (the clean pass never trains), no
+    compiled metric in the training logs, every metric in validation; the flag survives save/load."""
+    (x, y), (xt, yt) = digits
+    x, y, xt, yt = x[:256], y[:256], xt[:128], yt[:128]
+    runs = {}
+    for flag in (True, False):
+        keras.utils.set_random_seed(0)
+        robust = kam.AdversarialModel(cnn_factory(), DEFENSES[name](), clean_train_metrics=flag)
+        robust.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
+        hist = robust.fit(x, y, epochs=2, batch_size=64, validation_data=(xt, yt), shuffle=False, verbose=0).history
+        runs[flag] = robust, hist
+    (on, hist_on), (off, hist_off) = runs[True], runs[False]
+    for a, b in zip(on.get_weights(), off.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert "accuracy" in hist_on and "accuracy" not in hist_off
+    assert {"loss", "adv_accuracy", "val_accuracy", "val_adv_accuracy"} <= set(hist_off)
+    np.testing.assert_allclose(hist_off["val_accuracy"], hist_on["val_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(hist_off["loss"], hist_on["loss"], rtol=1e-5)
+    off.save(tmp_path / "off.keras")
+    assert keras.models.load_model(tmp_path / "off.keras").clean_train_metrics is False
+
+
+def test_clean_train_metrics_must_be_a_bool(cnn_factory):
+    with pytest.raises(ValueError, match="clean_train_metrics"):
+        kam.AdversarialModel(cnn_factory(), kam.defenses.PGD(epsilon=0.1), clean_train_metrics="no")
