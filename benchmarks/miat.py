@@ -116,8 +116,8 @@ def compare(args):
                     baseline = _compile(kam.AdversarialModel(copy(), BASE_CLASSES[base](**base_kwargs)))
                     baseline.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
                 t_base = time.time()
-                miat_def = kam.defenses.MIAT(base=base, alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch,
-                                             **base_kwargs)
+                phases = kam.defenses.MIATPhases(alpha_warmup_steps=args.alpha_warmup_epochs * steps_per_epoch)
+                miat_def = kam.defenses.MIAT(base=base, phases=phases, **base_kwargs)
                 miat = _compile(kam.AdversarialModel(copy(), miat_def))
                 pre = miat_def.pretrain_estimators(miat, x, y, epochs=args.pretrain_epochs, batch_size=256, verbose=0)
                 hist = miat.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
@@ -194,7 +194,8 @@ def step_cost(args):
             net = architectures.build(args.arch, (28, 28, 1), 10)
             net.set_weights(warm.model.get_weights())
             defense = BASE_CLASSES[base](epsilon=0.3, steps=10, seed=0) if kind == "base" else \
-                kam.defenses.MIAT(epsilon=0.3, steps=10, seed=0, base=base, require_pretrained=False)
+                kam.defenses.MIAT(epsilon=0.3, steps=10, seed=0, base=base,
+                                  pretraining=kam.defenses.MIATPretraining(required=False))
             model = _compile(kam.AdversarialModel(net, defense))
             model.make_train_function()
             models[kind] = model
@@ -231,10 +232,14 @@ def digits_gap(args):
     eps, epochs, batch = 0.2, 10, 64
     (x, y), (xt, yt) = kam.data.load("digits")
     steps_per_epoch = -(-len(x) // batch)
-    configs = {"a0": dict(alpha=0.0, alpha_warmup_steps=0), "a5": dict(alpha=5.0, alpha_warmup_steps=0),
-               "a5_ramp": dict(alpha=5.0, alpha_warmup_steps=steps_per_epoch),
-               "a1_ramp": dict(alpha=1.0, alpha_warmup_steps=steps_per_epoch),
-               "a2_ramp": dict(alpha=2.0, alpha_warmup_steps=steps_per_epoch), "natural": dict(variant="natural", alpha_warmup_steps=0)}
+
+    def ramp(steps):
+        return kam.defenses.MIATPhases(alpha_warmup_steps=steps)
+
+    configs = {"a0": dict(alpha=0.0, phases=ramp(0)), "a5": dict(alpha=5.0, phases=ramp(0)),
+               "a5_ramp": dict(alpha=5.0, phases=ramp(steps_per_epoch)),
+               "a1_ramp": dict(alpha=1.0, phases=ramp(steps_per_epoch)),
+               "a2_ramp": dict(alpha=2.0, phases=ramp(steps_per_epoch)), "natural": dict(variant="natural", phases=ramp(0))}
     unknown = set(args.configs) - set(configs)
     if unknown:
         raise SystemExit(f"unknown --configs {sorted(unknown)}; choose from {sorted(configs)}")
@@ -261,7 +266,8 @@ def digits_gap(args):
         ref = fit(kam.AdversarialModel(net(), kam.defenses.PGD(epsilon=eps, steps=5, seed=seed)), args.schedule == "cosine")
         print(f"seed {seed} PGD-AT: clean {ref[0]:.1f} PGD-20 {ref[1]:.1f}", flush=True)
         for name in args.configs:
-            defense = kam.defenses.MIAT(epsilon=eps, steps=5, seed=seed, hsize=64, **configs[name])
+            defense = kam.defenses.MIAT(epsilon=eps, steps=5, seed=seed, estimators=kam.defenses.MIATEstimators(hsize=64),
+                                        **configs[name])
             model = kam.AdversarialModel(net(), defense)
             defense.pretrain_estimators(model, x, y, batch_size=128, verbose=0, seed=seed)
             keras.utils.set_random_seed(1000 + seed)
@@ -320,8 +326,8 @@ def fit_alone(args):
                 common = dict(epsilon=eps, steps=args.steps, seed=seed,
                               epsilon_warmup_steps=int(round(warmup * -(-len(x) // BATCH))))
                 defense = kam.defenses.PGD(**common) if name == "pgd" else kam.defenses.MIAT(
-                    base_epochs=args.base_epochs, pretrain_epochs=args.pretrain_epochs,
-                    alpha_warmup_epochs=args.alpha_warmup_epochs, **common)
+                    phases=kam.defenses.MIATPhases(base_epochs=args.base_epochs, pretrain_epochs=args.pretrain_epochs,
+                                                   alpha_warmup_epochs=args.alpha_warmup_epochs), **common)
                 model = _compile(kam.AdversarialModel(net, defense))
                 keras.utils.set_random_seed(1000 + seed)      # the same batch order for both defenses
                 backup = keras.callbacks.BackupAndRestore(str(out / "backup" / f"{dataset}_{seed}_{name}"))

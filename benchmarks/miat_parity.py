@@ -25,7 +25,7 @@ Compared, as max |official - ours| (the official code returns losses, -score; we
   ``training=False``) and training mode (BatchNorm batch statistics), with ``diagonal="zero"`` (the
   official log-sum-exp over a zeroed diagonal); ``diagonal="exclude"`` (our default, the correct DV)
   is listed beside it as the deliberate difference;
-- each estimator's training loss (``_pretrain_losses`` vs ``MI_loss_nat`` / ``MI_loss_adv``), training mode;
+- each estimator's training loss (``miat_estimators.pretrain_losses`` vs ``MI_loss_nat`` / ``MI_loss_adv``), training mode;
 - the MIAT loss (CE + alpha * MI term) and the MI term alone, both variants, inference-mode estimators.
 The selection: the official code takes ``softmax(logits, dim=0)`` (over the *batch*) before the argmax, a
 bug (METHODS.md); we take the argmax of the logits. Each loss is compared twice: with the official
@@ -149,6 +149,7 @@ def run(checkout, image_size=32, batch=32, hsize=64, seed=0):
     import tensorflow as tf
 
     import keras_advmi as kam
+    from keras_advmi.defenses.miat_estimators import pretrain_losses
     from keras_advmi.layers.dim import MIEstimator
 
     official = load_official(checkout)
@@ -265,8 +266,9 @@ def run(checkout, image_size=32, batch=32, hsize=64, seed=0):
 
     defense = {}
     for variant in ("both", "natural"):
-        d = kam.defenses.MIAT(epsilon=0.3, steps=1, hsize=hsize, filters=(64, 128), diagonal="zero", variant=variant,
-                              require_pretrained=False)
+        d = kam.defenses.MIAT(epsilon=0.3, steps=1, variant=variant,
+                              estimators=kam.defenses.MIATEstimators(hsize=hsize, filters=(64, 128), diagonal="zero"),
+                              pretraining=kam.defenses.MIATPretraining(required=False))
         d.build(target_k)
         copy_estimator(d.natural, *nets_t["natural"])
         copy_estimator(d.adversarial, *nets_t["adversarial"])
@@ -282,8 +284,8 @@ def run(checkout, image_size=32, batch=32, hsize=64, seed=0):
         ok_c, ok_a = masks(sel)
         d = defense["both"]
         lc, la = target_k(x), target_k(x_adv)
-        scores = d._scores(tf.constant(x), tf.constant(x_adv), lc, la, training=True)
-        loss_n, loss_a = d._pretrain_losses(*scores, tf.constant(ok_c), tf.constant(ok_a))
+        scores = d.estimator_pair.scores(tf.constant(x), tf.constant(x_adv), lc, la, training=True)
+        loss_n, loss_a = pretrain_losses(*scores, tf.constant(ok_c), tf.constant(ok_a))
         add(f"natural estimator's training loss ({sel} selection)", torch_losses[0], float(loss_n))
         add(f"adversarial estimator's training loss ({sel} selection)", torch_losses[1], float(loss_a))
 
@@ -306,12 +308,12 @@ def run(checkout, image_size=32, batch=32, hsize=64, seed=0):
         ok_c, ok_a = masks(sel)
         for variant in ("both", "natural"):
             d = defense[variant]
-            original = d._select
-            d._select = lambda y_, lc_, la_, _c=ok_c, _a=ok_a: tf.constant(_c * (1 - _a))
+            original = d.objective.select
+            d.objective.select = lambda y_, lc_, la_, _c=ok_c, _a=ok_a: tf.constant(_c * (1 - _a))
             try:
                 out = d.loss(target_k, tf.constant(x), tf.constant(y), tf.constant(x_adv), training=False)
             finally:
-                d._select = original
+                d.objective.select = original
             ours_total = float(tf.reduce_mean(out.per_sample))
             term = out.logs["mi_loss"]
             ours_term = float((term[0] if isinstance(term, tuple) else term)[0])    # (values, weights) or values

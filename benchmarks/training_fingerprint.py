@@ -29,7 +29,7 @@ EPSILON = 0.2
 RUNS = (
     ("pgd", lambda: kam.defenses.PGD(epsilon=EPSILON, steps=5, seed=0), 3),
     ("trades", lambda: kam.defenses.TRADES(epsilon=EPSILON, steps=5, seed=0), 3),
-    ("miat", lambda: kam.defenses.MIAT(epsilon=EPSILON, steps=5, seed=0, hsize=32), 4),
+    ("miat", lambda: kam.defenses.MIAT(epsilon=EPSILON, steps=5, seed=0, estimators=kam.defenses.MIATEstimators(hsize=32)), 4),
 )
 
 

@@ -12,8 +12,8 @@ TensorFlow's start-up log lines is the ``keras-advmi`` command line's job, not t
 Loading saved models: Keras finds a custom class in a ``.keras`` file (or a pickled model) only once
 the module that registers it (``keras.saving.register_keras_serializable``) has been imported, and
 ``import keras_advmi`` alone imports none. Use ``kam.AdversarialModel`` first (or ``from keras_advmi
-import AdversarialModel``): that registers every class a saved AdversarialModel refers to (the model,
-the defenses, the MI layers, the ``OneCycle`` schedule)::
+import AdversarialModel``, or call ``kam.register_saveables()``): that registers every class a saved
+AdversarialModel refers to (the model, the defenses, the MI layers, the ``OneCycle`` schedule)::
 
     import keras
     from keras_advmi import AdversarialModel
@@ -29,16 +29,15 @@ import types as _types
 
 from ._version import __version__
 
-__all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defenses", "detection", "evaluate_robustness",
-           "export", "layers", "mi", "recipes", "schedules", "__version__"]
+__all__ = ["AdversarialModel", "analysis", "attacks", "callbacks", "data", "defenses", "detection",
+           "evaluate_robustness", "export", "layers", "mi", "recipes", "register_saveables", "schedules", "__version__"]
 
 _SUBPACKAGES = frozenset({"analysis", "attacks", "callbacks", "data", "defenses", "detection", "layers", "mi",
                           "recipes", "schedules",
-                          "architectures", "evaluation", "models", "serving"})   # reachable, not in __all__
+                          "architectures", "evaluation", "models", "serving", "training"})   # reachable, not in __all__
 #: Public functions and classes: name -> the module that defines it.
 _OBJECTS = {"AdversarialModel": "models", "evaluate_robustness": "evaluation"}
-#: What a saved AdversarialModel refers to: loaded with ``kam.AdversarialModel`` so that
-#: ``keras.models.load_model`` finds every class.
+#: The modules that register what a saved AdversarialModel refers to (``register_saveables``).
 _SAVEABLE = ("models", "defenses", "layers", "schedules")
 
 
@@ -46,13 +45,20 @@ def _load(module):
     return _importlib.import_module(f"{__name__}.{module}")
 
 
+def register_saveables():
+    """Register with Keras every class a saved AdversarialModel refers to (the model, the defenses, the MI
+    layers, the ``OneCycle`` schedule), so that ``keras.models.load_model`` finds them in a new process.
+    Imports TensorFlow and Keras; using ``kam.AdversarialModel`` does the same."""
+    for module in _SAVEABLE:
+        _load(module)
+
+
 def __getattr__(name):
     if name in _SUBPACKAGES:
         return _load(name)   # the import binds it in this namespace: __getattr__ runs once per name
     if name in _OBJECTS:
         if name == "AdversarialModel":
-            for module in _SAVEABLE:
-                _load(module)
+            register_saveables()
         value = getattr(_load(_OBJECTS[name]), name)
         globals()[name] = value
         return value

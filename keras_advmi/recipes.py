@@ -1,4 +1,9 @@
-"""Named training recipes: documented sets of ``keras-advmi train`` switches (``--recipe NAME``).
+"""Training recipes: the named sets of ``keras-advmi train`` switches (``--recipe NAME``) and the rules a run
+applies to the switches left out (the defense names, the default epsilon warm-up, which defense takes
+``--step-size`` and ``--beta``).
+
+This module imports no TensorFlow: ``keras-advmi train --help`` reads it. ``keras_advmi.training`` builds the
+defense and the callbacks of a run from these names.
 
 A recipe fills in every switch it names that the command line leaves out; a switch given on the command line
 wins. ``keras-advmi train`` prints the recipe's switches at start. The figures each recipe gives, with the
@@ -14,6 +19,33 @@ tuned on MNIST.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+#: ``--defense`` names: ``none`` (standard training), then ``sorted(keras_advmi.defenses.REGISTRY)``, spelled
+#: out so that the parser builds without TensorFlow; a test keeps the two equal.
+DEFENSE_NAMES = ("none", "fast_at", "mart", "miat", "pgd", "region_at", "sns", "trades")
+#: The defenses whose training attack takes a step size (``--step-size``): all but RegionAT, whose universal
+#: perturbations have their own step.
+STEP_SIZE_DEFENSES = ("fast_at", "mart", "miat", "pgd", "sns", "trades")
+#: ``--beta``, the weight of the robust term: the argument it sets on each defense that has one (TRADES' beta,
+#: MART's lambda).
+ROBUST_WEIGHT = {"trades": "beta", "mart": "lam"}
+
+#: The default epsilon warm-up: these defenses, at a training epsilon >= WARMUP_EPSILON, ramp epsilon
+#: over min(WARMUP_EPOCHS, epochs / 2) epochs (PGD-AT at MNIST's 0.3 from step 0 stays at chance: the plateau
+#: of "Towards deep learning models resistant to adversarial attacks", Madry et al. 2018). MIAT runs its own
+#: phases.
+WARMUP_DEFENSES = ("pgd", "trades", "mart", "fast_at", "region_at", "sns")
+WARMUP_EPSILON = 0.25
+WARMUP_EPOCHS = 2.0
+
+
+def default_warmup_epochs(defense: str, epsilon: float, epochs: float) -> float:
+    """The default epsilon warm-up, in epochs, of a run of ``defense`` (a ``DEFENSE_NAMES`` name) at the
+    training ``epsilon`` (L-inf, pixel scale) for ``epochs`` epochs: min(WARMUP_EPOCHS, epochs / 2) for
+    ``WARMUP_DEFENSES`` at epsilon >= WARMUP_EPSILON, else 0."""
+    if defense in WARMUP_DEFENSES and epsilon >= WARMUP_EPSILON:
+        return min(WARMUP_EPOCHS, epochs / 2)
+    return 0.0
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["train", "--ema", "1.5"], "--ema must be in (0, 1)"),
     (["train", "--epsilon-warmup-epochs", "-1"], "--epsilon-warmup-epochs must be >= 0"),
     (["train", "--defense", "none", "--no-clean-train-metrics"], "need a defense"),
+    (["train", "--defense", "region_at", "--step-size", "0.01"],
+     "--step-size is the training attack's step: it needs a defense with one (fast_at, mart, miat, pgd, sns, "
+     "trades), got --defense region_at"),
+    (["train", "--defense", "none", "--step-size", "0.01"], "--step-size is the training attack's step"),
 ])
 def test_bad_arguments_one_line_exit_2(args, needle, capsys):
     """In this process (a new one costs ~7 s of TensorFlow import per case); the process boundary is
@@ -145,12 +149,24 @@ def test_parser_name_lists_match_the_library():
     from keras_advmi import architectures, data
     from keras_advmi.analysis import report
     from keras_advmi.commands import _common, analyze, train
-    from keras_advmi.defenses import REGISTRY
 
     assert _common.DATASET_NAMES == data.DATASETS
     assert train.ARCH_NAMES == tuple(sorted(architectures.PRESETS))
     assert analyze.ANALYSES == report.ANALYSES
-    assert set(train.DEFENSE_NAMES) == set(REGISTRY) | {"none"}
+
+
+def test_one_list_of_defense_names():
+    """--defense offers recipes.DEFENSE_NAMES, which is "none" and the defenses' registry, sorted; the
+    training policy builds each of them."""
+    import keras_advmi as kam
+    from keras_advmi import recipes, training
+    from keras_advmi.cli import build_parser
+
+    assert list(recipes.DEFENSE_NAMES) == ["none"] + sorted(kam.defenses.REGISTRY)
+    assert set(training.BUILDERS) == set(kam.defenses.REGISTRY)
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    defense = next(a for a in train._actions if a.dest == "defense")
+    assert defense.choices is recipes.DEFENSE_NAMES
 
 
 def test_collapse_monitor_logs_nothing_for_a_healthy_epoch(digits, trained_digits_model):

@@ -228,7 +228,7 @@ def test_mi_detector_with_a_real_miat_defense(trained_digits_model, digits):
     import keras_advmi as kam
 
     (x, y), (xt, _) = digits
-    defense = kam.defenses.MIAT(epsilon=0.2, steps=2, hsize=16)
+    defense = kam.defenses.MIAT(epsilon=0.2, steps=2, estimators=kam.defenses.MIATEstimators(hsize=16))
     defense.pretrain_estimators(trained_digits_model, x[:256], y[:256], epochs=1, verbose=0)
     det = kd.MIScoreDetector(estimators=defense).fit(trained_digits_model, xt[:100])
     expected = -defense.mi_scores(trained_digits_model, xt[:64], xt[:64], batch_size=64)["mi_natural/clean"]

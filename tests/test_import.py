@@ -82,7 +82,7 @@ def test_unknown_attribute_raises_attribute_error():
 LOAD = """
 import pickle, sys
 import keras
-from keras_advmi import AdversarialModel   # registers what a saved AdversarialModel holds
+{register}
 loaded = keras.models.load_model(sys.argv[1])
 with open(sys.argv[2], "rb") as f:
     unpickled = pickle.load(f)
@@ -92,14 +92,21 @@ for m in (loaded, unpickled):
 """
 
 
-def test_saved_adversarial_model_loads_in_a_fresh_process_after_the_documented_import(tmp_path, cnn_factory):
+REGISTER = {"import": "from keras_advmi import AdversarialModel   # registers what a saved AdversarialModel holds",
+            "register_saveables": "import keras_advmi; keras_advmi.register_saveables()"}
+
+
+@pytest.mark.parametrize("register", sorted(REGISTER))
+def test_saved_adversarial_model_loads_in_a_fresh_process_after_the_documented_import(tmp_path, cnn_factory,
+                                                                                      register):
     import keras
 
     robust = kam.AdversarialModel(cnn_factory(), kam.defenses.TRADES(epsilon=0.2, steps=2, seed=0))
     robust.compile(optimizer=keras.optimizers.Adam(kam.schedules.OneCycle(100, 1e-3)), metrics=["accuracy"])
     robust.save(tmp_path / "robust.keras")
     (tmp_path / "robust.pkl").write_bytes(pickle.dumps(robust))
-    lines = python(LOAD, str(tmp_path / "robust.keras"), str(tmp_path / "robust.pkl")).stdout.split("\n")
+    lines = python(LOAD.format(register=REGISTER[register]), str(tmp_path / "robust.keras"),
+                   str(tmp_path / "robust.pkl")).stdout.split("\n")
     assert lines[:2] == ["AdversarialModel TRADES 0.2 OneCycle"] * 2, lines
 
 

@@ -27,8 +27,10 @@ def _defense(name):
         return kam.defenses.PGD(epsilon=0.2, steps=2, seed=3, attack_chains=1)
     # MIAT's three phases in 6 steps, fixed in steps (not epochs): base 1, estimator pretraining 1, then the
     # MI term ramped in over 2 steps; the run of epoch 2 continues in phase 2 with the estimators' Adam state.
-    return kam.defenses.MIAT(epsilon=0.2, steps=2, seed=3, hsize=8, filters=(8, 8), base_steps=1, pretrain_steps=1,
-                             alpha_warmup_steps=2, pretrain_attack_steps=2, attack_chains=1)
+    return kam.defenses.MIAT(epsilon=0.2, steps=2, seed=3, attack_chains=1,
+                             estimators=kam.defenses.MIATEstimators(hsize=8, filters=(8, 8)),
+                             phases=kam.defenses.MIATPhases(base_steps=1, pretrain_steps=1, alpha_warmup_steps=2),
+                             pretraining=kam.defenses.MIATPretraining(attack_steps=2))
 
 
 def _robust(name):

@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras
 
 import keras_advmi as kam
-from keras_advmi.defenses.miat import _masked_cos
+from keras_advmi.defenses.miat_scores import masked_cos
 
 EPS = 0.2
 WARM_EPOCHS, MORE_EPOCHS = 10, 10
@@ -47,7 +47,8 @@ def pretrained(digits, cnn_factory, warm):
     (x, y), _ = digits
     # P2's explicit protocol: warm (PGD-AT) -> pretrain_estimators -> fit (whose "auto" schedule then skips its
     # own base and pretraining phases).
-    defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, hsize=64, alpha_warmup_steps=-(-len(x) // 64))
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, estimators=kam.defenses.MIATEstimators(hsize=64),
+                                phases=kam.defenses.MIATPhases(alpha_warmup_steps=-(-len(x) // 64)))
     model = kam.AdversarialModel(_net_from(warm, cnn_factory), defense)
     history = defense.pretrain_estimators(model, x, y, batch_size=128, verbose=0)   # 20 epochs, lr 3e-3
     return model, defense, history
@@ -162,7 +163,8 @@ def test_keras_round_trip_keeps_predictions_and_estimators(digits, pretrained, t
 
 def test_fit_without_pretraining_phase_or_pretrained_estimators_is_refused(digits, cnn_factory):
     (x, y), _ = digits
-    model = _compile(kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, steps=2, pretrain_epochs=0)))
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=2, phases=kam.defenses.MIATPhases(pretrain_epochs=0))
+    model = _compile(kam.AdversarialModel(cnn_factory(), defense))
     with pytest.raises(ValueError, match="pretrain_estimators"):
         model.fit(x[:64], y[:64], epochs=1, verbose=0)
 
@@ -182,8 +184,10 @@ def test_fit_runs_the_phases_gates_each_update_and_saves_its_state(digits, tmp_p
     and saved with the model."""
     (x, y), _ = digits
     net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    defense = kam.defenses.MIAT(epsilon=0.1, steps=2, base="trades", seed=0, hsize=8, filters=(8, 8), base_steps=2,
-                                pretrain_steps=2, alpha_warmup_steps=2, pretrain_attack_steps=2, attack_chains=1)
+    defense = kam.defenses.MIAT(epsilon=0.1, steps=2, base="trades", seed=0, attack_chains=1,
+                                estimators=kam.defenses.MIATEstimators(hsize=8, filters=(8, 8)),
+                                phases=kam.defenses.MIATPhases(base_steps=2, pretrain_steps=2, alpha_warmup_steps=2),
+                                pretraining=kam.defenses.MIATPretraining(attack_steps=2))
     model = _compile(kam.AdversarialModel(net, defense))
     assert model.trainable_weights == net.trainable_weights   # the estimators are trained by MIAT, not by fit
     seen = []
@@ -200,7 +204,7 @@ def test_fit_runs_the_phases_gates_each_update_and_saves_its_state(digits, tmp_p
     assert len(seen) == 6
     assert [_changed(s["model"], s["model_after"]) for s in seen] == [True, True, False, False, True, True]
     assert [_changed(s["estimators"], s["estimators_after"]) for s in seen] == [False, False, True, True, False, False]
-    assert int(defense._state.optimizer.iterations.numpy()) == 2 and int(model.optimizer.iterations.numpy()) == 4
+    assert int(defense.state.optimizer.iterations.numpy()) == 2 and int(model.optimizer.iterations.numpy()) == 4
     assert defense.pretrained
     assert defense.schedule == {"resolved": True, "base": 2, "pretrain": 2, "ramp": 2, "step": 6}
     # Batch logs are running means over the epoch: the per-step phases 0, 0, 1, 1, 2, 2 and weights 0, 0, 0, 0, 2.5, 5.
@@ -214,26 +218,27 @@ def test_fit_runs_the_phases_gates_each_update_and_saves_its_state(digits, tmp_p
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.defense.schedule == defense.schedule and loaded.defense.pretrained
-    assert int(loaded.defense._state.optimizer.iterations.numpy()) == 2
+    assert int(loaded.defense.state.optimizer.iterations.numpy()) == 2
 
 
 def test_phase_longer_than_the_run_missing_layer_and_unit_clashes_are_refused(digits, cnn_factory):
     (x, y), _ = digits
-    model = _compile(kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, steps=1, hsize=8,
-                                                                            base_epochs=1, pretrain_epochs=2)))
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=1, estimators=kam.defenses.MIATEstimators(hsize=8),
+                                phases=kam.defenses.MIATPhases(base_epochs=1, pretrain_epochs=2))
+    model = _compile(kam.AdversarialModel(cnn_factory(), defense))
     with pytest.raises(ValueError, match=r"pretrain_epochs.*leave no MIAT step"):
         model.fit(x[:128], y[:128], epochs=3, batch_size=64, verbose=0)
     assert not model.defense.schedule["resolved"] and model.defense.schedule["step"] == 0
     with pytest.raises(ValueError, match="`layer`.*'conv1'.*Received: layer='conv9'"):
-        kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, layer="conv9"))
+        kam.AdversarialModel(cnn_factory(), kam.defenses.MIAT(epsilon=EPS, estimators=kam.defenses.MIATEstimators(layer="conv9")))
     with pytest.raises(ValueError, match="`base_epochs`, expected 'auto' when `base_steps` is given"):
-        kam.defenses.MIAT(epsilon=EPS, base_epochs=2, base_steps=10)
+        kam.defenses.MIATPhases(base_epochs=2, base_steps=10)
 
 
 def test_estimators_on_an_internal_layer(digits, cnn_factory):
     """layer='dense1': the global encoders read the 64 features of that layer, not the 10 logits."""
     (x, y), _ = digits
-    defense = kam.defenses.MIAT(epsilon=EPS, steps=1, hsize=8, layer="dense1")
+    defense = kam.defenses.MIAT(epsilon=EPS, steps=1, estimators=kam.defenses.MIATEstimators(hsize=8, layer="dense1"))
     model = kam.AdversarialModel(cnn_factory(), defense)
     assert defense.natural.global_encoder.block.hidden.kernel.shape == (64, 8)
     scores = defense.mi_scores(model, x[:32], np.clip(x[:32] + 0.1, 0, 1))
@@ -243,20 +248,21 @@ def test_estimators_on_an_internal_layer(digits, cnn_factory):
 def test_mi_term_follows_the_card():
     """alpha * (|1 - cos(v_nn, v_na)| + |1 - cos(v_aa, v_an)|) over the selected samples (hand-computed)."""
     a, b, m = tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]), tf.constant([1.0, 1.0, 0.0])
-    assert float(_masked_cos(a, b, m)) == pytest.approx(4.0 / (np.sqrt(5.0) * np.sqrt(5.0)), abs=1e-6)
+    assert float(masked_cos(a, b, m)) == pytest.approx(4.0 / (np.sqrt(5.0) * np.sqrt(5.0)), abs=1e-6)
 
-    class Fixed(kam.defenses.MIAT):
-        def _scores(self, x, x_adv, logits_clean, logits_adv, training=False, rows=None):
-            full = (tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]),
-                    tf.constant([1.0, 0.0, 2.0]), tf.constant([1.0, 1.0, 1.0]))
-            return full if rows is None else tuple(tf.gather(v, rows) for v in full)
+    def fixed_scores(x, x_adv, logits_clean, logits_adv, training=False, rows=None):
+        full = (tf.constant([1.0, 2.0, 3.0]), tf.constant([2.0, 1.0, -1.0]),
+                tf.constant([1.0, 0.0, 2.0]), tf.constant([1.0, 1.0, 1.0]))
+        return full if rows is None else tuple(tf.gather(v, rows) for v in full)
 
     net = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3, use_bias=False)])
     net.set_weights([np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32)])
     x = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1)
     y = np.array([0, 1, 2])
     x_adv = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1)  # fools 0 and 1
-    defense = Fixed(epsilon=0.5, steps=1, alpha=5.0)
+    defense = kam.defenses.MIAT(epsilon=0.5, steps=1, alpha=5.0)
+    defense.build(net)
+    defense.estimator_pair.scores = fixed_scores      # the four scores fixed: the term is the card's arithmetic
     out = defense.loss(net, tf.constant(x), tf.constant(y), tf.constant(x_adv), training=False)
     # selected = [1, 1, 0]: natural cos = (2 + 2) / (sqrt(5) sqrt(5)) = 0.8; adversarial: v_aa = [1, 1], v_an = [1, 0]
     expected_mi = abs(1 - 0.8) + abs(1 - 1 / np.sqrt(2))
@@ -280,8 +286,9 @@ def test_alpha_warmup_ramps_the_mi_weight():
     x = tf.constant(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1))
     y = tf.constant([0, 1, 2])
     x_adv = tf.constant(np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], np.float32).reshape(3, 2, 2, 1))
-    defense = kam.defenses.MIAT(epsilon=0.5, steps=1, alpha=5.0, alpha_warmup_steps=4, hsize=8,
-                                require_pretrained=False)
+    defense = kam.defenses.MIAT(epsilon=0.5, steps=1, alpha=5.0, estimators=kam.defenses.MIATEstimators(hsize=8),
+                                phases=kam.defenses.MIATPhases(alpha_warmup_steps=4),
+                                pretraining=kam.defenses.MIATPretraining(required=False))
     defense.build(net)
     base = defense.base.loss(net, x, y, x_adv, False).per_sample.numpy()
     mi = float(defense.loss(net, x, y, x_adv, training=False).logs["mi_loss"][0][0])
@@ -319,15 +326,16 @@ def test_miat_loss_on_selected_rows_matches_the_masked_full_computation(digits, 
     """The MI term computed from the selected rows equals the card's masked formula on all N rows."""
     (x, y), _ = digits
     net = cnn_factory(seed=0)
-    defense = kam.defenses.MIAT(epsilon=0.3, steps=3, seed=0, hsize=16, require_pretrained=False)
+    defense = kam.defenses.MIAT(epsilon=0.3, steps=3, seed=0, estimators=kam.defenses.MIATEstimators(hsize=16),
+                                pretraining=kam.defenses.MIATPretraining(required=False))
     defense.build(net)
     xb, yb = tf.constant(x[:64]), tf.constant(y[:64])
     x_adv = defense.adversarial_examples(net, xb, yb)
     with tf.GradientTape(persistent=True) as tape:
         out = defense.loss(net, xb, yb, x_adv, training=False)
         mask = out.logs["selected_fraction"]
-        v_nn, v_na, v_an, v_aa = defense._scores(xb, x_adv, out.logits_clean, out.logits_adv)
-        reference = 5.0 * (tf.abs(1.0 - _masked_cos(v_nn, v_na, mask)) + tf.abs(1.0 - _masked_cos(v_aa, v_an, mask)))
+        v_nn, v_na, v_an, v_aa = defense.estimator_pair.scores(xb, x_adv, out.logits_clean, out.logits_adv)
+        reference = 5.0 * (tf.abs(1.0 - masked_cos(v_nn, v_na, mask)) + tf.abs(1.0 - masked_cos(v_aa, v_an, mask)))
         ours = out.per_sample[0] - defense.base.loss(net, xb, yb, x_adv, False).per_sample[0]
     assert 0 < float(tf.reduce_sum(mask)) < 64
     np.testing.assert_allclose(float(ours), float(reference), rtol=1e-4)
@@ -338,22 +346,75 @@ def test_miat_loss_on_selected_rows_matches_the_masked_full_computation(digits, 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(alpha=-1.0), "alpha"),
-    (dict(alpha_warmup_steps=-1), "alpha_warmup_steps"),
-    (dict(pretrain_epochs=-1), "pretrain_epochs"),
-    (dict(base_steps=1.5), "base_steps"),
-    (dict(layer=3), "layer"),
-    (dict(pretrain_learning_rate=0.0), "pretrain_learning_rate"),
+    (dict(lam=float("nan")), "lam"),
     (dict(base="fgsm"), "base"),
-    (dict(estimator="mine"), "estimator"),
     (dict(selection="wrong"), "selection"),
     (dict(variant="adversarial"), "variant"),
-    (dict(diagonal="keep"), "diagonal"),
-    (dict(hsize=0), "hsize"),
     (dict(base_options=[1]), "base_options"),
+    (dict(estimators={"hsize": 8}), "estimators"),
+    (dict(phases=kam.defenses.MIATEstimators()), "phases"),
+    (dict(pretraining="official"), "pretraining"),
 ])
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"`{match}`"):
         kam.defenses.MIAT(epsilon=0.3, **kwargs)
+
+
+@pytest.mark.parametrize("cls, kwargs, match", [
+    ("MIATEstimators", dict(bound="mine"), "bound"),
+    ("MIATEstimators", dict(hsize=0), "hsize"),
+    ("MIATEstimators", dict(filters=(8, 0)), "filters"),
+    ("MIATEstimators", dict(filters=8), "filters"),
+    ("MIATEstimators", dict(diagonal="keep"), "diagonal"),
+    ("MIATEstimators", dict(layer=3), "layer"),
+    ("MIATPhases", dict(alpha_warmup_steps=-1), "alpha_warmup_steps"),
+    ("MIATPhases", dict(pretrain_epochs=-1), "pretrain_epochs"),
+    ("MIATPhases", dict(base_steps=1.5), "base_steps"),
+    ("MIATPhases", dict(base_epochs="half"), "base_epochs"),
+    ("MIATPhases", dict(base_epochs=2, base_steps=10), "base_epochs"),
+    ("MIATPretraining", dict(learning_rate=0.0), "learning_rate"),
+    ("MIATPretraining", dict(norm=1), "norm"),
+    ("MIATPretraining", dict(epsilon=0.0), "epsilon"),
+    ("MIATPretraining", dict(norm=np.inf, epsilon=2.0), "epsilon"),
+    ("MIATPretraining", dict(attack_steps=0), "attack_steps"),
+    ("MIATPretraining", dict(required="yes"), "required"),
+])
+def test_config_objects_refuse_bad_arguments_by_name(cls, kwargs, match):
+    with pytest.raises(ValueError, match=f"`{match}`"):
+        getattr(kam.defenses, cls)(**kwargs)
+
+
+def test_config_objects_round_trip_and_nest_in_miat_config():
+    """Each config object's get_config rebuilds an equal object; MIAT.get_config nests them and from_config
+    rebuilds MIAT with equal ones (the .keras round trip goes through these)."""
+    estimators = kam.defenses.MIATEstimators(bound="jsd", hsize=16, filters=[8, 8], layer="dense1")
+    phases = kam.defenses.MIATPhases(base_epochs=1, pretrain_steps=3, alpha_warmup_epochs=0.5)
+    pretraining = kam.defenses.MIATPretraining(learning_rate=1e-3, norm="inf", epsilon=0.1, required=False)
+    assert estimators.filters == (8, 8) and phases.base_epochs == 1.0 and pretraining.norm == np.inf
+    for config in (estimators, phases, pretraining):
+        assert type(config).from_config(config.get_config()) == config
+    defense = kam.defenses.MIAT(epsilon=0.2, steps=3, base="trades", base_options={"beta": 3.0}, seed=1,
+                                estimators=estimators, phases=phases, pretraining=pretraining)
+    config = defense.get_config()
+    assert config["estimators"] == estimators.get_config() and config["phases"]["pretrain_steps"] == 3
+    assert config["pretraining"]["norm"] == "inf" and config["steps"] == 3 and config["eval_steps"] == 10
+    rebuilt = kam.defenses.MIAT.from_config(config)
+    assert (rebuilt.estimators, rebuilt.phases, rebuilt.pretraining) == (estimators, phases, pretraining)
+    assert rebuilt.get_config() == config and rebuilt.base.beta == 3.0
+
+
+def test_flat_options_of_the_former_api_are_unexpected_keywords():
+    for name, value in (("hsize", 64), ("estimator", "dv"), ("base_epochs", 1), ("pretrain_learning_rate", 1e-3),
+                        ("require_pretrained", False)):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
+            kam.defenses.MIAT(epsilon=0.3, **{name: value})
+
+
+def test_eval_steps_and_the_base_attack_options_reach_the_base():
+    defense = kam.defenses.MIAT(epsilon=2.0, steps=20, norm=2, random_start=False)
+    assert defense.eval_steps == defense.base.eval_steps == 20
+    assert defense.base.norm == 2 and defense.base.random_start is False and defense.base.steps == 20
+    assert kam.defenses.MIAT(epsilon=0.3, eval_steps=7).base.eval_steps == 7
 
 
 def test_fit_traces_the_train_step_once(digits):

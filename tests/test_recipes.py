@@ -104,6 +104,72 @@ def test_bad_recipe_arguments_one_line_exit_2(args, needle, capsys):
     assert code == 2 and len(err) == 1 and needle in err[0], err
 
 
+def test_the_default_epsilon_warm_up_is_a_recipe_rule():
+    from keras_advmi.recipes import WARMUP_DEFENSES, default_warmup_epochs
+
+    assert set(WARMUP_DEFENSES) == set(kam.defenses.REGISTRY) - {"miat"}   # MIAT runs its own phases
+    assert [default_warmup_epochs(d, 0.3, 3) for d in ("sns", "miat", "none")] == [1.5, 0.0, 0.0]
+
+
+def test_each_defense_gets_the_arguments_it_takes(cnn_factory):
+    """training.build_defense spells out each defense's arguments: a step size only where the constructor has
+    one, --steps for the iterative attacks, --beta as TRADES' beta and MART's lambda, SNS on every Conv2D."""
+    import inspect
+
+    from keras_advmi.recipes import STEP_SIZE_DEFENSES
+    from keras_advmi.training import DefenseOptions, build_defense
+
+    registry = kam.defenses.REGISTRY
+    assert {n for n, cls in registry.items() if "step_size" in inspect.signature(cls).parameters} == \
+        set(STEP_SIZE_DEFENSES)
+    model = cnn_factory()
+    options = DefenseOptions(epsilon=0.2, steps=3, step_size=0.05, seed=1, attack_dtype="bfloat16",
+                             epsilon_warmup_steps=4)
+    for name in STEP_SIZE_DEFENSES:
+        defense = build_defense(name, model, options)
+        attack = defense.base if name == "miat" else defense   # MIAT's training attack is its base defense's
+        assert isinstance(defense, registry[name]) and attack.step_size == 0.05, name
+        assert (defense.epsilon, defense.seed, defense.attack_dtype, defense.epsilon_warmup_steps) == \
+            (0.2, 1, "bfloat16", 4), name
+        assert name == "fast_at" or attack.steps == 3, name
+    assert build_defense("sns", model, options).layers == ["conv1", "conv2"]
+    beta = DefenseOptions(epsilon=0.2, beta=3.0)
+    assert build_defense("trades", model, beta).beta == 3.0 and build_defense("mart", model, beta).lam == 3.0
+    assert build_defense("trades", model, DefenseOptions(epsilon=0.2)).beta == 6.0   # the defense's default
+    miat = build_defense("miat", model, DefenseOptions(epsilon=0.2, miat_base="trades", miat_alpha=2.0,
+                                                       miat_base_epochs=1.0, miat_pretrain_epochs=0.5))
+    assert (miat.base_name, miat.alpha) == ("trades", 2.0)
+    assert miat.phases == kam.defenses.MIATPhases(base_epochs=1.0, pretrain_epochs=0.5, alpha_warmup_epochs="auto")
+    region = build_defense("region_at", model, DefenseOptions(epsilon=0.2, seed=1))
+    assert isinstance(region, kam.defenses.RegionAT) and region.seed == 1
+    assert build_defense("none", model, options) is None
+
+
+@pytest.mark.parametrize("name,options,argument", [
+    ("region_at", {"step_size": 0.05}, "step_size"),
+    ("pgd", {"beta": 3.0}, "beta"),
+    ("magic", {}, "defense"),
+])
+def test_build_defense_refuses_what_the_defense_does_not_take(cnn_factory, name, options, argument):
+    from keras_advmi.training import DefenseOptions, build_defense
+
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        build_defense(name, cnn_factory(), DefenseOptions(epsilon=0.2, **options))
+
+
+def test_the_callbacks_each_defense_needs(digits, cnn_factory):
+    from keras_advmi.training import DefenseOptions, build_defense, defense_callbacks
+
+    (x, y), _ = digits
+    model, options = cnn_factory(), DefenseOptions(epsilon=0.2)
+    region = build_defense("region_at", model, options)
+    assert [type(c).__name__ for c in defense_callbacks(region, x, y)] == ["RegionRefresh"]
+    fast = build_defense("fast_at", model, options)
+    assert [type(c) for c in defense_callbacks(fast, x, y)] == [kam.callbacks.CatastrophicOverfittingMonitor]
+    assert defense_callbacks(build_defense("pgd", model, options), x, y) == []
+    assert defense_callbacks(None, x, y) == []
+
+
 def test_wall_time_log_keeps_the_finished_epochs_of_a_resumed_run(tmp_path):
     path = tmp_path / "train_log.json"
     first = kam.callbacks.EpochTimeLog(path)
@@ -229,10 +295,10 @@ def test_fast_recipe_on_a_5000_image_mnist_subset(tmp_path):
 def test_autoattack_standard_starts_each_apgd_run_once():
     """The standard version runs APGD with one random start (fra31/auto-attack, version='standard'); ART's
     default is 5 (measured: 9.3 s an image against 3.56 s with one, docs/results.md)."""
-    from keras_advmi.evaluation._art import _art_attack
+    from keras_advmi.evaluation._art import art_attack
 
     net, xt, _ = _Linear.model()
-    attack, _ = _art_attack("autoattack-standard", net, xt[:4], 0.3, 32)
+    attack, _ = art_attack("autoattack-standard", net, xt[:4], 0.3, 32)
     assert [a.nb_random_init for a in attack.gradient_pass.attacks] == [1, 1]
     assert attack.square.max_iter == 5000
 
@@ -264,11 +330,11 @@ def test_square_on_memoised_predictions_forwards_only_its_candidates_and_finds_t
     examples."""
     from art.attacks.evasion import SquareAttack
 
-    from keras_advmi.evaluation._art import _art_classifier, _square_classifier
+    from keras_advmi.evaluation._art import _square_classifier, art_classifier
 
     net, xt, yt = _Linear.model()
     x, y = xt[:32], np.eye(10, dtype=np.float32)[yt[:32]]
-    plain = _art_classifier(net, x)
+    plain = art_classifier(net, x)
     memoised = _square_classifier(plain, x)
     memo = memoised.predict
     examples, forwarded = [], []

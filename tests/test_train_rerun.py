@@ -22,7 +22,7 @@ def cli(*args, timeout=300):
 
 def test_default_warmup_rule_and_help():
     from keras_advmi.cli import build_parser
-    from keras_advmi.commands.train import default_warmup_epochs
+    from keras_advmi.recipes import default_warmup_epochs
 
     assert default_warmup_epochs("pgd", 0.3, 1) == 0.5          # MNIST's eps: half of a 1-epoch run
     assert default_warmup_epochs("trades", 0.3, 10) == 2.0

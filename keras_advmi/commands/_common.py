@@ -63,8 +63,9 @@ def load_model(path):
         raise UsageError(f"model {path!r}: expected a .keras file saved by Keras 3")
     import keras
 
-    from .. import defenses, layers, models, schedules  # noqa: F401  (register the classes a saved model holds)
+    import keras_advmi
 
+    keras_advmi.register_saveables()
     return keras.models.load_model(path, compile=False)
 
 

@@ -1,22 +1,23 @@
-"""``keras-advmi train``: robust training on a dataset, then a clean/FGSM/PGD table on the test set."""
+"""``keras-advmi train``: robust training on a dataset, then a clean/FGSM/PGD table on the test set.
+
+This module parses the switches, prints the run's messages and handles its files; the training policy (the
+defense names, the default epsilon warm-up, each defense's arguments and callbacks) is ``keras_advmi.recipes``
+and ``keras_advmi.training``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..recipes import RECIPES, Recipe
+from ..recipes import (DEFENSE_NAMES, RECIPES, ROBUST_WEIGHT, STEP_SIZE_DEFENSES, WARMUP_DEFENSES, WARMUP_EPOCHS,
+                       WARMUP_EPSILON, Recipe, default_warmup_epochs)
 from . import UsageError
 from ._common import dataset_arg, epsilon_arg, keras_file_arg, load_dataset, load_model, positive_int
-
-if TYPE_CHECKING:
-    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +37,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="digits (bundled), mnist, fashion_mnist, cifar10 or a .npz")
     p.add_argument("--arch", choices=ARCH_NAMES, help=_default("architecture preset", "arch"))
     p.add_argument("--model", type=keras_file_arg, help="start from this .keras model instead of a preset")
+    _add_defense_arguments(p)
+    _add_miat_arguments(p)
+    _add_optimisation_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-attacks", nargs="+", default=["clean", "fgsm", "pgd-20"])
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/logs for TensorBoard")
+    p.add_argument("--out", default="runs/train", help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="retrain from scratch even if OUT holds a finished run (model.keras) or a backup")
+    p.set_defaults(run=run)
+    return p
+
+
+def _add_defense_arguments(p):
+    """--defense and its training attack: --epsilon, --steps, --step-size, --attack-dtype, --beta."""
     p.add_argument("--defense", type=str.lower, choices=DEFENSE_NAMES,
                    help=_default("training defense (none = standard training)", "defense"))
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
     p.add_argument("--steps", type=positive_int, help=_default("attack steps in training", "steps"))
-    p.add_argument("--step-size", type=float, help="attack step (default 2.5 * epsilon / steps)")
+    p.add_argument("--step-size", type=float,
+                   help=f"attack step (default 2.5 * epsilon / steps); for {', '.join(STEP_SIZE_DEFENSES)}")
     p.add_argument("--attack-dtype", choices=["float32", "bfloat16"],
                    help=_default("compute dtype of the training attack's passes (bfloat16: ~1.7x faster PGD-AT "
                                  "steps on CPUs/GPUs with bf16 units; weights, updates and evaluation stay float32)",
                                  "attack_dtype"))
     p.add_argument("--beta", type=float,
                    help="TRADES' beta / MART's lambda: weight of the robust term (default: the defense's, 6)")
+
+
+def _add_miat_arguments(p):
+    """MIAT's switches: its base defense, the MI term's weight and its phases' lengths."""
     p.add_argument("--pretrain-epochs", type=float, default=None,
                    help="MIAT: epochs of MI-estimator pretraining on the frozen model, inside the run (MIAT's "
                         "step 2; default: 10%% of --epochs)")
@@ -58,6 +79,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-epochs", type=float, default=None,
                    help="MIAT: epochs of the base defense before estimator pretraining, inside the run (MIAT's "
                         "step 1; default: 25%% of --epochs; 0 when --model is already adversarially trained)")
+
+
+def _add_optimisation_arguments(p):
+    """The run's length and optimiser: warm-up, epochs, batch, learning rate, validation, EMA, train metrics."""
     p.add_argument("--epsilon-warmup-epochs", type=float, default=None,
                    help="ramp the training epsilon linearly from 0 over this many epochs (0 = off). Default: "
                         f"for {'/'.join(WARMUP_DEFENSES)} at epsilon >= {WARMUP_EPSILON:g} (MNIST's 0.3), "
@@ -77,17 +102,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--clean-train-metrics", action=argparse.BooleanOptionalAction, default=True,
                    help="training accuracy on clean inputs (one more forward pass per batch; "
                         "--no-clean-train-metrics skips it, validation keeps every metric)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-attacks", nargs="+", default=["clean", "fgsm", "pgd-20"])
-    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/logs for TensorBoard")
-    p.add_argument("--out", default="runs/train", help="output directory")
-    p.add_argument("--force", action="store_true",
-                   help="retrain from scratch even if OUT holds a finished run (model.keras) or a backup")
-    p.set_defaults(run=run)
-    return p
 
 
-DEFENSE_NAMES = ("none", "pgd", "trades", "mart", "fast_at", "miat", "region_at", "sns")
 #: ``sorted(keras_advmi.architectures.PRESETS)``, spelled out so that the parser builds without TensorFlow;
 #: a test keeps the two equal.
 ARCH_NAMES = ("bench_cnn", "madry_cnn", "mlp", "small_cnn", "trades_cnn", "wong_cnn")
@@ -113,69 +129,66 @@ def apply_recipe(args: argparse.Namespace) -> Recipe | None:
             setattr(args, dest, value)
     return recipe
 
-#: The default epsilon warm-up: these defenses, at a training epsilon >= WARMUP_EPSILON, ramp epsilon
-#: over min(WARMUP_EPOCHS, epochs / 2) epochs (PGD-AT at MNIST's 0.3 from step 0 stays at chance).
-WARMUP_DEFENSES = ("pgd", "trades", "mart", "fast_at", "region_at", "sns")
-WARMUP_EPSILON = 0.25
-WARMUP_EPOCHS = 2.0
-
-
-def default_warmup_epochs(defense: str, epsilon: float, epochs: float) -> float:
-    """The CLI's default --epsilon-warmup-epochs for a defense name, training epsilon and epoch count."""
-    if defense in WARMUP_DEFENSES and epsilon >= WARMUP_EPSILON:
-        return min(WARMUP_EPOCHS, epochs / 2)
-    return 0.0
-
-
-def make_defense(name: str, model: keras.Model, epsilon: float, steps: int, step_size: float | None, seed: int,
-                 attack_dtype: str | None = None, epsilon_warmup_steps: int = 0, **extra):
-    """A defense from CLI arguments; SNS stabilises every conv layer of the model."""
-    import keras
-
-    from ..defenses import REGISTRY
-
-    if name == "none":
-        return None
-    if name not in REGISTRY:
-        raise UsageError(f"defense {name!r} is not available in this installation")
-    cls = REGISTRY[name]
-    params = inspect.signature(cls).parameters
-    kwargs = {"epsilon": epsilon, "seed": seed, "attack_dtype": attack_dtype,   # every Defense takes these
-              "epsilon_warmup_steps": epsilon_warmup_steps}
-    if step_size is not None:
-        kwargs["step_size"] = step_size
-    if "steps" in params:
-        kwargs["steps"] = steps
-    if "layers" in params:
-        kwargs["layers"] = [l.name for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    kwargs.update({k: v for k, v in extra.items() if k in params})
-    return cls(**kwargs)
-
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume, or skip a finished run), save OUT/model.keras and write the robustness table."""
     import keras
 
     from .. import data
-    from .._model import network_of
-    from ..architectures import build
-    from ..callbacks import CatastrophicOverfittingMonitor, CollapseMonitor, EpochTimeLog, resumed_epochs
-    from ..defenses.region_at import RegionAT
-    from ..evaluation import RobustnessReport
-    from ..models import AdversarialModel
-    from ..schedules import OneCycle
+    from ..callbacks import resumed_epochs
+    from ..training import build_defense
 
+    _settle_switches(args)
+    out = Path(args.out)
+    if args.force and (out / "backup").exists():
+        shutil.rmtree(out / "backup")
+    (x, y), (xt, yt) = load_dataset(args.dataset)
+    epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
+    if _finished_run(out, args, epsilon, xt, yt):
+        return 0
+    warmup_epochs = _warmup_epochs(args, epsilon)
+    keras.utils.set_random_seed(args.seed)
+    model = _network(args, x.shape[1:], int(max(y.max(), yt.max()) + 1))
+    steps_per_epoch = -(-len(x) // args.batch_size)
+    defense = build_defense(args.defense, model,
+                            _defense_options(args, epsilon, int(round(warmup_epochs * steps_per_epoch))))
+    out.mkdir(parents=True, exist_ok=True)
+    done = resumed_epochs(out / "backup")
+    trainer = _compiled_trainer(model, defense, args, steps_per_epoch)
+    xv, yv = (xt, yt) if args.val_images is None else (xt[-args.val_images:], yt[-args.val_images:])
+    if done:
+        print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
+              f"{out / 'backup'}")
+    trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv),
+                callbacks=_callbacks(args, out, done, defense, (x, y), (xv, yv)), verbose=1)
+    tmp = out / ".model.tmp.keras"   # then renamed: a run killed while saving leaves no half-written model.keras
+    trainer.save(tmp)   # compiled, with the optimizer's state: load_model(...).fit continues, evaluate works
+    os.replace(tmp, out / "model.keras")
+    _final_table(model, args, epsilon, xt, yt, out)
+    return 0
+
+
+def _settle_switches(args):
+    """Fill the switches left out (``apply_recipe``), print the recipe, refuse switches that do not fit."""
     beta_given = args.beta is not None
     recipe = apply_recipe(args)
-    if beta_given and args.defense not in ("trades", "mart"):
+    if beta_given and args.defense not in ROBUST_WEIGHT:
         raise UsageError(f"--beta is TRADES' beta or MART's lambda: it needs --defense trades or mart, "
                          f"got --defense {args.defense}")
+    if args.step_size is not None and args.defense not in STEP_SIZE_DEFENSES:
+        raise UsageError(f"--step-size is the training attack's step: it needs a defense with one "
+                         f"({', '.join(STEP_SIZE_DEFENSES)}), got --defense {args.defense}")
     if recipe is not None:
         print(f"recipe {recipe.name} ({recipe.summary}): {recipe.command_line()} "
               "(switches given on the command line win)")
         if args.dataset != recipe.dataset:
             logger.warning("recipe %s was tuned on %s, not %s: its switches run unchanged", recipe.name,
                            recipe.dataset, args.dataset)
+    _check_values(args)
+
+
+def _check_values(args):
+    """UsageErrors naming the flag for values out of their range."""
     if args.beta is not None and not args.beta >= 0:
         raise UsageError(f"--beta must be >= 0, got {args.beta}")
     if args.lr <= 0:
@@ -192,78 +205,98 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--ema must be in (0, 1), e.g. 0.998, got {args.ema}")
     if args.defense == "none" and (args.epsilon_warmup_epochs or not args.clean_train_metrics):
         raise UsageError("--epsilon-warmup-epochs and --no-clean-train-metrics need a defense (not --defense none)")
-    out = Path(args.out)
-    if args.force and (out / "backup").exists():
-        shutil.rmtree(out / "backup")
-    (x, y), (xt, yt) = load_dataset(args.dataset)
-    epsilon = args.epsilon if args.epsilon is not None else data.default_epsilon(args.dataset)
-    if (out / "model.keras").exists() and not args.force:
-        if (out / "robustness.json").exists():
-            print(f"{out} holds a finished run (model.keras, robustness.json): not retraining (--force retrains)")
-            print(RobustnessReport.from_dict(json.loads((out / "robustness.json").read_text())))
-            return 0
-        print(f"{out / 'model.keras'} exists (training finished, no robustness table yet): evaluating it, "
-              "not retraining (--force retrains)")
-        _final_table(load_model(str(out / "model.keras")), args, epsilon, xt, yt, out)
-        return 0
-    warmup_epochs = args.epsilon_warmup_epochs
-    if warmup_epochs is None:
-        warmup_epochs = default_warmup_epochs(args.defense, epsilon, args.epochs)
-        if warmup_epochs:
-            print(f"epsilon warm-up: {args.defense} at eps={epsilon:g} ramps epsilon from 0 over the first "
-                  f"{warmup_epochs:g} epochs (the default at eps >= {WARMUP_EPSILON:g}; "
-                  "--epsilon-warmup-epochs 0 turns it off)")
-    keras.utils.set_random_seed(args.seed)
-    classes = int(max(y.max(), yt.max()) + 1)
+
+
+def _finished_run(out, args, epsilon, xt, yt) -> bool:
+    """True when OUT holds a finished run (unless --force): its table printed, or made when missing."""
+    from ..evaluation import RobustnessReport
+
+    if args.force or not (out / "model.keras").exists():
+        return False
+    if (out / "robustness.json").exists():
+        print(f"{out} holds a finished run (model.keras, robustness.json): not retraining (--force retrains)")
+        print(RobustnessReport.from_dict(json.loads((out / "robustness.json").read_text())))
+        return True
+    print(f"{out / 'model.keras'} exists (training finished, no robustness table yet): evaluating it, "
+          "not retraining (--force retrains)")
+    _final_table(load_model(str(out / "model.keras")), args, epsilon, xt, yt, out)
+    return True
+
+
+def _warmup_epochs(args, epsilon) -> float:
+    """--epsilon-warmup-epochs, or the default warm-up (``recipes.default_warmup_epochs``), stated when on."""
+    if args.epsilon_warmup_epochs is not None:
+        return args.epsilon_warmup_epochs
+    epochs = default_warmup_epochs(args.defense, epsilon, args.epochs)
+    if epochs:
+        print(f"epsilon warm-up: {args.defense} at eps={epsilon:g} ramps epsilon from 0 over the first "
+              f"{epochs:g} epochs (the default at eps >= {WARMUP_EPSILON:g}; "
+              "--epsilon-warmup-epochs 0 turns it off)")
+    return epochs
+
+
+def _network(args, input_shape, classes):
+    """The network to train: --model's (unwrapped from an AdversarialModel), else the --arch preset."""
+    from .._model import network_of
+    from ..architectures import build
+
     if args.model:
-        model = load_model(args.model)
-        model = network_of(model)
-    else:
-        model = build(args.arch, x.shape[1:], classes)
-    steps_per_epoch = -(-len(x) // args.batch_size)
-    # MIAT runs its paper's phases inside fit (base, estimator pretraining, MI term ramped in; kam.defenses.MIAT):
-    # unset lengths are its "auto" fractions of --epochs.
-    auto = lambda v: "auto" if v is None else v   # noqa: E731
-    beta = {} if args.beta is None or args.defense not in ("trades", "mart") else \
-        {"beta": args.beta, "lam": args.beta}   # TRADES' beta, MART's lambda
-    defense = make_defense(args.defense, model, epsilon, args.steps, args.step_size, args.seed,
-                           attack_dtype=args.attack_dtype, base=args.base, alpha=args.alpha, **beta,
-                           base_epochs=auto(args.base_epochs), pretrain_epochs=auto(args.pretrain_epochs),
-                           alpha_warmup_epochs=auto(args.alpha_warmup_epochs),
-                           epsilon_warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
-    out.mkdir(parents=True, exist_ok=True)
-    done = resumed_epochs(out / "backup")
+        return network_of(load_model(args.model))
+    return build(args.arch, input_shape, classes)
+
+
+def _defense_options(args, epsilon, warmup_steps):
+    """``training.DefenseOptions`` from the switches. MIAT runs its paper's phases inside fit (base, estimator
+    pretraining, MI term ramped in; kam.defenses.MIAT): unset lengths are its "auto" fractions of --epochs."""
+    from ..training import DefenseOptions
+
+    def auto(value):
+        return "auto" if value is None else value
+
+    return DefenseOptions(epsilon=epsilon, steps=args.steps, step_size=args.step_size, seed=args.seed,
+                          attack_dtype=args.attack_dtype, epsilon_warmup_steps=warmup_steps, beta=args.beta,
+                          miat_base=args.base, miat_alpha=args.alpha, miat_base_epochs=auto(args.base_epochs),
+                          miat_pretrain_epochs=auto(args.pretrain_epochs),
+                          miat_alpha_warmup_epochs=auto(args.alpha_warmup_epochs))
+
+
+def _compiled_trainer(model, defense, args, steps_per_epoch):
+    """``model`` compiled for standard training (defense None), else its compiled AdversarialModel; Adam on
+    --lr (or the one-cycle schedule), averaging the weights with --ema."""
+    import keras
+
+    from ..models import AdversarialModel
+    from ..schedules import OneCycle
+
     lr = OneCycle(steps_per_epoch * args.epochs, args.lr) if args.lr_schedule == "onecycle" else args.lr
     optimizer = keras.optimizers.Adam(lr, use_ema=args.ema is not None, ema_momentum=args.ema or 0.99)
     if defense is None:
-        trainer = model
-        trainer.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=["accuracy"])
-    else:
-        trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
-        trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-    xv, yv = (xt, yt) if args.val_images is None else (xt[-args.val_images:], yt[-args.val_images:])
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+    trainer = AdversarialModel(model, defense, clean_train_metrics=args.clean_train_metrics)
+    trainer.compile(optimizer=optimizer, metrics=["accuracy"])
+    return trainer
+
+
+def _callbacks(args, out, done, defense, train, validation):
+    """The run's callbacks: the wall-time log, the backup, the collapse check, the defense's own
+    (``training.defense_callbacks``), then the EMA swap and TensorBoard when asked for."""
+    import keras
+
+    from ..callbacks import CollapseMonitor, EpochTimeLog
+    from ..training import defense_callbacks
+
+    xv, yv = validation
     callbacks = [EpochTimeLog(out / "train_log.json", done),   # before the backup: a killed epoch is re-run
                  keras.callbacks.BackupAndRestore(str(out / "backup")),
                  CollapseMonitor(xv[:1000], yv[:1000])]   # warns when the model sits at chance / on one class
-    if done:
-        print(f"resuming from epoch {done + 1} of {args.epochs}: {done} finished epoch(s) restored from "
-              f"{out / 'backup'}")
-    if isinstance(defense, RegionAT):   # its deltas are recomputed on the training data; without it they stay 0
-        callbacks.append(defense.refresh_callback(x, y))
-    if args.defense == "fast_at":   # Wong et al.'s check: PGD vs FGSM accuracy on the validation data
-        callbacks.append(CatastrophicOverfittingMonitor())
+    callbacks += defense_callbacks(defense, *train)
     if args.ema is not None:   # after BackupAndRestore, which must back up the raw weights, not the averages
         callbacks.append(keras.callbacks.SwapEMAWeights())
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
-    trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv),
-                callbacks=callbacks, verbose=1)
-    tmp = out / ".model.tmp.keras"   # then renamed: a run killed while saving leaves no half-written model.keras
-    trainer.save(tmp)   # compiled, with the optimizer's state: load_model(...).fit continues, evaluate works
-    os.replace(tmp, out / "model.keras")
-    _final_table(model, args, epsilon, xt, yt, out)
-    return 0
+    return callbacks
 
 
 def _final_table(model, args, epsilon, xt, yt, out):

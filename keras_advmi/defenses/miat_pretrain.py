@@ -1,11 +1,12 @@
 """MIAT's estimator pretraining (step 2 of "Improving Adversarial Robustness via Mutual Information
-Estimation", ICML 2022): the official estimator objectives, and ``EstimatorPretraining``, a small
-``keras.Model`` that trains the two estimators on a frozen classifier with ``fit``.
+Estimation", ICML 2022): the attack that makes the estimators' training pairs, and ``EstimatorPretraining``,
+a small ``keras.Model`` that trains the two estimators on a frozen classifier with ``fit``.
 
 Each batch is attacked by the pretraining PGD (official: L2, 20 steps; seed (seed, step)), both pairs are
-scored, and Adam minimises each estimator's objective; the classifier is never updated.
-``pretrain_estimators`` (``MIAT.pretrain_estimators``) feeds it the same batches as the former hand-written
-loop: a fresh permutation per epoch from ``numpy.random.default_rng(seed)``, the last partial batch dropped.
+scored, and Adam minimises each estimator's official objective (``miat_estimators.pretrain_losses``); the
+classifier is never updated. ``pretrain_estimators`` (``MIAT.pretrain_estimators``) feeds it the same batches
+as the former hand-written loop: a fresh permutation per epoch from ``numpy.random.default_rng(seed)``, the
+last partial batch dropped.
 """
 
 from __future__ import annotations
@@ -15,51 +16,59 @@ import tensorflow as tf
 import keras
 
 from .._batches import PermutedBatches
-from .._checks import check_fraction, check_images, check_int_at_least, check_labels, check_positive_int, invalid
+from .._checks import (check_images, check_int_at_least, check_labels, check_norm, check_positive,
+                       check_positive_int, invalid)
 from .._model import network_of
+from ..attacks._common import madry_step_size
 from ..attacks.pgd import pgd_graph
-from .miat_scores import masked_cos, masked_mean
+from .miat_config import MIATPretraining, check_attack_epsilon
+from .miat_estimators import pretrain_losses
 
-__all__ = ["pretrain_losses", "EstimatorPretraining", "pretrain_estimators"]
+__all__ = ["EstimatorPretraining", "pretrain_estimators", "pretraining_attack", "default_attack_epsilon",
+           "HISTORY_KEYS"]
 
 #: The per-epoch means ``pretrain_estimators`` returns.
 HISTORY_KEYS = ("natural_loss", "adversarial_loss", "mi_natural_clean", "mi_natural_adv", "mi_adversarial_clean",
                 "mi_adversarial_adv", "selected_fraction")
 
 
-def pretrain_losses(v_nn, v_na, v_an, v_aa, clean_ok, adv_ok):
-    """The official estimator objectives (train_MI_estimator.py), written on scores (= -their loss)."""
-    right = clean_ok * adv_ok                   # natural sample correct, adversarial still correct
-    wrong = clean_ok * (1.0 - adv_ok)           # natural correct, adversarial fooled
-    n_clean = tf.maximum(tf.reduce_sum(clean_ok), 1.0)
-    has = lambda m: tf.reduce_sum(m) > 0       # noqa: E731
-    # natural estimator: high v_n on natural samples; v_n(x->h(x~)) tracks v_n(x->h(x)) when the attack
-    # failed and decorrelates from it when it succeeded.
-    nat_r = 5.0 * tf.abs(1.0 - masked_cos(v_nn, v_na, right)) - tf.reduce_sum(v_nn * right) / n_clean
-    nat_w = 5.0 * tf.abs(masked_cos(v_nn, v_na, wrong)) - tf.reduce_sum(v_nn * wrong) / n_clean
-    natural = tf.where(has(wrong), nat_w, 0.0) + 0.5 * tf.where(has(right), nat_r, 0.0)
-    natural = tf.where(has(clean_ok), natural, -tf.reduce_mean(v_nn))
-    # adversarial estimator: high v_a(n->h(x~)) where the attack succeeded, decorrelated from v_a(n->h(x));
-    # where it failed, v_a(n->h(x~)) tracks v_a(n->h(x)) and is pushed down.
-    adv_w = 5.0 * tf.abs(masked_cos(v_aa, v_an, wrong)) - masked_mean(v_aa, wrong)
-    adv_r = 8.0 * tf.abs(1.0 - masked_cos(v_an, v_aa, right)) + 0.1 * masked_mean(v_aa, right)
-    adversarial = tf.where(has(wrong), adv_w, 0.0) + 0.5 * tf.where(has(right), adv_r, 0.0)
-    adversarial = tf.where(has(clean_ok), adversarial, -tf.reduce_mean(v_aa))
-    return natural, adversarial
+def default_attack_epsilon(epsilon: float, input_shape) -> float:
+    """Default L2 budget of the pretraining attack: 0.3 * epsilon * sqrt(H * W * C) (``epsilon``: the
+    defense's L-inf budget; ``MIAT.pretrain_attack_epsilon``)."""
+    return 0.3 * epsilon * float(np.sqrt(np.prod([int(d) for d in input_shape])))
+
+
+def pretraining_attack(config: MIATPretraining, epsilon: float, input_shape, norm=None, attack_epsilon=None,
+                       steps=None) -> tuple:
+    """(norm, epsilon, step size, steps) of the PGD that makes the estimators' training pairs.
+
+    config: the defense's ``MIATPretraining``; epsilon: the defense's (L-inf) budget; input_shape: (H, W, C).
+    norm, attack_epsilon, steps: overrides (None: the config's). With neither an override nor a configured
+    budget for that norm: the defense's epsilon for L-inf, ``default_attack_epsilon`` for L2. The step size
+    is Madry's 2.5 * epsilon / steps.
+    """
+    norm = config.norm if norm is None else check_norm(norm)
+    steps = config.attack_steps if steps is None else check_positive_int("attack_steps", steps)
+    eps = attack_epsilon if attack_epsilon is not None else (config.epsilon if norm == config.norm else None)
+    if eps is None:
+        eps = epsilon if norm == np.inf else default_attack_epsilon(epsilon, input_shape)
+    eps = check_attack_epsilon("attack_epsilon", eps, norm)
+    return norm, eps, madry_step_size(eps, steps), steps
 
 
 class EstimatorPretraining(keras.Model):
-    """Trains ``defense``'s natural and adversarial estimators on the frozen classifier ``net`` with ``fit``.
+    """Trains the estimators of ``pair`` (an ``EstimatorPair``) on the frozen classifier ``net`` with ``fit``.
 
     ``train_step``: x_adv = PGD(norm, epsilon, steps; seed (seed, optimizer step)) -> the four scores ->
     ``pretrain_losses`` -> Adam on each estimator's own objective. Logs the ``HISTORY_KEYS`` (on-device means).
     Only the estimators' variables are trained; ``net`` runs in inference mode.
     """
 
-    def __init__(self, defense, net: keras.Model, attack: tuple, seed: int = 0, **kwargs):
+    def __init__(self, pair, net: keras.Model, attack: tuple, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self._parts = (defense, net)        # a tuple: not tracked, so that net's weights are not this model's
-        self.attack = attack                # (norm, epsilon, step_size, steps)
+        # Keras tracks net as a sublayer; only the estimators' variables reach the optimizer (train_step).
+        self.parts = (pair, net)
+        self.attack = attack            # (norm, epsilon, step_size, steps)
         self.seed = int(seed)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in HISTORY_KEYS}
 
@@ -68,10 +77,10 @@ class EstimatorPretraining(keras.Model):
         return list(self.trackers.values())
 
     def call(self, inputs, training=None):
-        return self._parts[1](inputs, training=False)
+        return self.parts[1](inputs, training=False)
 
     def train_step(self, data):
-        defense, net = self._parts
+        pair, net = self.parts
         xb, yb = data
         norm, epsilon, step_size, steps = self.attack
         counter = tf.cast(self.optimizer.iterations, tf.int64)
@@ -82,11 +91,11 @@ class EstimatorPretraining(keras.Model):
         yb64 = tf.cast(yb, tf.int64)
         clean_ok = tf.cast(tf.equal(tf.argmax(logits_clean, -1), yb64), tf.float32)
         adv_ok = tf.cast(tf.equal(tf.argmax(logits_adv, -1), yb64), tf.float32)
-        out_clean = defense._outputs(net, xb, logits_clean, False)
-        out_adv = defense._outputs(net, x_adv, logits_adv, False)
-        vars_n, vars_a = defense.natural.trainable_weights, defense.adversarial.trainable_weights
+        out_clean = pair.outputs(xb, logits_clean, False)
+        out_adv = pair.outputs(x_adv, logits_adv, False)
+        vars_n, vars_a = pair.natural.trainable_weights, pair.adversarial.trainable_weights
         with tf.GradientTape(persistent=True) as tape:
-            v_nn, v_na, v_an, v_aa = defense._scores(xb, x_adv, out_clean, out_adv, training=True)
+            v_nn, v_na, v_an, v_aa = pair.scores(xb, x_adv, out_clean, out_adv, training=True)
             loss_n, loss_a = pretrain_losses(v_nn, v_na, v_an, v_aa, clean_ok, adv_ok)
         grads = tape.gradient(loss_n, vars_n) + tape.gradient(loss_a, vars_a)
         del tape
@@ -103,8 +112,9 @@ class EstimatorPretraining(keras.Model):
 def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch_size: int = 128,
                         learning_rate: float | None = None, seed: int = 0, verbose: int = 1, attack_norm=None,
                         attack_epsilon: float | None = None, attack_steps: int | None = None) -> dict:
-    """``MIAT.pretrain_estimators``: train ``defense``'s estimators on the frozen ``model``; returns the per-epoch
-    means {``HISTORY_KEYS``: [float, ...]} and marks the estimators pretrained (arguments: that method's)."""
+    """``MIAT.pretrain_estimators``: train the estimators of ``defense`` (a MIAT: its ``pretraining``,
+    ``epsilon``, ``build`` and ``estimator_pair``) on the frozen ``model``; returns the per-epoch means
+    {``HISTORY_KEYS``: [float, ...]} and marks the estimators pretrained (arguments: that method's)."""
     net = network_of(model)
     if not isinstance(net, keras.Model):
         raise invalid("model", "a keras.Model or kam.AdversarialModel", type(model).__name__)
@@ -113,19 +123,18 @@ def pretrain_estimators(defense, model, x: np.ndarray, y: np.ndarray, epochs: in
     y = check_labels("y", y, n=len(x), num_classes=int(net.outputs[0].shape[-1]))
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_int_at_least("batch_size", batch_size, 2)
-    lr = check_fraction("learning_rate", defense.pretrain_learning_rate if learning_rate is None else learning_rate,
-                        0.0, float("inf"), low_open=True)
-    attack = defense._pretrain_attack(x.shape[1:], attack_norm, attack_epsilon, attack_steps)
+    lr = check_positive("learning_rate", defense.pretraining.learning_rate if learning_rate is None else learning_rate)
+    attack = pretraining_attack(defense.pretraining, defense.epsilon, x.shape[1:], attack_norm, attack_epsilon,
+                                attack_steps)
     defense.build(net)
     if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
         raise ValueError("MIAT.pretrain_estimators runs on one device: pretrain outside the multi-replica "
                          "strategy (same model and defense built without it), save, then load inside "
                          "`strategy.scope()` for the distributed MIAT fit.")
-    trainer = EstimatorPretraining(defense, net, attack, seed)
+    trainer = EstimatorPretraining(defense.estimator_pair, net, attack, seed)
     trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
     batches = PermutedBatches((x, y), batch_size, epochs, np.random.default_rng(seed))
     history = trainer.fit(batches, epochs=epochs, steps_per_epoch=batches.n_batches, verbose=1 if verbose else 0,
                           shuffle=False).history
-    defense.natural.pretrained.assign(1.0)
-    defense.adversarial.pretrained.assign(1.0)
+    defense.estimator_pair.mark_pretrained()
     return {k: [float(v) for v in history[k]] for k in HISTORY_KEYS}

@@ -17,14 +17,16 @@ backup_dir, epochs = sys.argv[1], int(sys.argv[2])
 x, y = x[:64], y[:64]
 keras.utils.set_random_seed(0)
 net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-defense = kam.defenses.MIAT(epsilon=0.1, steps=2, seed=0, hsize=16, filters=(8, 8), base_epochs=1, pretrain_epochs=2,
-                            alpha_warmup_epochs=1, pretrain_attack_steps=2, attack_chains=1)
+defense = kam.defenses.MIAT(epsilon=0.1, steps=2, seed=0, attack_chains=1,
+                            estimators=kam.defenses.MIATEstimators(hsize=16, filters=(8, 8)),
+                            phases=kam.defenses.MIATPhases(base_epochs=1, pretrain_epochs=2, alpha_warmup_epochs=1),
+                            pretraining=kam.defenses.MIATPretraining(attack_steps=2))
 robust = kam.AdversarialModel(net, defense)
 robust.compile(optimizer="adam", metrics=["accuracy"])
 
 
 def counts():
-    return (f"{defense.schedule['step']} {int(defense._state.optimizer.iterations.numpy())} "
+    return (f"{defense.schedule['step']} {int(defense.state.optimizer.iterations.numpy())} "
             f"{int(robust.optimizer.iterations.numpy())}")
 
 
