@@ -1,7 +1,7 @@
 """The Defense protocol (``Defense``, ``DefenseLoss``, ``apply_if``, ...), re-exported from ``keras_advmi._defense``.
 
-The protocol is defined outside this package so that ``keras_advmi.models`` can import it without importing
-the defenses, whose recipes (e.g. RegionAT's fine-tuning) import ``models``; defenses import it from here.
+The protocol is defined outside this package so that ``keras_advmi.models`` can import it without loading
+every defense; the defenses import it from here.
 """
 
 from .._defense import Defense, DefenseLoss, adversarial_cross_entropy, apply_if, serializable
