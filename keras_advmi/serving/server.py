@@ -24,8 +24,10 @@ Garbage collection: once its models are loaded (and again after each poll that l
 version) the server collects and then freezes (``gc.freeze``) every object alive, so the cyclic
 collections that parsing a request triggers no longer walk TensorFlow's and the models' objects; a
 version change unfreezes first, so an unloaded version's cycles are collected. ``stop()`` unfreezes.
-Parsing a predict body of MNIST images took 3.5x less time so (70 KB body) and 3.6x less (10 MB),
-against 3.9x and 5.3x with the collector switched off (``benchmarks/serving_gc.py``).
+Parsing a predict body of MNIST images took 3.5-3.6x less time so (70 KB body) and 3.3-3.6x less
+(10 MB), against 3.9x and 5.2-5.3x with the collector switched off around the parse
+(``benchmarks/serving_gc.py``); the price is one full collection per version change (0.5 s with
+TensorFlow and a model loaded, on the poller thread).
 """
 
 from __future__ import annotations
