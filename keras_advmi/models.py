@@ -16,14 +16,14 @@ listed first in ``metrics``), the compiled metrics are found in ``keras.Model.me
 Keras' contracts hold: ``robust.save("m.keras")`` then ``keras.models.load_model("m.keras")`` gives a compiled
 model with the optimizer's state (``get_compile_config`` / ``compile_from_config``), so ``fit`` continues where it
 stopped; ``adv_accuracy`` and the defense's loss-like logs are compiled metrics with a direction, so
-``EarlyStopping`` / ``ReduceLROnPlateau`` / ``ModelCheckpoint`` on them need no ``mode``.
+``EarlyStopping`` / ``ReduceLROnPlateau`` / ``ModelCheckpoint`` on them need no ``mode``
+(``_recorded_metrics``: those metrics, their direction and the compile config). The defense's per-sample
+loss is reduced as Keras' losses are (``_loss_reduction``).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -32,89 +32,17 @@ import keras
 from . import _multiworker
 from ._checks import check_bool, check_labels, invalid
 from ._defense import Defense, apply_if
+from ._loss_reduction import sparse_labels, weighted_mean
 from ._model import check_model_images
+from ._recorded_metrics import AdversarialAccuracy, LogMean, RecordedMetricsMixin
 from .export import export as _export
 from .export._checks import check_input_signature, input_shape_of_export
 
 logger = logging.getLogger(__name__)
 
 
-def _replicas():
-    """The number of replicas the current ``tf.distribute`` strategy runs in sync (1 without one)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def scale_loss_for_distribution(loss):
-    """``loss`` / replicas: each replica's share of the global mean, as Keras scales its own losses, so that the
-    optimizer's sum of the replicas' gradients is the gradient of the global mean."""
-    replicas = _replicas()
-    return loss * tf.cast(1.0 / replicas, loss.dtype) if replicas > 1 else loss
-
-
-def unscale_loss_for_distribution(loss):
-    """The inverse of ``scale_loss_for_distribution``: the per-replica mean, for logging."""
-    replicas = _replicas()
-    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
-
-
-def _sparse_labels(y):
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == 2 and (y.shape[-1] is None or y.shape[-1] > 1):
-        return tf.argmax(y, axis=-1, output_type=tf.int64)
-    return tf.cast(tf.reshape(y, [-1]), tf.int64)
-
-
-def _takes_step(defense):
-    """Whether ``defense.loss`` accepts ``step`` (the current protocol); warns when it does not."""
-    parameters = inspect.signature(defense.loss).parameters
-    if "step" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return True
-    warnings.warn(f"{type(defense).__name__}.loss(model, x, y, x_adv, training) takes no `step`: the Defense "
-                  "protocol now passes the optimizer step, loss(model, x, y, x_adv, training, step=None); add the "
-                  "argument (it is passed None outside training).", DeprecationWarning, stacklevel=3)
-    return False
-
-
-class _Recorded:
-    """A metric that ``AdversarialModel`` updates itself, through ``record``. It is also one of the compiled
-    metrics (so that callbacks see its direction), and the compiled-metrics container calls ``update_state``
-    with the clean logits at every step: that call does nothing."""
-
-    def update_state(self, *args, **kwargs):
-        return None
-
-    def record(self, *args, **kwargs):
-        """The metric's own ``update_state``."""
-        return super().update_state(*args, **kwargs)
-
-
-class _AdversarialAccuracy(_Recorded, keras.metrics.SparseCategoricalAccuracy):
-    """``adv_accuracy``: sparse categorical accuracy on the adversarial logits (direction "up")."""
-
-
-class _LogMean(_Recorded, keras.metrics.Mean):
-    """The mean of one of the defense's per-sample logs."""
-
-
-def _log_tracker(name):
-    """The ``Mean`` of the defense log ``name``, with the direction Keras' monitor callbacks read: "up" for a
-    name ending in ``accuracy``, "down" for a loss term (``*loss*``, ``*_kl``, ``*_ce``), none otherwise (a
-    callback on it then asks for ``mode``, as for any metric without a direction).
-
-    The direction is the ``_direction`` attribute that Keras' own metrics set in their constructors and that
-    ``EarlyStopping``, ``ReduceLROnPlateau`` and ``ModelCheckpoint`` read (on compiled metrics) when ``mode``
-    is "auto"; ``keras.metrics.Mean`` takes no direction argument, so it is set here, in this one place.
-    """
-    tracker = _LogMean(name=name)
-    if name.endswith("accuracy"):
-        tracker._direction = "up"
-    elif "loss" in name or name.endswith(("_kl", "_ce")):
-        tracker._direction = "down"
-    return tracker
-
-
 @keras.saving.register_keras_serializable(package="keras_advmi")
-class AdversarialModel(keras.Model):
+class AdversarialModel(RecordedMetricsMixin, keras.Model):
     """Wrap ``model`` (logits out) so that ``fit`` trains it with ``defense``.
 
     Args:
@@ -144,11 +72,10 @@ class AdversarialModel(keras.Model):
         self.defense = defense
         defense.build(model)
         self.defense_layers = list(defense.sublayers())
-        self._loss_takes_step = _takes_step(defense)
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.adv_accuracy_tracker = _AdversarialAccuracy(name="adv_accuracy")
+        self.adv_accuracy_tracker = AdversarialAccuracy(name="adv_accuracy")
         names = tuple(defense.log_names) + tuple(defense.evaluation_log_names)
-        self.defense_log_trackers = {name: _log_tracker(name) for name in names}
+        self.defense_log_trackers = {name: LogMean(name) for name in names}
         self._seed = defense.seed if defense.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
         if model.built:
             self.built = True
@@ -164,26 +91,6 @@ class AdversarialModel(keras.Model):
     @property
     def trainable_variables(self):
         return self.trainable_weights
-
-    @property
-    def metrics(self):
-        """``loss``, the compiled metrics (on clean inputs), ``adv_accuracy``, the defense's logs, in that order.
-
-        Keras' own loss tracker (a ``Mean`` named "loss" that ``compile`` creates and this model never
-        updates) is left out: ``loss_tracker`` logs the defense's loss instead."""
-        own = self._own_metrics()
-        return own[:1] + self._compiled_metrics() + own[1:]
-
-    def _own_metrics(self):
-        if getattr(self, "defense_log_trackers", None) is None:     # during __init__
-            return []
-        return [self.loss_tracker, self.adv_accuracy_tracker, *self.defense_log_trackers.values()]
-
-    def _compiled_metrics(self):
-        """The metrics ``compile`` added (and those of sublayers), found among ``keras.Model.metrics``. The
-        compiled-metrics container holds the own metrics too (``compile``); their results are the same objects'."""
-        own = self._own_metrics()
-        return [m for m in super().metrics if not any(m is o for o in own) and m.name != "loss"]
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -205,59 +112,11 @@ class AdversarialModel(keras.Model):
         return tf.stack([tf.constant(self._seed, tf.int64) + tf.cast(replica_id, tf.int64) * 7919,
                          step * 2 + stream])
 
-    def _weighted_mean(self, per_sample, sample_weight):
-        per_sample = tf.cast(per_sample, tf.float32)
-        if sample_weight is not None:
-            per_sample = per_sample * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
-        # Keras' "sum_over_batch_size" reduction, then the tf.distribute scaling Keras' own losses use.
-        loss = tf.reduce_sum(per_sample) / tf.cast(tf.shape(per_sample)[0], tf.float32)
-        if self.model.losses:
-            loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
-        return scale_loss_for_distribution(loss)
-
-    def _update_metrics(self, y, logits_clean, out, loss, sample_weight, extra=None):
-        """Loss tracker, compiled metrics on clean logits (none if ``logits_clean`` is None), adv_accuracy,
-        defense logs; returns the results."""
-        self.loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
-        if logits_clean is not None:
-            self.compute_metrics(None, y, logits_clean, sample_weight=sample_weight)
-        self.adv_accuracy_tracker.record(y, out.logits_adv, sample_weight=sample_weight)
-        for name, value in {**out.logs, **(extra or {})}.items():
-            weight = sample_weight
-            if isinstance(value, tuple):         # (values, weights): a mean over a subset of the batch
-                value, weight = value
-                if sample_weight is not None:
-                    weight = weight * tf.cast(tf.reshape(sample_weight, [-1]), weight.dtype)
-            self.defense_log_trackers[name].record(value, sample_weight=weight)
-        return self._metrics_result(with_compiled=logits_clean is not None)
-
-    def _metrics_result(self, with_compiled=True):
-        """``get_metrics_result``, optionally without the compiled metrics (not updated in this step)."""
-        compiled = self._compiled_metrics()
-        results = {}
-        for metric in self.metrics:
-            if with_compiled or not any(metric is c for c in compiled):
-                value = metric.result()
-                results.update(value if isinstance(value, dict) else {metric.name: value})
-        return results
-
-    def get_metrics_result(self):
-        # With clean_train_metrics=False the compiled metrics stay unbuilt until the first validation,
-        # and Keras' result() of an unbuilt compiled-metrics container raises; fit asks at every epoch end.
-        return self._metrics_result(with_compiled=all(getattr(m, "built", True) for m in self._compiled_metrics()))
-
     # -- steps --------------------------------------------------------------------------------------
-    def _defense_loss(self, x, y, x_adv, training, step):
-        """``defense.loss(model, x, y, x_adv, training=..., step=...)``; without ``step`` for a defense written
-        before the protocol carried it (a ``DeprecationWarning`` at construction)."""
-        if self._loss_takes_step:
-            return self.defense.loss(self.model, x, y, x_adv, training=training, step=step)
-        return self.defense.loss(self.model, x, y, x_adv, training=training)
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.cast(x, tf.float32)
-        y = _sparse_labels(y)
+        y = sparse_labels(y)
         with self.defense.attack_precision(self.model):
             step = self.optimizer.iterations
             x_adv = self.defense.in_chains(
@@ -265,8 +124,8 @@ class AdversarialModel(keras.Model):
                 x, y, self._step_seed(0))
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
-            out = self._defense_loss(x, y, x_adv, training=True, step=step)
-            loss = self._weighted_mean(out.per_sample, sample_weight)
+            out = self.defense.loss(self.model, x, y, x_adv, training=True, step=step)
+            loss = weighted_mean(out.per_sample, sample_weight, self.model.losses)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, weights)
         if out.train_model is None:
@@ -288,14 +147,14 @@ class AdversarialModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.cast(x, tf.float32)
-        y = _sparse_labels(y)
+        y = sparse_labels(y)
         seed = self._step_seed(1)
         logits_clean = self.model(x, training=False)
         x_adv = self.defense.in_chains(
             lambda x_, y_, seed_: self.defense.evaluation_examples(self.model, x_, y_, seed=seed_), x, y, seed)
-        out = self._defense_loss(x, y, x_adv, training=False, step=None)
+        out = self.defense.loss(self.model, x, y, x_adv, training=False, step=None)
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
-        loss = self._weighted_mean(out.per_sample, sample_weight)
+        loss = weighted_mean(out.per_sample, sample_weight, self.model.losses)
         return _multiworker.logs_for_reduction(self._update_metrics(y, logits_clean, out, loss, sample_weight, extra))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -306,44 +165,6 @@ class AdversarialModel(keras.Model):
         if batch is not None:
             iterator, data_batch = None, batch
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
-                **kwargs):
-        """``keras.Model.compile``; a ``loss`` is not used (the defense defines the loss), so it is dropped
-        with a warning.
-
-        ``adv_accuracy`` and the defense's logs join the compiled (weighted) metrics: Keras' callbacks infer
-        a monitored metric's direction from the compiled metrics only. They are updated by the steps, on
-        the adversarial logits, not by the compiled-metrics container (``_Recorded``); ``get_compile_config``
-        records the arguments given here, without them.
-        """
-        if loss is not None:
-            warnings.warn(f"AdversarialModel.compile: loss={getattr(loss, 'name', loss)!r} is ignored; the "
-                          f"defense {type(self.defense).__name__} defines the training loss (cross-entropy from "
-                          "logits, plus its own terms). Leave loss out.", UserWarning, stacklevel=2)
-        self._user_weighted_metrics = weighted_metrics
-        own = [m for m in self._own_metrics() if isinstance(m, _Recorded)]
-        # One output: Keras flattens a metrics dict keyed by the output name into a list all the same.
-        weighted = list(keras.tree.flatten(weighted_metrics)) if weighted_metrics is not None else []
-        super().compile(optimizer, None, loss_weights=loss_weights, metrics=metrics,
-                        weighted_metrics=weighted + own, **kwargs)
-
-    def get_compile_config(self):
-        """``keras.Model.get_compile_config``: the arguments ``compile`` was given (optimizer, metrics, ...),
-        without the own metrics ``compile`` adds; {} before ``compile``."""
-        config = super().get_compile_config()
-        if config:
-            config["weighted_metrics"] = keras.saving.serialize_keras_object(self._user_weighted_metrics)
-        return config
-
-    def compile_from_config(self, config):
-        """Compile with a ``get_compile_config`` (``keras.models.load_model`` calls this), then create the
-        optimizer's variables, which ``load_model`` fills with the saved state (step count, moments)."""
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built and self.optimizer is not None:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, *, detector=None,
                metadata: dict | None = None, overwrite: bool = False, **kwargs):
@@ -397,7 +218,7 @@ class AdversarialModel(keras.Model):
         unbuilt = [m for m in self._compiled_metrics() if not getattr(m, "built", True)]
         if unbuilt and isinstance(x, np.ndarray) and y is not None and len(x):
             xb = tf.constant(np.asarray(x[:2], np.float32))
-            self.compute_metrics(xb, _sparse_labels(np.asarray(y)[:2]), self.model(xb, training=False))
+            self.compute_metrics(xb, sparse_labels(np.asarray(y)[:2]), self.model(xb, training=False))
             for metric in self.metrics:
                 metric.reset_state()
 

@@ -47,6 +47,9 @@ def test_collapse_monitor_warns_on_a_constant_model(digits):
     assert logs["collapsed"] == 1.0 and monitor.collapsed_epochs == [0]
     with pytest.raises(ValueError, match="y_check"):
         CollapseMonitor(xt[:10])
+    for bad in (0.5, float("inf")):   # a finite factor >= 1 of chance accuracy
+        with pytest.raises(ValueError, match=r"`chance_factor`, expected a number in \[1, inf\]"):
+            CollapseMonitor(chance_factor=bad)
 
 
 def test_evaluate_robustness_warns_on_a_constant_model_and_not_on_a_trained_one(digits, trained_digits_model):
@@ -125,6 +128,40 @@ def test_compile_warns_that_a_loss_is_ignored(cnn_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         robust.compile(optimizer="adam", metrics=["accuracy"])
+
+
+class _StepAwarePGD(kam.defenses.PGD):
+    """Records the ``step`` that ``AdversarialModel`` passes to ``loss``."""
+
+    steps_seen = []
+
+    def loss(self, model, x, y, x_adv, training, step=None):
+        _StepAwarePGD.steps_seen.append(None if step is None else int(step))   # run eagerly: the value now
+        return super().loss(model, x, y, x_adv, training, step=step)
+
+
+class _StepLessPGD(kam.defenses.PGD):
+    """A defense written without the ``step`` argument of the Defense protocol."""
+
+    def loss(self, model, x, y, x_adv, training):
+        return super().loss(model, x, y, x_adv, training)
+
+
+def test_the_defense_loss_always_gets_step(digits, cnn_factory):
+    """``loss`` is always called with ``step`` (the optimizer step in training, None in evaluation); a defense
+    whose ``loss`` lacks it fails with Python's own TypeError (no compatibility path, no warning)."""
+    (x, y), _ = digits
+    robust = kam.AdversarialModel(cnn_factory(), _StepAwarePGD(epsilon=0.2, steps=1, seed=0, attack_chains=1))
+    robust.compile(optimizer="adam", run_eagerly=True)
+    robust.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    robust.evaluate(x[:32], y[:32], batch_size=32, verbose=0)
+    assert _StepAwarePGD.steps_seen == [0, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = kam.AdversarialModel(cnn_factory(), _StepLessPGD(epsilon=0.2, steps=1, seed=0, attack_chains=1))
+    old.compile(optimizer="adam")
+    with pytest.raises(TypeError, match="step"):
+        old.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
 
 
 # -- 4. progress per batch ---------------------------------------------------------------------------------

@@ -24,9 +24,11 @@ CONFIGS = [("float32", True), ("mixed_bfloat16", False), ("mixed_float16", False
 def make_defense(name):
     common = {"epsilon": 0.2, "steps": 3, "eval_steps": 3, "seed": 0, "random_start": False}
     return kam.defenses.REGISTRY[name](**{
-        "pgd": common, "trades": common, "mart": common,
+        "pgd": common, "mart": common,
+        "trades": {k: v for k, v in common.items() if k != "random_start"},   # TRADES' own start: x + 0.001 N(0, 1)
         "fast_at": {"epsilon": 0.2, "seed": 0},
-        "miat": {**common, "hsize": 16, "alpha": 1.0, "require_pretrained": False, "pretrain_attack_steps": 3},
+        "miat": {**common, "alpha": 1.0, "estimators": kam.defenses.MIATEstimators(hsize=16),
+                 "pretraining": kam.defenses.MIATPretraining(required=False, attack_steps=3)},
         "sns": {**common, "layers": ["conv1", "dense1"], "top_k": 3},
         "region_at": {"epsilon": 0.2, "seed": 0, "universal_steps": 3, "data_fraction": 0.25},
     }[name])

@@ -26,7 +26,8 @@ for name in sys.argv[1:]:
         net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
                                 keras.layers.Flatten(), keras.layers.Dense(10)])
         # MIAT: its phases inside fit (issue 27), on the 2 replicas: base, estimator pretraining, MI term.
-        defense = cls(epsilon=0.2, seed=0, hsize=32, alpha=1.0, require_pretrained=False, **options) \
+        defense = cls(epsilon=0.2, seed=0, alpha=1.0, estimators=kam.defenses.MIATEstimators(hsize=32),
+                      pretraining=kam.defenses.MIATPretraining(required=False), **options) \
             if base_name == "miat" else cls(epsilon=0.2, seed=0, **options)
         robust = kam.AdversarialModel(net, defense)
         robust.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])

@@ -30,9 +30,14 @@ EPOCHS, N_TRAIN, BATCH = 3, 1024, 64
 
 def options(name):
     """Small, fast settings per defense (the attack chains, seeds and phases of each are kept)."""
+    import keras_advmi as kam
+
     common = {"epsilon": 0.2, "steps": 3, "eval_steps": 3, "seed": 0}
     if name == "miat":   # its phases inside fit: base, estimator pretraining, MI term
-        return {**common, "hsize": 16, "alpha": 1.0, "require_pretrained": False, "pretrain_attack_steps": 3}
+        return {**common, "alpha": 1.0, "estimators": kam.defenses.MIATEstimators(hsize=16),
+                "pretraining": kam.defenses.MIATPretraining(required=False, attack_steps=3)}
+    if name == "fast_at":   # a single step: no steps of its own
+        return {"epsilon": 0.2, "eval_steps": 3, "seed": 0}
     if name == "sns":
         return {**common, "layers": ["conv1"], "top_k": 3}
     if name == "region_at":
