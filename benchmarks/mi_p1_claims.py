@@ -1,4 +1,5 @@
-"""P1's two MI claims at the logger's defaults: NT vs PGD-AT, MNIST and Fashion-MNIST, two seeds each.
+"""The two MI claims of the 2022 MI paper (below) at the logger's defaults: NT vs PGD-AT, MNIST and
+Fashion-MNIST, two seeds each.
 
     KERAS_ADVMI_DATA=../shared/data python benchmarks/mi_p1_claims.py [--epochs 4] [--out benchmarks/out/mi_p1]
 
@@ -13,7 +14,7 @@ Then, per dataset and layer, it prints
   the change of I(X;T) and I(T;Y) from the first to the last logged epoch, clean vs adversarial, and
   whether the two move the same way.
 
-P1: "Exploring adversarial examples and adversarial robustness of convolutional neural networks by
+The paper: "Exploring adversarial examples and adversarial robustness of convolutional neural networks by
 mutual information" (arXiv 2207.05756, 2022).
 """
 

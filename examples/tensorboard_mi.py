@@ -58,7 +58,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-var", type=lambda t: t if t == "relative" else float(t), default="relative",
                         help="KDE noise variance: 'relative' (default: 0.1 x each layer's median squared pairwise "
-                             "distance, scale-aware) or an absolute number (P1: 0.1, which saturates at log N on MNIST)")
+                             "distance, scale-aware) or an absolute number (0.1 reproduces the 2022 MI paper's information "
+                             "planes; it saturates at log N on MNIST)")
     args = parser.parse_args()
     args.epsilon = args.epsilon or kam.data.default_epsilon(args.dataset)
     args.epochs = args.epochs or (15 if args.dataset == "digits" else 4)

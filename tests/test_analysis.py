@@ -268,7 +268,7 @@ def test_information_plane_matches_mi_on_digits(trained_digits_model, digits):
                                rtol=1e-5)
     assert np.all(plane["clean"]["conv1"] <= plane["log_n"] + 1e-9) and plane["adv"] == {}
     assert plane["h_y"] == pytest.approx(mi.label_entropy(y))
-    p1 = information_plane(trained_digits_model, x, y, noise_var=0.1, layers=["dense1"])   # P1's absolute s2
+    p1 = information_plane(trained_digits_model, x, y, noise_var=0.1, layers=["dense1"])   # the 2022 MI paper's absolute s2
     np.testing.assert_allclose(p1["clean"]["dense1"][0], [mi.kde_upper(h, 0.1), mi.kde_label_mi(h, y, 0.1)],
                                rtol=1e-5)
 

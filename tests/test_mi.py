@@ -1,4 +1,4 @@
-"""MI estimators: METHODS.md fixtures, parity with TFP, analytic Gaussian MI, bad input."""
+"""MI estimators: analytic fixtures, parity with TFP, analytic Gaussian MI, bad input."""
 
 import math
 
@@ -20,30 +20,54 @@ S3 = np.array([[3.0, 1.0, 0.0], [0.5, 2.0, -1.0], [0.0, 1.0, 1.0]], np.float32)
 
 
 def test_kde_fixtures():
+    """The analytic values at the absolute s2 = 0.1 of the information-plane papers."""
     assert mi.kde_upper(TWO, 0.1) == pytest.approx(0.686432, abs=1e-5)
     assert mi.kde_lower(TWO, 0.1) == pytest.approx(0.441218, abs=1e-5)
-    assert mi.kde_upper(SQUARE) == pytest.approx(1.372864, abs=1e-5)
-    assert mi.kde_label_mi(SQUARE, SQUARE_Y) == pytest.approx(0.686432, abs=1e-5)
-    assert mi.kde_lower(SQUARE) == pytest.approx(0.882436, abs=1e-5)
-    assert mi.kde_label_mi(SQUARE, SQUARE_Y, bound="lower") == pytest.approx(0.441218, abs=1e-5)
-    assert mi.kde_upper(TWO, unit="bits") == pytest.approx(0.686432 / math.log(2), abs=1e-5)
+    assert mi.kde_upper(SQUARE, 0.1) == pytest.approx(1.372864, abs=1e-5)
+    assert mi.kde_label_mi(SQUARE, SQUARE_Y, 0.1) == pytest.approx(0.686432, abs=1e-5)
+    assert mi.kde_lower(SQUARE, 0.1) == pytest.approx(0.882436, abs=1e-5)
+    assert mi.kde_label_mi(SQUARE, SQUARE_Y, 0.1, bound="lower") == pytest.approx(0.441218, abs=1e-5)
+    assert mi.kde_upper(TWO, 0.1, unit="bits") == pytest.approx(0.686432 / math.log(2), abs=1e-5)
+
+
+def test_every_kde_function_defaults_to_the_relative_noise():
+    """One default noise everywhere: the KDE functions, the MI logger and the information plane all use the
+    scale-aware 'relative' s2; the absolute 0.1 is an explicit choice."""
+    import inspect
+
+    import keras_advmi as kam
+
+    rng = np.random.default_rng(5)
+    h = 30.0 * np.maximum(rng.normal(size=(200, 16)), 0.0)     # spread far wider than s2 = 0.1
+    y = rng.integers(0, 3, 200)
+    assert mi.kde_upper(h) == mi.kde_upper(h, "relative") != mi.kde_upper(h, 0.1)
+    assert mi.kde_lower(h) == mi.kde_lower(h, "relative") != mi.kde_lower(h, 0.1)
+    assert mi.kde_mi(h) == mi.kde_mi(h, "relative")
+    assert mi.kde_label_mi(h, y) == mi.kde_label_mi(h, y, "relative") != mi.kde_label_mi(h, y, 0.1)
+    assert mi.kde_information_plane(h, y) == mi.kde_information_plane(h, y, "relative")
+    for function in (mi.kde_mi, mi.kde_upper, mi.kde_lower, mi.kde_label_mi, mi.kde_information_plane,
+                     kam.callbacks.MutualInformationLogger, kam.analysis.information_plane):
+        assert inspect.signature(function).parameters["noise_var"].default == "relative", function
 
 
 def test_kde_chunking_and_saturation():
     rng = np.random.default_rng(0)
     h = rng.normal(size=(300, 7)).astype(np.float32)
-    whole = mi.kde_upper(h, chunk=1000)
-    assert mi.kde_upper(h, chunk=7) == pytest.approx(whole, rel=1e-12)
+    whole = mi.kde_upper(h, 0.1, chunk=1000)     # a narrow kernel: distances in float64
+    assert mi.kde_upper(h, 0.1, chunk=7) == pytest.approx(whole, rel=1e-12)
+    assert mi.kde_upper(h, chunk=7) == pytest.approx(mi.kde_upper(h, chunk=1000), rel=1e-6)   # float32 distances
     # Far-apart points saturate at log N; identical points carry nothing.
-    assert mi.kde_upper(100.0 * np.eye(50)) == pytest.approx(math.log(50), abs=1e-9)
+    assert mi.kde_upper(100.0 * np.eye(50), 0.1) == pytest.approx(math.log(50), abs=1e-9)
     assert mi.kde_upper(np.ones((50, 3))) == pytest.approx(0.0, abs=1e-12)
     assert 0.0 <= mi.kde_lower(h) <= mi.kde_upper(h) <= math.log(300)
 
 
 def test_kde_translation_invariant_large_offsets():
-    """The Gram identity on un-centred float32 data goes negative (P1's bug); ours does not."""
+    """The Gram identity on un-centred float32 data goes negative (a bug of the 2022 MI paper's code); ours
+    does not."""
     rng = np.random.default_rng(1)
     h = rng.normal(scale=0.01, size=(200, 64))
+    assert mi.kde_upper(h + 1e4, 0.1) == pytest.approx(mi.kde_upper(h, 0.1), rel=1e-6)
     assert mi.kde_upper(h + 1e4) == pytest.approx(mi.kde_upper(h), rel=1e-6)
 
 
@@ -185,7 +209,7 @@ def test_bounds_open_a_name_scope(fn):
 
 def test_numpy_estimators_take_a_name():
     assert mi.kde_upper(TWO, 0.1, name="foo") == pytest.approx(0.686432, abs=1e-5)
-    assert mi.kde_label_mi(SQUARE, SQUARE_Y, name="foo") == pytest.approx(0.686432, abs=1e-5)
+    assert mi.kde_label_mi(SQUARE, SQUARE_Y, 0.1, name="foo") == pytest.approx(0.686432, abs=1e-5)
     assert mi.binning_mi(BINS_H, BINS_Y, name="foo") == mi.binning_mi(BINS_H, BINS_Y)
     assert mi.label_entropy(SQUARE_Y, name="foo") == pytest.approx(math.log(2))
 

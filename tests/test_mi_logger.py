@@ -64,7 +64,7 @@ def test_event_files_hold_clean_and_adv_as_two_runs_with_the_same_tags(logged_ru
     assert _values(clean, "mi/log_N")[0] == pytest.approx(math.log(300), rel=1e-6)
     assert _values(clean, "mi/H_Y")[0] == pytest.approx(mi.label_entropy(logged_run[3][1]), rel=1e-6)
     # each run counts its own saturated estimates; history / logs keep the total.
-    # P1's absolute bin width saturates some binning estimates, never the (scale-aware) KDE ones
+    # the 2022 MI paper's absolute bin width saturates some binning estimates, never the (scale-aware) KDE ones
     for epoch in range(2):
         values = {tag: v[epoch] for tag, v in logger.history.items() if tag != "epoch"}
         flagged = logger.saturated(values)
@@ -124,7 +124,8 @@ def test_layout_gives_each_layer_a_chart_per_quantity_and_estimator(logged_run):
     assert re.match(charts[1].multiline.tag[0], "mi/conv2/I_XT") and "mi/H_Y" not in str(charts[1])
     assert [list(c.multiline.tag) for c in charts[12:]] == [[r"^mi/log_N$", r"^mi/H_Y$"], [r"^mi/saturated$"]]
     # more estimators: more charts, not more curves per chart
-    wide = mi_layout(logger.layers, ("kde_upper", "kde_lower", "binning"), miat=True, neural=True, unit="bits")
+    wide = mi_layout(logger.layers, ("kde_upper", "kde_lower", "binning"), scores=("mi_natural", "mi_adversarial"),
+                     neural=True, unit="bits")
     assert len(wide.category) == 2 * 3 + 1 + 1 + 1 and "[bits]" in wide.category[0].title
     assert all(len(chart.multiline.tag) == 1 for category in wide.category[:-1] for chart in category.chart)
     assert list(wide.category[-2].chart[0].multiline.tag) == [r"^mi/output/mi_natural$"]
@@ -283,7 +284,7 @@ def test_non_finite_activations_name_the_layer(digits, cnn_factory, tmp_path):
 def test_saturated_estimates_are_flagged_in_the_logs(digits, cnn_factory, tmp_path, caplog):
     (x, y), (xt, yt) = digits
     net = _nt_net(cnn_factory)
-    # P1's absolute noise at a tiny variance: every I(X;T) sits at log N
+    # an absolute noise (as the 2022 MI paper's) at a tiny variance: every I(X;T) sits at log N
     logger = kam.callbacks.MutualInformationLogger(xt[:100], yt[:100], str(tmp_path), attack=None,
                                                    noise_var=1e-6, neural=False, plane_image=False)
     with caplog.at_level("WARNING", logger="keras_advmi.callbacks.mutual_information"):
@@ -409,7 +410,46 @@ def test_a_function_preserving_rescale_leaves_the_default_estimate(default_runs,
         assert values["rescaled"][tag] == pytest.approx(values["original"][tag], rel=0.02), tag
     ceiling = values["original"]["mi/log_N"]      # equal because informative, not because both saturate
     assert 0.05 * ceiling < values["original"]["mi/dense1/I_XT/clean"] < 0.95 * ceiling
-    # P1's absolute noise is not scale-aware: the same rescale moves its estimate far more than 2%
+    # the 2022 MI paper's absolute noise is not scale-aware: the same rescale moves its estimate far more than 2%
     h = keras.Model(net.inputs[0], net.get_layer("dense1").output).predict(xt, verbose=0)
     s2 = mi.kde_noise_var(h)     # as an absolute variance, fixed while the layer is rescaled
     assert abs(mi.kde_upper(10 * h, s2) - mi.kde_upper(h, s2)) > 0.02 * mi.kde_upper(h, s2)
+
+
+class _ScoredPGD(kam.defenses.PGD):
+    """A defense that is not MIAT but declares one MI score (and returns one more it does not declare)."""
+
+    mi_score_names = ("mi_toy",)
+
+    def mi_scores(self, model, x, x_adv, batch_size=256):
+        return {"mi_toy/clean": np.full(len(x), 1.5), "mi_toy/adv": np.full(len(x), 0.5),
+                "undeclared/clean": np.zeros(len(x))}
+
+
+def _layout_of(run_dir):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    acc = _events(run_dir)
+    return layout_pb2.Layout.FromString(tf.make_ndarray(acc.Tensors("custom_scalars__config__")[0].tensor_proto).item())
+
+
+@pytest.mark.parametrize("defense", [_ScoredPGD, kam.defenses.PGD])
+def test_the_defense_hook_decides_which_mi_scores_are_logged(defense, digits, cnn_factory, tmp_path):
+    """The logger logs and lays out the scores a defense declares in ``mi_score_names`` (any defense, not only
+    MIAT), only those, and no score chart for a defense that declares none."""
+    (x, y), (xt, yt) = digits
+    model = kam.AdversarialModel(cnn_factory(), defense(epsilon=0.2, steps=1, attack_chains=1))
+    model.compile(optimizer="adam")
+    logger = kam.callbacks.MutualInformationLogger(xt[:30], yt[:30], str(tmp_path), layers=["dense1"], steps=1,
+                                                   neural=False, plane_image=False)
+    model.fit(x[:64], y[:64], epochs=1, batch_size=64, verbose=0, callbacks=[logger])
+    scores = {tag: v for tag, v in logger.history.items() if tag.startswith("mi/output/")}
+    patterns = [t for c in _layout_of(str(tmp_path / "mi" / "clean")).category for chart in c.chart
+                for t in chart.multiline.tag if "output" in t]
+    if defense is _ScoredPGD:
+        assert scores == {"mi/output/mi_toy/clean": [1.5], "mi/output/mi_toy/adv": [0.5]}
+        assert patterns == [r"^mi/output/mi_toy$"]
+        adv = _events(str(tmp_path / "mi" / "adv"))
+        assert _values(adv, "mi/output/mi_toy") == [0.5]
+    else:
+        assert scores == {} and patterns == []

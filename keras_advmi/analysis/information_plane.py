@@ -20,7 +20,6 @@ checkpoint per epoch, or one final model) plus probe data, estimated here with `
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Sequence
 
@@ -28,10 +27,10 @@ import numpy as np
 import keras
 from numpy.typing import ArrayLike
 
-from .._checks import check_labels, check_positive_int, invalid
 from .. import mi
-from .._model import check_layer, check_model_images, predict_logits, tap_model
-from ._common import check_network
+from .._checks import check_choice, check_labels, check_layer_names, check_positive_int, invalid
+from .._model import check_layer, check_model_images, check_network, predict_logits, tap_model
+from ..mi.kde import check_noise_var
 
 __all__ = ["information_plane", "weighted_layers"]
 
@@ -57,8 +56,7 @@ _SUFFIX = {"kde_upper": None, "kde_lower": "_lower", "binning": "_binning"}
 
 def _from_tags(tags, estimator):
     """{'clean'|'adv': {layer: [(I_XT, I_TY)...]}} from MutualInformationLogger tags 'mi/<layer>/I_XT/clean'."""
-    if estimator not in _SUFFIX:
-        raise invalid("estimator", f"one of {sorted(_SUFFIX)}", estimator)
+    check_choice("estimator", estimator, sorted(_SUFFIX))
     series = {}
     for tag, values in tags.items():
         match = _TAG.match(str(tag))
@@ -138,7 +136,7 @@ def information_plane(model_or_history: keras.Model | Sequence[keras.Model] | ke
                       x: ArrayLike | None = None,
                       y: ArrayLike | None = None, x_adv: ArrayLike | None = None, layers: Sequence[str] | None = None,
                       noise_var: float | str = "relative", batch_size: int = 256, estimator: str = "kde_upper",
-                      relative_noise: float = 0.1) -> dict:
+                      relative_noise: float = mi.RELATIVE_NOISE) -> dict:
     """(I(X;T), I(T;Y)) per layer and epoch, clean and adversarial, in nats.
 
     Args:
@@ -155,8 +153,8 @@ def information_plane(model_or_history: keras.Model | Sequence[keras.Model] | ke
       y: their labels (N,). x_adv: adversarial versions of x (same shape), or None for clean only.
       layers: layer names (default: every layer with weights).
       noise_var: 'relative' (default: s2 = ``relative_noise`` x the median squared pairwise distance of
-        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (0.1 in the
-        2022 MI paper).
+        each layer's clean activations, used for the adversarial ones too) or an absolute s2 > 0 (0.1
+        reproduces the information planes of the 2022 MI paper and of Saxe et al. 2018).
       batch_size: rows per forward pass.
       estimator: which logged estimator to read from a logger history: 'kde_upper', 'kde_lower', 'binning'.
     Returns:
@@ -172,22 +170,29 @@ def information_plane(model_or_history: keras.Model | Sequence[keras.Model] | ke
         raise invalid("model_or_history", "a model, a non-empty list of models, or a history dict", model_or_history)
     if x is None or y is None:
         raise invalid("x", "probe images and labels (x, y) when model_or_history is a model", None)
-    if noise_var != "relative" and (isinstance(noise_var, bool) or not isinstance(noise_var, numbers.Real)
-                                    or not noise_var > 0):
-        raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; 0.1 in the 2022 MI paper)", noise_var)
+    noise_var = check_noise_var(noise_var)
     batch_size = check_positive_int("batch_size", batch_size)
-
     models = [check_network(m) for m in models]
-    x = check_model_images(models[0], x)
-    num_classes = predict_logits(models[0], x[:1], 1).shape[-1]
+    x, y, x_adv = _check_probes(models[0], x, y, x_adv)
+    layers = check_layer_names("layers", weighted_layers(models[0]) if layers is None else layers)
+    return _estimate(models, x, y, x_adv, layers, noise_var, relative_noise, batch_size)
+
+
+def _check_probes(model, x, y, x_adv):
+    """(x float32 (N, ...), y int64 (N,), x_adv float32 like x or None), checked against ``model``."""
+    x = check_model_images(model, x)
+    num_classes = predict_logits(model, x[:1], 1).shape[-1]
     y = check_labels("y", y, n=len(x), num_classes=num_classes)
     if x_adv is not None:
-        x_adv = check_model_images(models[0], x_adv, name="x_adv")
+        x_adv = check_model_images(model, x_adv, name="x_adv")
         if x_adv.shape != x.shape:
             raise invalid("x_adv", f"an array of the same shape as x {x.shape}", f"array of shape {x_adv.shape}")
-    layers = weighted_layers(models[0]) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
-    if not layers:
-        raise invalid("layers", "a non-empty list of layer names", layers)
+    return x, y, x_adv
+
+
+def _estimate(models, x, y, x_adv, layers, noise_var, relative_noise, batch_size):
+    """The information-plane dict of ``information_plane`` for checked models and probes: per model, layer
+    and probe kind the KDE point, with the clean activations' s2 for both kinds."""
     result = {"clean": {name: [] for name in layers}, "adv": {name: [] for name in layers} if x_adv is not None
               else {}, "layers": layers, "unit": "nats", "n": int(len(x)), "log_n": float(np.log(len(x))),
               "h_y": mi.label_entropy(y)}

@@ -75,56 +75,67 @@ def plot_information_plane(planes, path=None, title=None):
     all_points = [pts for label in labels for kind in ("clean", "adv")
                   for pts in (planes[label].get(kind) or {}).values() if len(pts)]
     data_max = np.max([np.max(np.asarray(pts), axis=0) for pts in all_points], axis=0) if all_points else (1.0, 1.0)
-    x_ceiling = max((planes[label].get("log_n", 0.0) for label in labels), default=0.0)
-    y_ceiling = max((planes[label].get("h_y", 0.0) for label in labels), default=0.0)
-    x_max = 1.05 * max(x_ceiling, float(data_max[0]), 1e-9)
-    y_max = 1.05 * max(y_ceiling, float(data_max[1]), 1e-9)
+    ceilings = (max((planes[label].get("log_n", 0.0) for label in labels), default=0.0),
+                max((planes[label].get("h_y", 0.0) for label in labels), default=0.0))
+    limits = (1.05 * max(ceilings[0], float(data_max[0]), 1e-9), 1.05 * max(ceilings[1], float(data_max[1]), 1e-9))
     names, ends = {}, {}   # axes -> its layer-name annotations, its large end markers (data x, y)
     for ax, label in zip(axes[0], labels):
-        plane = planes[label]
-        layers = plane["layers"]
-        colors = [f"C{i % 10}" for i in range(len(layers))]
-        names[ax], ends[ax] = [], []
-        single = all(len(plane["clean"][name]) == 1 for name in layers if name in plane["clean"])
-        for kind, style, marker in (("clean", "-", "o"), ("adv", "--", "x")):
-            points = plane.get(kind) or {}
-            if not points:
-                continue
-            if single:
-                path_pts = np.array([points[name][0] for name in layers if name in points])
-                ax.plot(path_pts[:, 0], path_pts[:, 1], style, color="0.6", zorder=1)
-            for name, color in zip(layers, colors):
-                if name in points and len(points[name]):
-                    pts = np.asarray(points[name])
-                    ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, ms=4, color=color, zorder=2,
-                            label=f"{name} ({kind})")
-                    ax.plot(pts[-1, 0], pts[-1, 1], marker=marker, ms=8, color=color, zorder=3)
-                    ends[ax].append(pts[-1])
-                    if kind == "clean":
-                        names[ax].append(ax.annotate(name, (pts[-1, 0], pts[-1, 1]), textcoords="offset points",
-                                                 xytext=(5, 4), fontsize=7, color=color, zorder=4,
-                                                 bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none",
-                                                           alpha=0.75),
-                                                 arrowprops=dict(arrowstyle="-", color=color, lw=0.5,
-                                                                 shrinkA=0, shrinkB=2)))
-        if x_ceiling:
-            ax.axvline(x_ceiling, ls=":", color="k", lw=0.8)
-            ax.text(x_ceiling, 0.6 * y_max, "log N ", rotation=90, fontsize=7, va="center", ha="right")
-        if y_ceiling:
-            ax.axhline(y_ceiling, ls=":", color="k", lw=0.8)
-            ax.text(0.02 * x_max, y_ceiling, "H(Y)", fontsize=7, va="bottom")
-        ax.set_xlim(0.0, x_max)
-        ax.set_ylim(0.0, y_max)
-        ax.ticklabel_format(useOffset=False, style="plain")
-        ax.set_xlabel(f"I(X;T) [{unit}]")
-        ax.set_ylabel(f"I(T;Y) [{unit}]")
-        ax.set_title(title or f"{label}: information plane", fontsize=9)
-        ax.legend(fontsize=6, ncol=2, loc="lower right")
+        names[ax], ends[ax] = _draw_plane(ax, planes[label])
+        _frame_plane(ax, ceilings, limits, unit, title or f"{label}: information plane")
     FigureCanvasAgg(fig)
     fig.draw_without_rendering()   # the constrained layout fixes the axes before labels are measured
     for ax, texts in names.items():
         _spread_labels(ax, texts, ends[ax])
     return to_png(fig, path)
+
+
+def _draw_plane(ax, plane):
+    """One model's curves on ``ax``: per layer and probe kind its points, a large marker at the last one,
+    the layer's name at its last clean point. Returns (the name annotations, the end points (x, y))."""
+    layers = plane["layers"]
+    colors = [f"C{i % 10}" for i in range(len(layers))]
+    names, ends = [], []
+    single = all(len(plane["clean"][name]) == 1 for name in layers if name in plane["clean"])
+    for kind, style, marker in (("clean", "-", "o"), ("adv", "--", "x")):
+        points = plane.get(kind) or {}
+        if not points:
+            continue
+        if single:
+            path_pts = np.array([points[name][0] for name in layers if name in points])
+            ax.plot(path_pts[:, 0], path_pts[:, 1], style, color="0.6", zorder=1)
+        for name, color in zip(layers, colors):
+            if name in points and len(points[name]):
+                pts = np.asarray(points[name])
+                ax.plot(pts[:, 0], pts[:, 1], style, marker=marker, ms=4, color=color, zorder=2,
+                        label=f"{name} ({kind})")
+                ax.plot(pts[-1, 0], pts[-1, 1], marker=marker, ms=8, color=color, zorder=3)
+                ends.append(pts[-1])
+                if kind == "clean":
+                    names.append(ax.annotate(name, (pts[-1, 0], pts[-1, 1]), textcoords="offset points",
+                                             xytext=(5, 4), fontsize=7, color=color, zorder=4,
+                                             bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.75),
+                                             arrowprops=dict(arrowstyle="-", color=color, lw=0.5, shrinkA=0,
+                                                             shrinkB=2)))
+    return names, ends
+
+
+def _frame_plane(ax, ceilings, limits, unit, title):
+    """Axes of one panel: the ceilings (log N, H(Y); 0 when unknown) dotted, the fixed limits
+    [0, x_max] x [0, y_max], plain ticks, labels in ``unit``, the title and the legend."""
+    (x_ceiling, y_ceiling), (x_max, y_max) = ceilings, limits
+    if x_ceiling:
+        ax.axvline(x_ceiling, ls=":", color="k", lw=0.8)
+        ax.text(x_ceiling, 0.6 * y_max, "log N ", rotation=90, fontsize=7, va="center", ha="right")
+    if y_ceiling:
+        ax.axhline(y_ceiling, ls=":", color="k", lw=0.8)
+        ax.text(0.02 * x_max, y_ceiling, "H(Y)", fontsize=7, va="bottom")
+    ax.set_xlim(0.0, x_max)
+    ax.set_ylim(0.0, y_max)
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.set_xlabel(f"I(X;T) [{unit}]")
+    ax.set_ylabel(f"I(T;Y) [{unit}]")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
 
 
 def _spread_labels(ax, texts, markers=(), marker_pt=8.0):

@@ -9,12 +9,13 @@ is the check; ``CollapseMonitor`` runs it at each epoch end of ``fit``, ``kam.ev
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import keras
 
-from .._checks import check_fraction, invalid
+from .._checks import check_in_range, check_in_unit_interval, invalid
 from .._model import network_of, predict_logits
 
 __all__ = ["CollapseMonitor", "CollapseWarning", "collapse_evidence", "warn_if_collapsed"]
@@ -42,9 +43,8 @@ def collapse_evidence(predictions: np.ndarray, y: np.ndarray | None = None, num_
     predictions = np.asarray(predictions).reshape(-1)
     if predictions.size == 0:
         return None
-    max_class_share = check_fraction("max_class_share", max_class_share, low_open=True)
-    if not chance_factor >= 1:
-        raise invalid("chance_factor", "a number >= 1 (1 = exactly chance)", chance_factor)
+    max_class_share = check_in_unit_interval("max_class_share", max_class_share, open_low=True)
+    chance_factor = check_in_range("chance_factor", chance_factor, 1.0, math.inf)   # 1 = exactly chance
     counts = np.bincount(predictions.astype(np.int64))
     top = int(np.argmax(counts))
     share = counts[top] / predictions.size
@@ -101,10 +101,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.y_check = None if y_check is None else np.asarray(y_check).reshape(-1)
         if self.x_check is not None and len(self.x_check) != len(self.y_check):
             raise invalid("y_check", f"{len(self.x_check)} labels (one per x_check image)", len(self.y_check))
-        self.max_class_share = check_fraction("max_class_share", max_class_share, low_open=True)
-        if not chance_factor >= 1:
-            raise invalid("chance_factor", "a number >= 1 (1 = exactly chance)", chance_factor)
-        self.chance_factor = float(chance_factor)
+        self.max_class_share = check_in_unit_interval("max_class_share", max_class_share, open_low=True)
+        self.chance_factor = check_in_range("chance_factor", chance_factor, 1.0, math.inf)   # 1 = exactly chance
         self.batch_size = batch_size
         self.collapsed_epochs = []
 

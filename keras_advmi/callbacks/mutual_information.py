@@ -12,14 +12,16 @@ information", 2022, arXiv 2207.05756):
     mi/<layer>/I_XT_binning, ...          binning, bin width 0.5         (estimator 'binning')
     mi/<layer>/I_TY_infonce               I(T;Y), neural InfoNCE bound of a critic trained online
                                           (``kam.mi.OnlineLabelMI``; ``neural=True``)
-    mi/output/mi_natural                  MIAT's natural MI, v_n(x -> h(x)) | v_n(x -> h(x_adv))
-    mi/output/mi_adversarial              MIAT's adversarial MI, v_a(n -> h(x)) | v_a(n -> h(x_adv))
+    mi/output/<name>                      each MI score the model's defense declares in ``mi_score_names``
+                                          (MIAT: mi_natural, v_n(x -> h(x)) | v_n(x -> h(x_adv)), and
+                                          mi_adversarial, v_a(n -> h(x)) | v_a(n -> h(x_adv)))
     mi/saturated                          how many of the run's estimates lie within 5% of their ceiling
     tag (run <log_dir>/mi/clean only)
     mi/log_N, mi/H_Y                      the ceilings: log N of I(X;T), H(Y) of I(T;Y)
     mi/information_plane                  the information-plane picture (image), clean and adv
 
-(the MIAT rows appear when the model's defense has ``mi_scores``). The clean and the adversarial value
+(the ``mi/output`` rows: the mean of ``Defense.mi_scores`` of the probe and its adversarial version, for a
+``kam.AdversarialModel`` whose defense declares scores, and an attack). The clean and the adversarial value
 share one tag in two runs, as Keras's ``train`` and ``validation`` do, so TensorBoard draws them in two
 run colours and names them in its run list (``keras_advmi.callbacks.mi_layout``). The writers are
 opened in ``set_model``, adv then clean, so that listed before a ``keras.callbacks.TensorBoard``
@@ -51,22 +53,21 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_bool, check_fraction, check_positive_int, check_seed, invalid
+from .._checks import (check_bool, check_in_unit_interval, check_layer_names, check_positive, check_positive_int,
+                       check_seed, invalid)
 from .._model import network_of, resolve_layers, tap_model
 from ..analysis.plots import plot_information_plane
-from ..attacks import madry_step_size, pgd
-from ..mi import binning_mi, kde_information_plane, kde_noise_var, label_entropy, log_n
-from ..mi._inputs import check_positive, check_unit
-from ..mi.online import OnlineLabelMI, Standardizer
-from ._probe import check_layer_names, check_log_dir, check_probe
-from .mi_layout import ESTIMATORS, KINDS, NEURAL_SUFFIX, mi_layout, run_and_tag, write_layout
+from ..mi import OnlineLabelMI, Standardizer, binning_mi, kde_information_plane, kde_noise_var, label_entropy, log_n
+from ..mi._inputs import check_unit
+from ..mi.kde import check_noise_var
+from ._probe import attack_probe, check_log_dir, check_probe, layer_activations
+from .mi_layout import ESTIMATORS, KINDS, NEURAL_SUFFIX, MIRuns, mi_layout
 
 __all__ = ["MutualInformationLogger", "ESTIMATORS", "mi_layout"]   # the last two re-exported from mi_layout
 
 log = logging.getLogger(__name__)
 
 SATURATION = 0.95   #: an estimate at or above this fraction of its ceiling is flagged as saturated
-_KINDS = KINDS
 
 
 class MutualInformationLogger(keras.callbacks.Callback):
@@ -82,7 +83,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
       estimators: any of 'kde_upper' (default), 'kde_lower', 'binning'.
       every_n_epochs: log every this many epochs.
       noise_var: KDE noise variance: 'relative' (default, scale-aware: ``relative_noise`` x the median
-        squared pairwise distance of each layer's clean probe activations) or an absolute s2 (the paper's 0.1).
+        squared pairwise distance of each layer's clean probe activations) or an absolute s2 (0.1 reproduces
+        the information planes of the 2022 MI paper and of Saxe et al. 2018).
       relative_noise: see ``noise_var``. bin_width: binning width (the paper's 0.5, absolute). unit: 'nats' or 'bits'.
       neural: also log the neural InfoNCE bound on I(T;Y) (``I_TY_infonce``) of a critic per layer and
         probe kind, trained ``neural_steps`` steps at each logged epoch on half the probe set and evaluated
@@ -105,7 +107,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
         super().__init__()
         self.x_probe, self.y_probe = check_probe(x_probe, y_probe, minimum=2)
         self.log_dir = check_log_dir(log_dir)
-        self.layers = check_layer_names(layers, allow_none=True)
+        self.layers = check_layer_names("layers", layers, allow_none=True)
         if not (attack is None or attack == "pgd" or callable(attack)):
             raise invalid("attack", "'pgd', None or a callable attack(model, x, y) -> x_adv", attack)
         self.attack = attack
@@ -116,13 +118,11 @@ class MutualInformationLogger(keras.callbacks.Callback):
             raise invalid("estimators", f"a non-empty subset of {sorted(ESTIMATORS)}", estimators)
         self.estimators = tuple(estimators)
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        if noise_var != "relative":
-            noise_var = check_positive("noise_var", noise_var)
-        self.noise_var = noise_var
+        self.noise_var = check_noise_var(noise_var)
         self.relative_noise = check_positive("relative_noise", relative_noise)
         self.bin_width = check_positive("bin_width", bin_width)
         self.unit = check_unit(unit)
-        self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon, low_open=True)
+        self.epsilon = None if epsilon is None else check_in_unit_interval("epsilon", epsilon, open_low=True)
         self.steps = check_positive_int("steps", steps)
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.seed = check_seed("seed", seed, allow_none=False)
@@ -132,10 +132,11 @@ class MutualInformationLogger(keras.callbacks.Callback):
         self.neural_steps = check_positive_int("neural_steps", neural_steps)
         self.h_y = label_entropy(self.y_probe, self.unit)   #: H(Y) of the probe labels, the ceiling of I(T;Y)
         self.history = {"epoch": []}   #: tag -> list of values, one per logged epoch
-        self._writers = {}   #: run below log_dir ('mi/clean', 'mi/adv') -> summary writer
+        self._runs = MIRuns(self.log_dir, KINDS if self.attack is not None else ("clean",))
         self._layout_written = False
         self._features = None
         self._critics = None
+        self._score_names = ()
 
     # -- model plumbing -------------------------------------------------------------------------
     def _net(self):
@@ -143,9 +144,6 @@ class MutualInformationLogger(keras.callbacks.Callback):
 
     def _defense(self):
         return getattr(self.model, "defense", None)
-
-    def _default_layers(self, net):
-        return [layer.name for layer in net.layers if layer.weights and layer.output is not None]
 
     def _epsilon(self):
         if self.epsilon is not None:
@@ -157,21 +155,12 @@ class MutualInformationLogger(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        self._open_writers()   # here, not at train begin: before a later TensorBoard callback's runs
-
-    def _open_writers(self):
-        """Open the run writers once, adv then clean: TensorBoard orders runs by their first event's whole
-        second, then by name, and its run colours follow that order; creation in name order keeps the two
-        orders alike, so the two runs are adjacent and get two different colours of its palette."""
-        if self._writers:
-            return
-        for kind in sorted(KINDS if self.attack is not None else ("clean",)):
-            self._writers[f"mi/{kind}"] = tf.summary.create_file_writer(os.path.join(self.log_dir, "mi", kind))
+        self._runs.open()   # here, not at train begin: before a later TensorBoard callback's runs
 
     def on_train_begin(self, logs=None):
         net = self._net()
         if self.layers is None:
-            self.layers = self._default_layers(net)
+            self.layers = [layer.name for layer in net.layers if layer.weights and layer.output is not None]
         self.layers = resolve_layers(net, self.layers)
         self._classes = int(net.outputs[0].shape[-1])
         if len(self.x_probe) < self._classes:
@@ -182,11 +171,12 @@ class MutualInformationLogger(keras.callbacks.Callback):
         if self.attack == "pgd":
             self._epsilon()
         self._features = tap_model(net, self.layers, include_logits=False)
-        self._miat = callable(getattr(self._defense(), "mi_scores", None))
-        self._open_writers()
+        defense = self._defense()
+        self._score_names = tuple(defense.mi_score_names) if defense is not None else ()
+        self._runs.open()
         if not self._layout_written:
-            write_layout(self._writers["mi/clean"],
-                         mi_layout(self.layers, self.estimators, self._miat, self.neural, self.unit))
+            self._runs.write_layout(mi_layout(self.layers, self.estimators, scores=self._score_names,
+                                              neural=self.neural, unit=self.unit))
             self._layout_written = True
 
     # -- measurement ----------------------------------------------------------------------------
@@ -194,32 +184,9 @@ class MutualInformationLogger(keras.callbacks.Callback):
         """x_adv of the probe set against the current model (None when ``attack`` is None)."""
         if self.attack is None:
             return None
-        net = self._net()
-        if callable(self.attack):
-            x_adv = np.asarray(self.attack(net, self.x_probe, self.y_probe), np.float32)
-            if x_adv.shape != self.x_probe.shape:
-                raise invalid("attack", f"a callable returning x_adv of shape {self.x_probe.shape}", x_adv.shape)
-            return x_adv
-        eps = self._epsilon()
-        step = self.step_size if self.step_size is not None else madry_step_size(eps, self.steps)
-        return np.asarray(pgd(net, self.x_probe, self.y_probe, epsilon=eps, step_size=step, steps=self.steps,
-                              seed=self.seed, batch_size=self.batch_size))
-
-    def _activations(self, x, kind):
-        outs = [[] for _ in self.layers]
-        for start in range(0, len(x), self.batch_size):
-            batch = self._features(tf.constant(x[start:start + self.batch_size]), training=False)
-            batch = batch if isinstance(batch, (list, tuple)) else [batch]
-            for acc, b in zip(outs, batch):
-                acc.append(np.asarray(b).reshape(len(b), -1))
-        acts = [np.concatenate(o) for o in outs]
-        for layer, h in zip(self.layers, acts):
-            bad = int(np.sum(~np.isfinite(h)))
-            if bad:
-                raise ValueError(f"Layer {layer!r} of the model gives {bad} non-finite activations (NaN or Inf) on "
-                                 f"the {kind} probe (`x_probe`, {len(x)} images): the model has diverged "
-                                 "(try a lower learning rate), or drop the layer from `layers`.")
-        return acts
+        return attack_probe(self._net(), self.attack, self.x_probe, self.y_probe,
+                            epsilon=None if callable(self.attack) else self._epsilon(), steps=self.steps,
+                            step_size=self.step_size, seed=self.seed, batch_size=self.batch_size)
 
     def _noise_var(self, h_clean):
         if self.noise_var == "relative":
@@ -246,6 +213,12 @@ class MutualInformationLogger(keras.callbacks.Callback):
         bounds = self._critics.update(list(features.values()), self.y_probe)
         return {key: float(v) / (math.log(2.0) if self.unit == "bits" else 1.0) for key, v in zip(features, bounds)}
 
+    def _score_values(self, x_adv):
+        """{'mi/output/<name>/<kind>': mean score} of the scores the defense declares (``mi_score_names``)."""
+        scores = self._defense().mi_scores(self._net(), self.x_probe, x_adv)
+        return {f"mi/output/{name}/{kind}": float(np.mean(scores[f"{name}/{kind}"]))
+                for name in self._score_names for kind in KINDS if f"{name}/{kind}" in scores}
+
     def measure(self):
         """{tag: value} for the current model (the tags of the module docstring)."""
         if self._features is None:
@@ -255,7 +228,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
         if x_adv is not None:
             probes["adv"] = x_adv
         values = {"mi/log_N": log_n(len(self.x_probe), self.unit), "mi/H_Y": self.h_y}
-        acts = {kind: self._activations(x, kind) for kind, x in probes.items()}
+        acts = {kind: layer_activations(self._features, self.layers, x, kind, self.batch_size)
+                for kind, x in probes.items()}
         features = {}
         for i, layer in enumerate(self.layers):
             s2 = self._noise_var(acts["clean"][i])
@@ -269,10 +243,8 @@ class MutualInformationLogger(keras.callbacks.Callback):
         if features:
             for (layer, kind), v in self._neural_values(features).items():
                 values[f"mi/{layer}/I_TY{NEURAL_SUFFIX}/{kind}"] = v
-        if self._miat and x_adv is not None:
-            scores = self._defense().mi_scores(self._net(), self.x_probe, x_adv)
-            for key, per_sample in scores.items():   # keys like 'mi_natural/clean'
-                values[f"mi/output/{key}"] = float(np.mean(per_sample))
+        if self._score_names and x_adv is not None:
+            values.update(self._score_values(x_adv))
         values["mi/saturated"] = float(len(self.saturated(values)))
         return values
 
@@ -290,7 +262,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        if not self._writers or not self._layout_written:
+        if not self._runs.writers or not self._layout_written:
             self.on_train_begin()
         values = self.measure()
         flagged = self.saturated(values)
@@ -304,24 +276,13 @@ class MutualInformationLogger(keras.callbacks.Callback):
         self.history["epoch"].append(int(epoch))
         for tag, v in values.items():
             self.history.setdefault(tag, []).append(v)
-        per_run = {run: {"mi/saturated": float(sum(t.endswith("/" + run.split("/")[1]) for t in flagged))}
-                   for run in self._writers}   # run 'mi/<kind>' -> {tag: value}
-        for key, v in values.items():
-            if key != "mi/saturated":   # the total stays in history and logs; each run gets its own count
-                run, tag = run_and_tag(key)
-                per_run[run][tag] = v
-        for run, scalars in per_run.items():
-            with self._writers[run].as_default(step=epoch):
-                for tag, v in scalars.items():
-                    tf.summary.scalar(tag, v)
+        self._runs.write_scalars(epoch, values, flagged)
         if self.plane_image:
-            with self._writers["mi/clean"].as_default(step=epoch):
-                try:
-                    tf.summary.image("mi/information_plane", self._plane_png(), max_outputs=1)
-                except (RuntimeError, ValueError) as exc:   # a figure must never stop training
-                    log.warning("information-plane image of epoch %d not written: %s", epoch, exc)
-        for writer in self._writers.values():
-            writer.flush()
+            try:
+                self._runs.write_image(epoch, "mi/information_plane", self._plane_png())
+            except (RuntimeError, ValueError) as exc:   # a figure must never stop training
+                log.warning("information-plane image of epoch %d not written: %s", epoch, exc)
+        self._runs.flush()
         with open(os.path.join(self.log_dir, "mi", "mi_history.json"), "w") as f:
             json.dump({"unit": self.unit, "layers": self.layers, "estimators": list(self.estimators),
                        "n_probe": len(self.x_probe), "h_y": self.h_y, "noise_var": self.noise_var,
@@ -333,7 +294,7 @@ class MutualInformationLogger(keras.callbacks.Callback):
             raise invalid("estimator", f"one of the logged estimators {self.estimators}", estimator)
         suffix = ESTIMATORS[estimator]
         plane = {}
-        for kind in _KINDS:
+        for kind in KINDS:
             per_layer = {layer: list(zip(self.history.get(f"mi/{layer}/I_XT{suffix}/{kind}", []),
                                          self.history.get(f"mi/{layer}/I_TY{suffix}/{kind}", [])))
                          for layer in self.layers or []}
@@ -352,7 +313,5 @@ class MutualInformationLogger(keras.callbacks.Callback):
         return tf.image.decode_png(png, channels=4)[None]
 
     def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        self._runs.close()
         self._layout_written = False

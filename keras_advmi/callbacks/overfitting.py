@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import keras
 
-from .._checks import check_fraction, check_positive_int
+from .._checks import check_in_unit_interval, check_positive_int
 from .._model import network_of, predict_logits
 from ..attacks import fgsm, madry_step_size, pgd
 
@@ -46,10 +46,10 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
                  restore_best_weights: bool = True, stop_training: bool = True, seed: int = 0):
         super().__init__()
         self.x_check, self.y_check = x_check, y_check
-        self.epsilon = None if epsilon is None else check_fraction("epsilon", epsilon)
+        self.epsilon = None if epsilon is None else check_in_unit_interval("epsilon", epsilon)
         self.pgd_steps = check_positive_int("pgd_steps", pgd_steps)
-        self.drop = check_fraction("drop", drop)
-        self.gap = None if gap is None else check_fraction("gap", gap)
+        self.drop = check_in_unit_interval("drop", drop)
+        self.gap = None if gap is None else check_in_unit_interval("gap", gap)
         self.restore_best_weights, self.stop_training = restore_best_weights, stop_training
         self.seed = seed
         self.best_pgd, self.best_state, self.detected_epoch = -1.0, None, None

@@ -1,6 +1,10 @@
-"""Keras layers of keras-advmi: MI critics and DIM encoders (MIAT), input transforms (analysis)."""
+"""Keras layers of keras-advmi: MI critics and DIM encoders (MIAT), input transforms (analysis).
 
-from .critics import ConcatCritic, SeparableCritic
+The critics belong to the neural MI estimators and live in ``keras_advmi.mi.critics``; they are listed here
+with the other layers. ``layers`` imports ``mi``, never the reverse.
+"""
+
+from ..mi.critics import ConcatCritic, SeparableCritic
 from .dim import GlobalEncoder, LocalEncoder, MIEstimator
 from .transforms import PatchShuffle, Saturation, patch_shuffle, saturate
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from .._checks import check_positive_int, invalid
-from ..mi.bounds import PER_SAMPLE_BOUNDS, per_sample_bound   # a leaf of mi: mi imports layers.critics only
+from .._checks import check_choice, check_positive_int, invalid
+from ..mi.bounds import DIAGONALS, PER_SAMPLE_BOUNDS, per_sample_bound
 
 __all__ = ["LocalEncoder", "GlobalEncoder", "MIEstimator"]
 
@@ -142,10 +142,8 @@ class MIEstimator(layers.Layer):
     def __init__(self, hsize: int = 128, filters: tuple = (32, 64), bound: str = "dv", diagonal: str = "exclude",
                  **kwargs):
         super().__init__(**kwargs)
-        if bound not in PER_SAMPLE_BOUNDS:
-            raise invalid("estimator", f"one of {PER_SAMPLE_BOUNDS}", bound)
-        if diagonal not in ("exclude", "zero"):
-            raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
+        check_choice("bound", bound, PER_SAMPLE_BOUNDS)
+        check_choice("diagonal", diagonal, DIAGONALS)
         self.hsize, self.filters, self.bound, self.diagonal = hsize, tuple(filters), bound, diagonal
         self.local_encoder = LocalEncoder(hsize, filters, name="local")
         self.global_encoder = GlobalEncoder(hsize, name="global")

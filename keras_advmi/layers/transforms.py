@@ -20,28 +20,14 @@ Both work on channels-last batches (N, H, W, C) of float images in [0, 1].
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 import keras
 
-from .._checks import check_seed, invalid
+from .._checks import check_nonnegative_int, check_positive, check_seed, invalid
 from ..attacks._common import seed_pair
 
 __all__ = ["saturate", "patch_shuffle", "patch_grid", "Saturation", "PatchShuffle"]
-
-
-def _check_p(p):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not np.isfinite(p) or p <= 0:
-        raise invalid("p", "a finite number > 0 (2 is the identity)", p)
-    return float(p)
-
-
-def _check_k(k):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-        raise invalid("k", "an integer >= 0 (0 and 1 are the identity)", k)
-    return int(k)
 
 
 def _check_batch(x, name="x"):
@@ -66,7 +52,7 @@ def saturate(x, p: float) -> tf.Tensor:
     Returns:
       float32 of x's shape, in [0, 1] (a NumPy array for array input, a tensor for tensor input).
     """
-    p = _check_p(p)
+    p = check_positive("p", p)
     is_tensor = tf.is_tensor(x)
     t = tf.cast(x, tf.float32) if is_tensor else tf.convert_to_tensor(np.asarray(x, np.float32))
     z = 2.0 * t - 1.0
@@ -76,7 +62,7 @@ def saturate(x, p: float) -> tf.Tensor:
 
 def patch_grid(height, width, k):
     """The region the k x k grid covers: (top, left, patch_height, patch_width); the grid is centred."""
-    k = _check_k(k)
+    k = check_nonnegative_int("k", k)
     if k > min(height, width):
         raise invalid("k", f"at most min(H, W) = {min(height, width)} patches per side", k)
     ph, pw = height // k, width // k
@@ -126,7 +112,7 @@ def patch_shuffle(x, k: int, seed=None) -> tf.Tensor:
       float32 (N, H, W, C): every output patch is an input patch of the same image; the multiset of
       pixel values of each image is unchanged. NumPy for array input, tensor for tensor input.
     """
-    k = _check_k(k)
+    k = check_nonnegative_int("k", k)
     is_tensor = tf.is_tensor(x)
     t = _check_batch(x)
     if k > 1:
@@ -144,7 +130,7 @@ class Saturation(keras.layers.Layer):
 
     def __init__(self, p: float = 8.0, **kwargs):
         super().__init__(**kwargs)
-        self.p = _check_p(p)
+        self.p = check_positive("p", p)
 
     def call(self, inputs):
         z = 2.0 * tf.cast(inputs, tf.float32) - 1.0
@@ -167,7 +153,7 @@ class PatchShuffle(keras.layers.Layer):
 
     def __init__(self, k: int = 2, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.k = _check_k(k)
+        self.k = check_nonnegative_int("k", k)
         self.seed = check_seed("seed", seed)
         self._generator = keras.random.SeedGenerator() if seed is None else None
 

@@ -1,11 +1,14 @@
 """Mutual-information estimators (nats by default; ``unit='bits'`` converts).
 
 Nonparametric, on a layer's activations: ``kde_upper``, ``kde_lower`` (I(X;T)), ``kde_label_mi``
-(I(T;Y)), ``binning_mi`` (both); ``kde_noise_var`` is the scale-aware noise (``noise_var="relative"``).
+(I(T;Y)), ``binning_mi`` (both); ``kde_noise_var`` is the scale-aware noise (``noise_var="relative"``,
+the default of every KDE function; ``noise_var=0.1`` is the absolute noise of the information-plane
+papers).
 ``OnlineLabelMI`` trains critics for I(T;Y) a few steps at a time (the logger's neural estimate).
 Neural bounds on a critic's score matrix: ``infonce``, ``dv``, ``nwj``, ``js``; ``estimate`` trains a
-critic (``keras_advmi.layers``) as a small ``keras.Model`` with ``fit`` and returns a bound. Each bound
-and estimator takes ``name=`` and opens ``tf.name_scope(name or <function name>)``, as TFP's do.
+critic (``mi.critics``, re-exported by ``keras_advmi.layers``) as a small ``keras.Model`` with ``fit`` and
+returns a bound. Each bound and estimator takes ``name=`` and opens ``tf.name_scope(name or <function
+name>)``, as TFP's do.
 Formulas and references: each module's docstring.
 """
 

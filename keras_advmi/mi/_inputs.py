@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from .._checks import invalid
+from .._checks import check_choice, invalid
 
 UNITS = ("nats", "bits")
 
 
 def check_unit(unit) -> str:
-    if unit not in UNITS:
-        raise invalid("unit", "'nats' or 'bits'", unit)
-    return unit
+    """``unit`` when it is 'nats' or 'bits'."""
+    return check_choice("unit", unit, UNITS)
 
 
 def in_unit(value_nats, unit: str):
     """Convert a value in nats to ``unit`` ('nats' or 'bits')."""
     return value_nats / math.log(2.0) if check_unit(unit) == "bits" else value_nats
-
-
-def check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise invalid(name, "a positive finite number", value)
-    return float(value)
 
 
 def activations_2d(h, name: str = "h") -> np.ndarray:

@@ -16,21 +16,11 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
-from .._checks import check_labels
-from ._inputs import activations_2d, check_positive, check_unit, in_unit
+from .._checks import check_labels, check_positive
+from ._entropy import entropy_of_rows
+from ._inputs import activations_2d, check_unit, in_unit
 
 __all__ = ["binning_mi"]
-
-
-def _entropy_of_rows(codes: np.ndarray) -> float:
-    """Shannon entropy (nats) of the empirical distribution of the rows of ``codes`` (N, d) int64."""
-    if codes.shape[0] == 0:
-        return 0.0
-    # Hash rows to one integer per row through a void view: exact equality, O(N d) memory.
-    rows = np.ascontiguousarray(codes).view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1])))
-    _, counts = np.unique(rows, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum()) + 0.0   # + 0.0 turns -0.0 into 0.0
 
 
 def binning_mi(h: ArrayLike, y: ArrayLike, bin_width: float = 0.5, unit: str = "nats", *,
@@ -52,7 +42,7 @@ def binning_mi(h: ArrayLike, y: ArrayLike, bin_width: float = 0.5, unit: str = "
         width = check_positive("bin_width", bin_width)
         check_unit(unit)
         codes = np.floor(h64 / width).astype(np.int64)
-        h_t = _entropy_of_rows(codes)
+        h_t = entropy_of_rows(codes)
         n = len(labels)
-        h_t_given_y = sum(np.sum(labels == c) / n * _entropy_of_rows(codes[labels == c]) for c in np.unique(labels))
+        h_t_given_y = sum(np.sum(labels == c) / n * entropy_of_rows(codes[labels == c]) for c in np.unique(labels))
         return float(in_unit(h_t, unit)), float(in_unit(max(h_t - h_t_given_y, 0.0), unit))

@@ -22,10 +22,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow.types.experimental import TensorLike
 
-from .._checks import invalid
+from .._checks import check_choice, invalid
 from ._inputs import in_unit
 
-__all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "per_sample_bound", "BOUNDS", "PER_SAMPLE_BOUNDS"]
+__all__ = ["infonce", "dv", "nwj", "js", "dv_per_sample", "per_sample_bound", "BOUNDS", "DIAGONALS",
+           "PER_SAMPLE_BOUNDS"]
 
 _tfp_mi = tfp.vi.mutual_information
 
@@ -124,8 +125,7 @@ def dv_per_sample(scores: TensorLike, diagonal: str = "exclude", positives: Tens
     Returns:
       (R,): score_i = mean_l ( S_iil - log( (1/(N-1)) sum_{j != i} exp(S_ijl) ) ); higher = more MI.
     """
-    if diagonal not in ("exclude", "zero"):
-        raise invalid("diagonal", "'exclude' or 'zero'", diagonal)
+    check_choice("diagonal", diagonal, DIAGONALS)
     with tf.name_scope(name or "dv_per_sample"):
         s, eye, n = _per_sample_scores(scores, positives)
         joint = tf.reduce_sum(s * eye, axis=1)                           # (R, L): S_iil
@@ -149,8 +149,7 @@ def per_sample_bound(scores: TensorLike, bound: str = "dv", diagonal: str = "exc
     """
     if bound == "dv":
         return dv_per_sample(scores, diagonal, positives, name=name or "per_sample_bound")
-    if bound not in PER_SAMPLE_BOUNDS:
-        raise invalid("bound", f"one of {PER_SAMPLE_BOUNDS}", bound)
+    check_choice("bound", bound, PER_SAMPLE_BOUNDS)
     with tf.name_scope(name or "per_sample_bound"):
         s, eye, n = _per_sample_scores(scores, positives)
         joint = tf.reduce_sum(s * eye, axis=1)                                   # (R, L)
@@ -164,3 +163,5 @@ def per_sample_bound(scores: TensorLike, bound: str = "dv", diagonal: str = "exc
 
 BOUNDS = {"infonce": infonce, "dv": dv, "nwj": nwj, "js": js}
 PER_SAMPLE_BOUNDS = ("dv", "jsd", "infonce")
+#: How ``dv_per_sample`` treats the joint pair among the negatives.
+DIAGONALS = ("exclude", "zero")

@@ -9,9 +9,9 @@ import tensorflow as tf
 import keras
 from numpy.typing import ArrayLike
 
-from .._checks import check_int_at_least, check_positive_int, invalid
-from ..layers.critics import ConcatCritic, SeparableCritic
-from ._inputs import check_positive, check_unit, in_unit
+from .._checks import check_choice, check_int_at_least, check_positive, check_positive_int, invalid
+from ._inputs import check_unit, in_unit
+from .critics import ConcatCritic, SeparableCritic
 from .bounds import BOUNDS
 
 __all__ = ["estimate", "MIEstimate"]
@@ -126,11 +126,8 @@ def estimate(x: ArrayLike, y: ArrayLike, critic: str | keras.layers.Layer = "sep
     xs, ys = _samples("x", x), _samples("y", y)
     if len(xs) != len(ys):
         raise invalid("y", f"{len(xs)} samples, as many as x", f"{len(ys)} samples")
-    if bound not in BOUNDS:
-        raise invalid("bound", f"one of {sorted(BOUNDS)}", bound)
-    train_bound = bound if train_bound is None else train_bound
-    if train_bound not in BOUNDS:
-        raise invalid("train_bound", f"one of {sorted(BOUNDS)}", train_bound)
+    check_choice("bound", bound, sorted(BOUNDS))
+    train_bound = check_choice("train_bound", bound if train_bound is None else train_bound, sorted(BOUNDS))
     steps = check_positive_int("steps", steps)
     batch_size = min(check_int_at_least("batch_size", batch_size, 2), len(xs))
     learning_rate = check_positive("learning_rate", learning_rate)

@@ -12,15 +12,18 @@ learning": the activations h (N x d) are seen through additive Gaussian noise of
 
 Every value lies in [0, log N] nats: estimates saturate at log N, so probe with >= 1,000 samples.
 
-Noise scale. The 2022 mutual-information paper above uses an absolute s2 = 0.1 (``noise_var=0.1``, kept for
-reproducing it). The value of
-I(X;T) of a deterministic layer is then set by the ratio of the pairwise distances to s2, not by the
-network: activations of 1,000 distinct images lie far apart, every estimate sits at log N, and a
-function-preserving rescale of a layer (ReLU kernel x10, next kernel x0.1) moves it arbitrarily (Saxe et
-al. 2018 show the noise choice drives such results; Goldfeld et al. 2019, "Estimating information flow
-in deep neural networks", tie the noise to the network). ``noise_var="relative"`` ties s2 to the
-layer's own spread instead, by the median heuristic of kernel methods (Gretton et al. 2012, "A kernel
-two-sample test"; Garreau et al. 2017, "Large sample analysis of the median heuristic"):
+Noise scale. The default of every function here is ``noise_var="relative"`` (below), as in
+``MutualInformationLogger`` and ``analysis.information_plane``. The 2022 mutual-information paper above
+and Saxe et al. 2018 (whose KDE information planes it compares with the binned ones of Shwartz-Ziv &
+Tishby 2017, "Opening the black box of deep neural networks via information") use an absolute s2 = 0.1:
+pass ``noise_var=0.1`` to reproduce their information-plane numbers. With an absolute s2 the value of
+I(X;T) of a deterministic layer is set by the ratio of the pairwise distances to s2, not by the network:
+activations of 1,000 distinct images lie far apart, every estimate sits at log N, and a function-preserving
+rescale of a layer (ReLU kernel x10, next kernel x0.1) moves it arbitrarily (Saxe et al. 2018 show the
+noise choice drives such results; Goldfeld et al. 2019, "Estimating information flow in deep neural
+networks", tie the noise to the network). ``noise_var="relative"`` ties s2 to the layer's own spread
+instead, by the median heuristic of kernel methods (Gretton et al. 2012, "A kernel two-sample test";
+Garreau et al. 2017, "Large sample analysis of the median heuristic"):
 
     s2 = relative_noise * median_{i < j} ||h_i - h_j||^2          (``kde_noise_var``)
 
@@ -42,12 +45,12 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
-from .._checks import check_labels, check_positive_int, invalid
-from ._inputs import activations_2d, check_positive, in_unit
-from .binning import _entropy_of_rows
+from .._checks import check_choice, check_labels, check_positive, check_positive_int, invalid
+from ._entropy import entropy_of_rows
+from ._inputs import activations_2d, in_unit
 
 __all__ = ["kde_upper", "kde_lower", "kde_label_mi", "kde_mi", "kde_information_plane", "kde_noise_var", "log_n",
-           "label_entropy", "RELATIVE_NOISE"]
+           "label_entropy", "check_noise_var", "RELATIVE_NOISE"]
 
 _BOUND_SCALE = {"upper": 2.0, "lower": 8.0}   # D_ij / (scale * s2)
 RELATIVE_NOISE = 0.1   #: default s2 / median squared pairwise distance of ``noise_var="relative"``
@@ -128,14 +131,23 @@ def kde_noise_var(h: ArrayLike, relative_noise: float = RELATIVE_NOISE, *, name:
         return check_positive("relative_noise", relative_noise) * _median_sq_distance(activations_2d(h))
 
 
-def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
-    """s2 for ``noise_var`` = a positive number (absolute, as in the 2022 MI paper) or 'relative'
-    (``kde_noise_var`` of h64)."""
+def check_noise_var(noise_var) -> float | str:
+    """``noise_var`` of the KDE functions and of their callers: 'relative' (returned as is) or an absolute
+    s2, a finite number > 0 (returned as a float); a ValueError naming ``noise_var`` otherwise."""
     if isinstance(noise_var, str):
         if noise_var != "relative":
-            raise invalid("noise_var", "a positive number (absolute s2; 0.1 in the 2022 MI paper) or 'relative'", noise_var)
-        return check_positive("relative_noise", relative_noise) * _median_sq_distance(h64)
+            raise invalid("noise_var", "'relative' or a number > 0 (absolute s2; 0.1 in the 2022 MI paper)",
+                          noise_var)
+        return noise_var
     return check_positive("noise_var", noise_var)
+
+
+def _resolve_noise_var(h64: np.ndarray, noise_var, relative_noise) -> float:
+    """s2 for ``noise_var`` = 'relative' (``kde_noise_var`` of h64) or a positive number (absolute, as in the
+    2022 MI paper)."""
+    if check_noise_var(noise_var) == "relative":
+        return check_positive("relative_noise", relative_noise) * _median_sq_distance(h64)
+    return float(noise_var)
 
 
 def _gram_input(centred: np.ndarray, noise_var: float) -> tf.Tensor:
@@ -158,19 +170,18 @@ def _kde_nats(h64: np.ndarray, noise_var: float, bound: str, chunk: int) -> floa
 
 
 def _check_bound(bound):
-    if bound not in _BOUND_SCALE:
-        raise invalid("bound", "'upper' or 'lower'", bound)
-    return bound
+    return check_choice("bound", bound, tuple(_BOUND_SCALE))
 
 
-def kde_mi(h: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *, unit: str = "nats",
+def kde_mi(h: ArrayLike, noise_var: float | str = "relative", bound: str = "upper", *, unit: str = "nats",
            chunk: int = 512, relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """I(X;T) of activations ``h`` (N, ...) by the KDE ``bound`` ('upper' or 'lower'); see the module doc.
 
     Args:
       h: activations, shape (N, ...), flattened per sample; N >= 2, finite.
-      noise_var: variance s2 of the Gaussian noise: a number > 0 (absolute; 0.1 in the 2022 MI paper), or 'relative' for
-        ``relative_noise`` times the median squared pairwise distance of h (scale-aware; module doc).
+      noise_var: variance s2 of the Gaussian noise: 'relative' (default) for ``relative_noise`` times the median
+        squared pairwise distance of h (scale-aware; module doc), or a number > 0 (absolute; 0.1 reproduces the
+        2022 MI paper's and Saxe et al.'s information planes).
       bound: 'upper' (kernel width 2 s2) or 'lower' (8 s2).
       unit: 'nats' (default) or 'bits'.
       chunk: rows per block; peak memory ~ 3 * 8 bytes * N * chunk.
@@ -186,28 +197,28 @@ def kde_mi(h: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *, 
         return in_unit(_kde_nats(h64, noise_var, _check_bound(bound), chunk), unit)
 
 
-def kde_upper(h: ArrayLike, noise_var: float | str = 0.1, *, unit: str = "nats", chunk: int = 512,
+def kde_upper(h: ArrayLike, noise_var: float | str = "relative", *, unit: str = "nats", chunk: int = 512,
               relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """Upper KDE bound on I(X;T): -(1/N) sum_i log((1/N) sum_j exp(-||h_i - h_j||^2 / (2 s2))).
 
-    ``noise_var``: absolute s2 (0.1 in the 2022 MI paper) or 'relative' (scale-aware; see ``kde_mi``).
-    Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.686432 nats.
+    ``noise_var``: 'relative' (default, scale-aware) or an absolute s2 (0.1 in the 2022 MI paper); see ``kde_mi``.
+    Fixture: h = [[0,0],[1,0]], s2 = 0.1 (also the 'relative' s2 of these two points) -> 0.686432 nats.
     """
     return kde_mi(h, noise_var, "upper", unit=unit, chunk=chunk, relative_noise=relative_noise,
                   name=name or "kde_upper")
 
 
-def kde_lower(h: ArrayLike, noise_var: float | str = 0.1, *, unit: str = "nats", chunk: int = 512,
+def kde_lower(h: ArrayLike, noise_var: float | str = "relative", *, unit: str = "nats", chunk: int = 512,
               relative_noise: float = RELATIVE_NOISE, name: str | None = None) -> float:
     """Lower KDE bound on I(X;T): as ``kde_upper`` with kernel width 8 s2 instead of 2 s2.
 
-    Fixture: h = [[0,0],[1,0]], s2 = 0.1 -> 0.441218 nats.
+    Fixture: h = [[0,0],[1,0]], s2 = 0.1 (also their 'relative' s2) -> 0.441218 nats.
     """
     return kde_mi(h, noise_var, "lower", unit=unit, chunk=chunk, relative_noise=relative_noise,
                   name=name or "kde_lower")
 
 
-def kde_label_mi(h: ArrayLike, y: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *,
+def kde_label_mi(h: ArrayLike, y: ArrayLike, noise_var: float | str = "relative", bound: str = "upper", *,
                  unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE,
                  name: str | None = None) -> float:
     """I(T;Y) = I(X;T) on all N minus sum_c p(c) I(X;T | Y = c), both by the same KDE ``bound``.
@@ -217,13 +228,14 @@ def kde_label_mi(h: ArrayLike, y: ArrayLike, noise_var: float | str = 0.1, bound
     Returns:
       float in [0, H(Y)] (in ``unit``); clamped at 0 (the difference of two bounds can dip below).
     With ``noise_var='relative'`` one s2, from all N rows, serves both terms.
-    Fixture: h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1], s2 = 0.1 -> upper 0.686432, lower 0.441218.
+    Fixture: h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1], s2 = 0.1 (also their 'relative' s2) -> upper 0.686432,
+    lower 0.441218.
     """
     return kde_information_plane(h, y, noise_var, bound, unit=unit, chunk=chunk, relative_noise=relative_noise,
                                  name=name or "kde_label_mi")[1]
 
 
-def kde_information_plane(h: ArrayLike, y: ArrayLike, noise_var: float | str = 0.1, bound: str = "upper", *,
+def kde_information_plane(h: ArrayLike, y: ArrayLike, noise_var: float | str = "relative", bound: str = "upper", *,
                           unit: str = "nats", chunk: int = 512, relative_noise: float = RELATIVE_NOISE,
                           name: str | None = None) -> tuple[float, float]:
     """(I(X;T), I(T;Y)) by one KDE ``bound`` in one pass: I(X;T) is the first term of I(T;Y).
@@ -258,4 +270,4 @@ def label_entropy(y: ArrayLike, unit: str = "nats", *, name: str | None = None) 
     """H(Y) of the empirical label distribution of ``y`` (N,): the ceiling of every I(T;Y) estimate."""
     with tf.name_scope(name or "label_entropy"):
         labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-        return in_unit(_entropy_of_rows(check_labels("y", labels, n=len(labels))[:, None]), unit)
+        return in_unit(entropy_of_rows(check_labels("y", labels, n=len(labels))[:, None]), unit)

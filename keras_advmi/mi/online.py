@@ -26,8 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import keras
 
-from .._checks import check_int_at_least, check_positive_int, check_seed, invalid
-from ._inputs import check_positive
+from .._checks import check_int_at_least, check_positive, check_positive_int, check_seed, invalid
 
 __all__ = ["OnlineLabelMI", "Standardizer"]
 

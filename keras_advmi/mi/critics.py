@@ -1,5 +1,8 @@
 """Trainable critics f(x, y) -> score matrix for the neural MI bounds of ``keras_advmi.mi.bounds``.
 
+They are part of the neural estimators (``estimate`` trains one); ``keras_advmi.layers`` re-exports them
+beside the other layers of the package.
+
 A critic takes a batch of pairs ``(x, y)`` (x: (N, ...), y: (N, ...), row i of each drawn jointly) and
 returns ``scores`` (N, N) with ``scores[i, j] = f(x_i, y_j)``: the diagonal scores joint pairs, the rest
 pairs from the product of marginals (Poole et al. 2019, "On variational bounds of mutual information").
