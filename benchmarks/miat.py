@@ -51,7 +51,7 @@ import keras
 import keras_advmi as kam
 from keras_advmi import architectures
 from keras_advmi.architectures import bench_cnn
-from keras_advmi.commands.train import default_warmup_epochs
+from keras_advmi.recipes import default_warmup_epochs
 
 EPSILON = {"mnist": 0.3, "fashion_mnist": 0.1}
 BASES = ("pgd", "trades", "mart")

@@ -6,7 +6,7 @@ ART's ``SquareAttack`` forwards, every iteration, all its inputs, their loss and
 algorithm forwards only the candidates. ``keras_advmi.evaluation`` hands Square a classifier whose ``predict``
 is memoised per input row (``_MemoisedPredictions``), so only the new rows reach the model. On the first --n
 MNIST test images at eps --epsilon, with --iterations Square iterations and the same NumPy seed, alternately:
-  plain     ART's ``TensorFlowV2Classifier`` over a ``tf.function`` of the model (``_art_classifier``);
+  plain     ART's ``TensorFlowV2Classifier`` over a ``tf.function`` of the model (``art_classifier``);
   memoised  the same with the memoised ``predict`` (``_square_classifier``).
 Prints each run's seconds and robust count, the rows the memoised run forwarded, and the median time ratio
 plain / memoised. The two must find the same adversarial examples (same robust count).
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 import keras_advmi as kam  # noqa: E402
-from keras_advmi.evaluation._art import _art_classifier, _square_classifier  # noqa: E402
+from keras_advmi.evaluation._art import _square_classifier, art_classifier  # noqa: E402
 
 
 def square(classifier, x, y, epsilon, iterations, seed):
@@ -53,7 +53,7 @@ def main(argv=None):
     model = keras.models.load_model(args.model, compile=False)
     (_, _), (xt, yt) = kam.data.load("mnist")
     x, y = xt[: args.n], yt[: args.n]
-    base = _art_classifier(model, x)
+    base = art_classifier(model, x)
     seconds = {"plain": [], "memoised": []}
     robust = {}
     for rep in range(args.reps):

@@ -96,10 +96,7 @@ def run(args):
                   read_timeout=args.rest_api_timeout_in_ms / 1000, max_request_rows=args.max_request_rows,
                   drain_timeout=args.drain_timeout_seconds)
     if args.base and not (args.model_config_file or args.model_name):
-        settings = None
-        if args.enable_batching or args.batching_parameters_file:
-            settings = (config.parse_batching(args.batching_parameters_file) if args.batching_parameters_file
-                        else config.Batching())
+        settings = config.batching_from_flags(args.enable_batching, args.batching_parameters_file)
         mon = config.parse_monitoring(args.monitoring_config_file) if args.monitoring_config_file else None
         server = ModelServer(_entries_from_base(args.base), settings, monitoring_path=mon, **kwargs)
     else:

@@ -59,13 +59,6 @@ def write_metadata(directory: str | os.PathLike, meta: dict) -> Path:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The ``assets.extra/keras_advmi.json`` dict of an exported directory.
-
-    Exports written by earlier versions of the package kept it in ``assets/``; that place is read when
-    ``assets.extra/`` has none. FileNotFoundError names the expected file when neither exists.
-    """
-    root = Path(path)
-    target = root / ASSETS_EXTRA / METADATA_FILE
-    if not target.is_file() and (root / "assets" / METADATA_FILE).is_file():
-        target = root / "assets" / METADATA_FILE
-    return json.loads(target.read_text())
+    """The ``assets.extra/keras_advmi.json`` dict of an exported directory (FileNotFoundError names the file
+    when the directory has none)."""
+    return json.loads((Path(path) / ASSETS_EXTRA / METADATA_FILE).read_text())
