@@ -238,7 +238,8 @@ def identity_feature_model(d=2, classes=2):
 
 def test_information_plane_kde_fixtures_through_a_model():
     model = identity_feature_model()
-    # METHODS.md: h = [[0,0],[1,0]], s2 = 0.1 -> I_upper = 0.686432; one sample per class -> I(T;Y) = I(X;T)
+    # analytic: h = [[0,0],[1,0]], s2 = 0.1 (their 'relative' s2) -> I_upper = 0.686432; one sample per class:
+    # I(T;Y) = I(X;T)
     two = information_plane(model, np.array([[0, 0], [1, 0]], np.float32), [0, 1], layers=["ident"])
     np.testing.assert_allclose(two["clean"]["ident"], [[0.686432, 0.686432]], atol=1e-5)
     # h = [[0,0],[0,1],[1,0],[1,1]], y = [0,0,1,1]: upper I(X;T) = 1.372864, I(T;Y) = 0.686432
@@ -268,7 +269,7 @@ def test_information_plane_matches_mi_on_digits(trained_digits_model, digits):
                                rtol=1e-5)
     assert np.all(plane["clean"]["conv1"] <= plane["log_n"] + 1e-9) and plane["adv"] == {}
     assert plane["h_y"] == pytest.approx(mi.label_entropy(y))
-    p1 = information_plane(trained_digits_model, x, y, noise_var=0.1, layers=["dense1"])   # the 2022 MI paper's absolute s2
+    p1 = information_plane(trained_digits_model, x, y, noise_var=0.1, layers=["dense1"])   # the 2022 MI paper's s2
     np.testing.assert_allclose(p1["clean"]["dense1"][0], [mi.kde_upper(h, 0.1), mi.kde_label_mi(h, y, 0.1)],
                                rtol=1e-5)
 

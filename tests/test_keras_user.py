@@ -1,4 +1,4 @@
-"""What a Keras user expects (issue 24): collapse warnings, ``robust.export``, the ignored-loss warning,
+"""What a Keras user expects: collapse warnings, ``robust.export``, the ignored-loss warning,
 per-batch progress in evaluate_robustness, readable PSE ticks at any scale."""
 
 import io

@@ -330,7 +330,7 @@ def test_information_plane_layer_names_do_not_overlap(monkeypatch):
                     assert not box.contains(*ax.transData.transform(pts[-1])), (name, other)
 
 
-# -- the defaults on real training (issue: MI curves a person can read) --------------------------------
+# -- the defaults on real training: MI curves a person can read --------------------------------------
 
 @pytest.fixture(scope="module")
 def default_runs(digits, cnn_factory, tmp_path_factory):

@@ -75,7 +75,7 @@ def check_runs(out, names, workers=("worker0", "worker1"), evaluate_rtol=None):
 @pytest.mark.timeout(TIMEOUT + 10)
 @pytest.mark.parametrize("names", [["pgd", "trades"], ["miat"]], ids="+".join)
 def test_two_workers_on_localhost_match_one_process(names, tmp_path):
-    """Done-when 1 (issue 23): PGD-AT, TRADES and MIAT (its three phases inside fit) train and evaluate on 2
+    """PGD-AT, TRADES and MIAT (its three phases inside fit) train and evaluate on 2
     workers; quiet machine: pgd+trades 55 s, miat 60 s (2 workers and the reference side by side)."""
     launched = run_script("launch", tmp_path, *names)
     assert launched["codes"] == [0, 0, 0], (launched, logs(tmp_path, "worker0")[-3000:])

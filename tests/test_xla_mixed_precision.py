@@ -1,5 +1,5 @@
 """Every defense trains with ``jit_compile=True`` (XLA) and under the ``mixed_bfloat16`` / ``mixed_float16``
-policies (issue 23): 2 epochs of 4 steps each, compared with the float32 run without XLA.
+policies: 2 epochs of 4 steps each, compared with the float32 run without XLA.
 
 The whole classifier is under the policy (no float32 output layer), the harder case: logits in bf16/fp16.
 Tolerances (measured on 2 CPU cores, digits, SGD 0.05):

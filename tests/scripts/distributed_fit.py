@@ -25,7 +25,7 @@ for name in sys.argv[1:]:
         keras.utils.set_random_seed(0)
         net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
                                 keras.layers.Flatten(), keras.layers.Dense(10)])
-        # MIAT: its phases inside fit (issue 27), on the 2 replicas: base, estimator pretraining, MI term.
+        # MIAT: its phases inside fit, on the 2 replicas: base, estimator pretraining, MI term.
         defense = cls(epsilon=0.2, seed=0, alpha=1.0, estimators=kam.defenses.MIATEstimators(hsize=32),
                       pretraining=kam.defenses.MIATPretraining(required=False), **options) \
             if base_name == "miat" else cls(epsilon=0.2, seed=0, **options)
