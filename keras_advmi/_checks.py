@@ -88,11 +88,6 @@ def check_layer_names(name: str, layers, *, allow_none: bool = False):
     return list(layers)
 
 
-# Former names, kept only while the package moves to the names above.
-def check_fraction(name: str, value, low: float = 0.0, high: float = 1.0, *, low_open=False) -> float:
-    return check_in_range(name, value, low, high, open_low=low_open)
-
-
 def check_seed(name: str, value, allow_none: bool = True):
     """An integer seed (not a bool), or None where ``allow_none``; returned as int or None."""
     if value is None and allow_none:
