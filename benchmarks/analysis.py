@@ -1,12 +1,12 @@
-"""Issue 7: the analysis suite on MNIST and Fashion-MNIST, NT vs PGD-AT, with timings.
+"""The analysis suite on MNIST and Fashion-MNIST, NT vs PGD-AT, with timings.
 
 Per dataset: ``bench_cnn`` trained normally (NT) and with PGD-AT (PGD-10, step 2.5*eps/10, random
 start, epsilon ramped over the first epoch) on the first ``--n-train`` training images (weights cached
 in ``--out``), then ``kam.analysis.analyze`` on the first ``--n`` test images: texture/shape probe
-(P1), promotion/suppression types for FGSM / PGD-20 / targeted PGD-20 (P4), Grad-CAM, robust accuracy
-vs epsilon, targeted universal perturbation fooling rates (P3), information plane (P1). Writes the
+(the information-plane paper), promotion/suppression types for FGSM / PGD-20 / targeted PGD-20 (the promotion/suppression paper), Grad-CAM, robust accuracy
+vs epsilon, targeted universal perturbation fooling rates (RAT, 2020), information plane. Writes the
 HTML report to ``OUT/<dataset>_report/`` and prints a summary; exits 1 if an analysis of one model
-takes more than ``--time-limit`` seconds (issue 7: 2 minutes on 1,000 MNIST images, 2 CPU cores).
+takes more than ``--time-limit`` seconds (the target: 2 minutes on 1,000 MNIST images, 2 CPU cores).
 
     KERAS_ADVMI_DATA=/work/shared/data nice -n 10 python benchmarks/analysis.py
 """

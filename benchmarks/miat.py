@@ -5,7 +5,7 @@
     KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py step-cost
     python benchmarks/miat.py digits-gap --seeds 0 1 2 3 --configs a0 a5_ramp
 
-compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on bench_cnn —
+compare: per dataset, seed and base in {pgd, trades, mart}: the MIAT paper's procedure on bench_cnn —
   base for --warm-epochs (epsilon ramped over the first epoch), then from that same model either
   (a) the base for --epochs more (the same-budget baseline) or (b) estimator pretraining
   (--pretrain-epochs) and MIAT(base) for --epochs. Both evaluated on --test images (>= 1,000) with clean,
@@ -15,21 +15,21 @@ compare: per dataset, seed and base in {pgd, trades, mart}: P2's procedure on be
   AutoAttack by its APGD-CE and APGD-DLR parts (one start each, no Square). --alpha-warmup-epochs K
   ramps MIAT's alpha over K epochs (a separate table row); with --miat-only the baseline is not
   retrained (its rows come from an earlier run into the same OUT).
-digits-gap: issue 5 item 1 over seeds, tests/test_miat.py's protocol on digits (the tests' small CNN,
+digits-gap: the MIAT vs PGD-AT gap over seeds, tests/test_miat.py's protocol on digits (the tests' small CNN,
   eps 0.2, PGD-5): PGD-AT 10 epochs from small_cnn(seed), then from those weights, with the same batch
   order, 10 epochs of PGD-AT or of each MIAT config (estimators pretrained first); PGD-20 and clean
   accuracy gaps in points. Config a0 (alpha 0) is the control: the PGD-AT loss through MIAT's graph,
   so its gap is run-to-run noise. --schedule cosine decays both arms' learning rate to 0.
-fit-alone (issue 27): PGD-AT vs MIAT(pgd) each trained by one ``fit`` of --epochs from the same untrained
+fit-alone: PGD-AT vs MIAT(pgd) each trained by one ``fit`` of --epochs from the same untrained
   --arch (MIAT's phases inside: --base-epochs, --pretrain-epochs, --alpha-warmup-epochs, default MIAT's
   "auto" 25/10/10%), evaluated like compare. Resumable: each run backs up to OUT/backup/<row> with
   keras.callbacks.BackupAndRestore, so a killed job continues in its epoch and phase; finished rows in
   OUT/fit_alone.jsonl are skipped. Both defenses ramp epsilon as the CLI does by default (2 epochs at
-  eps >= 0.2). Issue 27 item 4 (one row ~1 h on 2 quiet CPU cores):
+  eps >= 0.2). One row takes ~1 h on 2 CPU cores:
       KERAS_ADVMI_DATA=../shared/data python benchmarks/miat.py fit-alone --datasets mnist fashion_mnist \
           --seeds 0 1 --arch madry_cnn --train 60000 --epochs 8
   Finished rows are committed (benchmarks/results/miat_fit/fit_alone.jsonl): a new checkout goes on with the rest.
-digits-fit-alone (issue 27, done-when 1): tests/test_miat.py's protocol over batch orders: the tests' small CNN
+digits-fit-alone: tests/test_miat.py's protocol over batch orders: the tests' small CNN
   from seed 0, PGD-AT or MIAT (defaults, eps 0.1, step 0.025, PGD-5) by one fit of 12 epochs, Adam 2e-3,
   batch 64, keras.utils.set_random_seed(ORDER) before each fit; validation clean and PGD-10 accuracy.
 step-cost: median time of a compiled train step, MIAT(base) / base, for each base, measured
@@ -374,7 +374,7 @@ def main():
     c.add_argument("--epochs", type=int, default=2)
     c.add_argument("--pretrain-epochs", type=int, default=3)
     c.add_argument("--no-autoattack", dest="autoattack", action="store_false")
-    c.add_argument("--alpha-warmup-epochs", type=int, default=0, help="MIAT's alpha ramp (0: P2's procedure)")
+    c.add_argument("--alpha-warmup-epochs", type=int, default=0, help="MIAT's alpha ramp (0: the paper's procedure)")
     c.add_argument("--miat-only", action="store_true",
                    help="skip the baseline (its rows are in OUT/results.jsonl from a run without a ramp)")
     c.add_argument("--out", default="benchmarks/out/miat")

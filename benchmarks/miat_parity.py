@@ -28,7 +28,7 @@ Compared, as max |official - ours| (the official code returns losses, -score; we
 - each estimator's training loss (``miat_estimators.pretrain_losses`` vs ``MI_loss_nat`` / ``MI_loss_adv``), training mode;
 - the MIAT loss (CE + alpha * MI term) and the MI term alone, both variants, inference-mode estimators.
 The selection: the official code takes ``softmax(logits, dim=0)`` (over the *batch*) before the argmax, a
-bug (METHODS.md); we take the argmax of the logits. Each loss is compared twice: with the official
+bug; we take the argmax of the logits. Each loss is compared twice: with the official
 selection (ours given the official masks) and with the argmax selection (the official functions given a
 ``softmax`` over dim 0 that is the identity, i.e. the argmax of the logits); the table says how many
 samples the two selections disagree on.

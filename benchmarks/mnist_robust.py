@@ -114,7 +114,7 @@ def budget(args, pgd_args):
 
     Alternates ``--rounds`` rounds of ``fit`` over the first ``--budget-images`` training images
     (after one untimed warm-up each) and compares medians. Prints the time ratio per image and the
-    epochs that stay within 30% of PGD-AT's ``--pgd-epochs`` epochs (issue 3, item 6).
+    epochs that stay within 30% of PGD-AT's ``--pgd-epochs`` epochs.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_throughput import alternate_rounds, dataset

@@ -1,11 +1,11 @@
-"""P5's claim "adversarial training lowers neuron sensitivity", checked on MNIST.
+"""The claim of Zhang et al. (2019) "adversarial training lowers neuron sensitivity", checked on MNIST.
 
 Models (all ``bench_cnn``, the same ``--n-train`` MNIST images, epochs and seed): NT (trained here),
 PGD-AT and SNS (the weights ``benchmarks/sns.py`` saved for seed 0; trained here with the same
 settings when missing). On the first ``--n-test`` test images we compute per-channel sensitivity
 sigma(F_l^m, x, x') (mean |F(x) - F(x')| over the channel's positions, averaged over samples) for
 conv1, conv2, dense1 and logits with
-  own:  x' = PGD-40 (eps 0.3) against the model itself (white-box, as P5), and
+  own:  x' = PGD-40 (eps 0.3) against the model itself (white-box, as the paper), and
   NT:   x' = the same PGD-40 examples computed against the NT model (one fixed perturbation set),
 plus a scale-free variant: sigma divided by the layer's mean |F(x)| on clean inputs (AT can shrink
 activations overall, which lowers raw sigma without any "stabilisation"). Plot to ``--plot``.

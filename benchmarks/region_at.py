@@ -1,4 +1,4 @@
-"""RAT (P3) fine-tuning vs PGD-AT fine-tuning on the same MNIST subset and budget.
+"""RAT (2020) fine-tuning vs PGD-AT fine-tuning on the same MNIST subset and budget.
 
 From one normally trained (NT) CNN, fine-tune copies with RegionAT and with PGD-AT on 1% and 10% of
 the MNIST training set (same class-stratified subset, epochs, batch size and Adam learning rate), then

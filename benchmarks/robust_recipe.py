@@ -1,4 +1,4 @@
-"""Issue 28: a trained run evaluated the way the published MNIST anchors are, and the Fashion-MNIST table.
+"""A trained run evaluated the way the published MNIST anchors are, and the Fashion-MNIST table.
 
     # train with a recipe (resumable; wall time per epoch in OUT/train_log.json), then evaluate it
     KERAS_ADVMI_DATA=../shared/data keras-advmi train --dataset mnist --recipe robust --seed 0 --out runs/robust

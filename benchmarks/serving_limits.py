@@ -1,4 +1,4 @@
-"""What the embedded server's limits cost (issue 22): time and server RSS to refuse an expanding gRPC
+"""What the embedded server's limits cost: time and server RSS to refuse an expanding gRPC
 request and a 100,000-row REST request, metrics page growth after 300 unknown model names, and how
 fast slow clients are cut off.
 

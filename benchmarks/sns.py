@@ -1,4 +1,4 @@
-"""SNS (P5) vs PGD-AT trained from scratch: same CNN, data, epochs, optimizer and PGD inner attack.
+"""SNS (Zhang et al., 2019) vs PGD-AT trained from scratch: same CNN, data, epochs, optimizer and PGD inner attack.
 
 For each dataset and seed, train ``bench_cnn`` with PGD-AT and with SNS (PGD-AT + CE(f(x)) + gamma *
 top-k neuron sensitivity of conv1, conv2, dense1), then report on the first ``--n-test`` test images:

@@ -1,4 +1,4 @@
-"""Fixtures for the serving tests: tiny SavedModels in BASE/NAME/VERSION with DESIGN.md's
+"""Fixtures for the serving tests: tiny SavedModels in BASE/NAME/VERSION with the serving contract's
 ``serving_default`` and ``detect`` signatures (built with keras.export.ExportArchive), and a
 running embedded server on free localhost ports."""
 

@@ -1,4 +1,4 @@
-"""Analysis suite (issue 7): METHODS.md fixtures (saturation, PSE, KDE through the information plane),
+"""Analysis suite: known-answer fixtures (saturation, PSE, KDE through the information plane),
 patch shuffle as a block permutation, Grad-CAM with a known answer, and clear errors for bad input."""
 
 import numpy as np
@@ -117,7 +117,7 @@ def linear_logits_model(scale=10.0):
 
 
 def test_pse_fixture_logit_and_neuron_level():
-    # METHODS.md: z(x) = [4, 1, 0], z(x') = [1, 3, 0], y = 0, t = 1 -> S = 3, P = 2, r = 0.4, balanced
+    # known answer: z(x) = [4, 1, 0], z(x') = [1, 3, 0], y = 0, t = 1 -> S = 3, P = 2, r = 0.4, balanced
     model = linear_logits_model()
     x = np.array([[0.4, 0.1, 0.0]], np.float32)
     x_adv = np.array([[0.1, 0.3, 0.0]], np.float32)

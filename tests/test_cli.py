@@ -190,7 +190,7 @@ def test_bad_argument_in_a_fresh_process(args):
 
 
 def test_train_miat_runs_p2_procedure(tmp_path):
-    """One fit runs P2's phases (MIAT's schedule, issue 27): --base-epochs (step 1), --pretrain-epochs (step 2),
+    """One fit runs MIAT's phases (Zhou et al., 2022): --base-epochs (step 1), --pretrain-epochs (step 2),
     then MIAT (step 3), the phase and the MI logs in the progress bar; the training attack in bf16."""
     proc = cli("train", "--dataset", "digits", "--defense", "miat", "--base", "trades", "--steps", "2",
                "--base-epochs", "1", "--pretrain-epochs", "1", "--epochs", "3", "--eval-attacks", "clean",

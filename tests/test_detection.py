@@ -107,7 +107,7 @@ def test_feature_squeezers_match_scipy_and_rounding():
 
 
 def test_dv_terms_match_fixture():
-    # METHODS.md: S = [[2, 0], [0, 2]] -> DV 2.0 (one location, g_i . L_j = S_ij)
+    # known answer: S = [[2, 0], [0, 2]] -> DV 2.0 (one location, g_i . L_j = S_ij)
     g = tf.constant([[2.0, 0.0], [0.0, 2.0]])
     local = tf.constant([[[1.0, 0.0]], [[0.0, 1.0]]])
     np.testing.assert_allclose(dv_scores_batch(g, local).numpy(), [2.0, 2.0], atol=1e-6)

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh: its --cpu mode runs in CI time and prints every ratio; the GPU mode refuses to run
-without a GPU (issue 23). The GPU figures themselves come from a run on a GPU machine."""
+without a GPU. The GPU figures themselves come from a run on a GPU machine."""
 
 import os
 import subprocess

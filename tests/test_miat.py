@@ -1,4 +1,4 @@
-"""MIAT / NAMID on digits: P2's MI ordering after pretraining, accuracy vs PGD-AT on the same budget,
+"""MIAT / NAMID on digits: the MIAT paper's MI ordering after pretraining, accuracy vs PGD-AT on the same budget,
 MI logs in history, .keras round-trip, distribution-free checks of the loss, bad arguments."""
 
 import numpy as np
@@ -29,7 +29,7 @@ def _accuracies(net, xt, yt):
 
 @pytest.fixture(scope="module")
 def warm(digits, cnn_factory):
-    """PGD-AT for WARM_EPOCHS epochs (P2, step 1): the shared starting point."""
+    """PGD-AT for WARM_EPOCHS epochs (the paper's step 1): the shared starting point."""
     (x, y), _ = digits
     model = _compile(kam.AdversarialModel(cnn_factory(seed=0), kam.defenses.PGD(epsilon=EPS, steps=5, seed=0)))
     model.fit(x, y, epochs=WARM_EPOCHS, batch_size=64, verbose=0)
@@ -45,7 +45,7 @@ def _net_from(weights, cnn_factory):
 @pytest.fixture(scope="module")
 def pretrained(digits, cnn_factory, warm):
     (x, y), _ = digits
-    # P2's explicit protocol: warm (PGD-AT) -> pretrain_estimators -> fit (whose "auto" schedule then skips its
+    # The paper's explicit protocol: warm (PGD-AT) -> pretrain_estimators -> fit (whose "auto" schedule then skips its
     # own base and pretraining phases).
     defense = kam.defenses.MIAT(epsilon=EPS, steps=5, seed=0, estimators=kam.defenses.MIATEstimators(hsize=64),
                                 phases=kam.defenses.MIATPhases(alpha_warmup_steps=-(-len(x) // 64)))
@@ -55,7 +55,7 @@ def pretrained(digits, cnn_factory, warm):
 
 
 def test_mi_ordering_on_held_out_data(digits, pretrained):
-    """P2's finding: on successful attacks, natural MI is higher for (x, h(x)) than for (x, h(x~)), and
+    """The paper's finding: on successful attacks, natural MI is higher for (x, h(x)) than for (x, h(x~)), and
     adversarial MI higher for (n, h(x~)) than for (n, h(x)). Held-out pairs, the pretraining attack (L2)."""
     model, defense, history = pretrained
     _, (xt, yt) = digits
@@ -75,7 +75,7 @@ def test_mi_ordering_on_held_out_data(digits, pretrained):
 
 
 def test_fit_alone_from_an_untrained_cnn_keeps_up_with_pgd_at(digits, cnn_factory, tmp_path):
-    """Issue 27, done-when 1: ``fit`` alone, defaults, 12 epochs from an untrained small CNN (3 base epochs,
+    """``fit`` alone, defaults, 12 epochs from an untrained small CNN (3 base epochs,
     1 of estimator pretraining, 8 of MIAT with 3 of ramp): within 3 points of PGD-AT's clean and 5 of its
     adversarial validation accuracy (PGD-10, eps 0.1), the same budget (12 epochs of fit), seed and batches.
     Measured over 5 batch orders (docs/results.md, digits table); this order: +0.0 / +1.3 points.
@@ -110,7 +110,7 @@ def test_fit_alone_from_an_untrained_cnn_keeps_up_with_pgd_at(digits, cnn_factor
 
 @pytest.mark.slow   # 49 s on a quiet machine, 3.5 min under load: two processes, each tracing MIAT's step
 def test_killed_miat_run_resumes_in_its_phase_and_finishes(tmp_path):
-    """Issue 27, done-when 2: SIGKILL after 2 of the 4 steps of the second (of two) estimator-pretraining
+    """SIGKILL after 2 of the 4 steps of the second (of two) estimator-pretraining
     epochs; the rerun
     restores the state saved after the first (MIAT's step 8, 4 estimator and 4 model updates), redoes the
     second pretraining epoch (model frozen) and finishes the MIAT phase: 6 epochs of 4 steps, phases

@@ -1,4 +1,4 @@
-"""Neuron sensitivity (P5): the METHODS.md fixture, averaging, helpers, errors, and the TensorBoard logger."""
+"""Neuron sensitivity (Zhang et al., 2019): the known-answer fixture, averaging, helpers, errors, and the TensorBoard logger."""
 
 import glob
 import os
@@ -22,7 +22,7 @@ def identity_conv_model():
 
 
 def test_fixture_channel_values():
-    # METHODS.md: F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75
+    # known answer: F(x) = [1, 2, 3, 4], F(x') = [2, 2, 3, 2] -> 0.75
     f_clean = tf.constant([1.0, 2.0, 3.0, 4.0])
     f_adv = tf.constant([2.0, 2.0, 3.0, 2.0])
     as_conv = channel_sensitivity(tf.reshape(f_clean, [1, 2, 2, 1]), tf.reshape(f_adv, [1, 2, 2, 1]))

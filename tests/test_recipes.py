@@ -1,4 +1,4 @@
-"""Issue 28: `keras-advmi train --recipe`, the one-cycle schedule, --beta / --val-images, the wall-time log,
+"""`keras-advmi train --recipe`, the one-cycle schedule, --beta / --val-images, the wall-time log,
 ``autoattack-standard``, and (slow) the fast recipe's robust accuracy on a 5,000-image MNIST subset."""
 
 import json

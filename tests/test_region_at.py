@@ -1,4 +1,4 @@
-"""RegionAT (P3): delta state and refresh, examples, the digits fine-tuning claim, save/load, errors."""
+"""RegionAT (RAT, 2020): delta state and refresh, examples, the digits fine-tuning claim, save/load, errors."""
 
 import keras
 import numpy as np

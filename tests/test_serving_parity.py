@@ -1,4 +1,4 @@
-"""A SavedModel that is not a keras-advmi export, served as TF Serving serves it (issue 26): TF
+"""A SavedModel that is not a keras-advmi export, served as TF Serving serves it: TF
 Serving's own example ``half_plus_two`` (y = 0.5 x + 2), TF1-style, in the zero-padded version
 directory ``00000123``. Every answer is the document TF Serving gives for that model (its REST API
 guide and ``http_rest_api_handler_test.cc``), defaults printed."""

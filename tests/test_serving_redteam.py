@@ -1,4 +1,4 @@
-"""The embedded server tried as an attacker would (issue 22), on 127.0.0.1 with bounded counts and time:
+"""The embedded server tried as an attacker would, on 127.0.0.1 with bounded counts and time:
 a bad request never fails its batch-mates, expanding and huge requests are refused before they
 allocate, metrics cannot be flooded, odd version directories do not stop polling, malformed bodies and
 TensorProtos get TF Serving's 4xx / INVALID_ARGUMENT (never a 500, UNKNOWN or exception text), slow

@@ -1,4 +1,4 @@
-"""SNS (P5): the loss against a hand computation, top-k re-picking schedule, training, save/load, errors."""
+"""SNS (Zhang et al., 2019): the loss against a hand computation, top-k re-picking schedule, training, save/load, errors."""
 
 import keras
 import numpy as np

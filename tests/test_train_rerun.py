@@ -1,4 +1,4 @@
-"""keras-advmi train reruns (issue 24): a finished run is not retrained without --force, a run killed during
+"""keras-advmi train reruns: a finished run is not retrained without --force, a run killed during
 its final table is evaluated without training, a resumed run says "resuming from epoch N", and PGD-style
 defenses at a large epsilon get a default epsilon warm-up, stated in --help."""
 
@@ -102,7 +102,7 @@ def test_resumed_run_says_where_it_resumes(tmp_path, capsys):
 @needs_mnist
 @pytest.mark.timeout(3600)
 def test_mnist_pgd_one_epoch_with_the_defaults_is_above_chance(tmp_path):
-    """Issue 24: `keras-advmi train --dataset mnist --defense pgd --epochs 1` used to end at 12.6% everywhere
+    """`keras-advmi train --dataset mnist --defense pgd --epochs 1` used to end at 12.6% everywhere
     (a constant classifier). With the default warm-up (eps ramped over the first 0.5 epochs), measured
     2026-12-02 on 2 shared CPU cores (15 min wall): clean 97.4%, FGSM 90.4%, PGD-20 85.8% at eps 0.3 on the
     first 1,000 test images (val_accuracy 97.6%, val_adv_accuracy 87.9% on all 10,000)."""

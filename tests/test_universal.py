@@ -1,4 +1,4 @@
-"""Targeted universal perturbations (P3) and their fooling rate: analytic cases, budget, seeds, errors."""
+"""Targeted universal perturbations (RAT, 2020) and their fooling rate: analytic cases, budget, seeds, errors."""
 
 import numpy as np
 import pytest

@@ -19,14 +19,14 @@ import numpy as np
 
 from .._checks import (check_bool, check_choice, check_in_unit_interval, check_norm, check_positive,
                        check_positive_int, invalid)
+from ..mi.bounds import DIAGONALS as MI_DIAGONALS, PER_SAMPLE_BOUNDS
 
 __all__ = ["MIATEstimators", "MIATPhases", "MIATPretraining", "phase_length", "check_attack_epsilon", "BOUNDS",
            "DIAGONALS", "PHASE_NAMES"]
 
-#: Per-sample bounds of the estimators ('dv': Donsker-Varadhan, the official code's).
-BOUNDS = ("dv", "jsd", "infonce")
-#: DV negatives: 'exclude' (the correct DV) or 'zero' (the official code's, for parity).
-DIAGONALS = ("exclude", "zero")
+#: Per-sample bounds of the estimators ('dv': Donsker-Varadhan, the official code's) and DV's negatives
+#: ('exclude', the correct DV, or 'zero', the official code's, for parity): the MI package's own lists.
+BOUNDS, DIAGONALS = PER_SAMPLE_BOUNDS, MI_DIAGONALS
 
 
 class _Config:

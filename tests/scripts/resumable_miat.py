@@ -1,4 +1,4 @@
-"""MIAT's phases in one fit with BackupAndRestore (issue 27): 64 digits per epoch in batches of 16 (4 steps), 6 epochs =
+"""MIAT's phases in one fit with BackupAndRestore: 64 digits per epoch in batches of 16 (4 steps), 6 epochs =
 1 base + 2 estimator pretraining + 3 MIAT (1 of ramp). Prints, flushed, 'epoch_begin K counts S E M'
 at each epoch's start (S: MIAT's step count, E/M: the estimator / model optimizer's iterations), 'phase K P'
 at its end (the logged miat_phase) and 'done S E M' at the end. With PAUSE_AT=K:B it prints 'paused S E M' after
