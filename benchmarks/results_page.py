@@ -77,8 +77,8 @@ SECTIONS = {  # section key -> heading, in page order
     "defaults": "Measurements behind defaults",
     "import_time": "Import time",
 }
-GENERIC = ("import_time*.json", "serving_load*.json")  # rendered as they are when they carry no "kind"
-GENERIC_SECTION = {"import_time": "import_time", "serving_load": "serving"}
+GENERIC = ("import_time*.json", "serving_load*.json", "serving_gc*.json")  # rendered as they are when they carry no "kind"
+GENERIC_SECTION = {"import_time": "import_time", "serving_load": "serving", "serving_gc": "serving"}
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -9,8 +9,12 @@ collection walks what a serving process holds. Three ways per body, interleaved,
 
 - ``gc on``: the collector left alone;
 - ``gc.disable()``: the collector paused around each parse (process-wide while it runs);
-- ``gc.freeze()``: the collector on, the objects alive before serving moved to the permanent
-  generation once (what a server could do after loading its models).
+- ``gc.freeze()``: the collector on, the objects alive before the model is built (TensorFlow's and
+  Keras' own) moved to the permanent generation, as ``ModelServer.start()`` does before it loads its
+  models; the model's objects stay collectable.
+
+Each round builds the model afresh after the mode's set-up, so that in every mode the model's objects
+are young and ordinary.
 
 Prints the medians and the ratios (gc on / other; > 1 means the switch is faster).
 
@@ -61,8 +65,10 @@ def main(argv=None):
 
     from keras_advmi.serving import codec
 
-    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3), keras.layers.Flatten(),
-                      keras.layers.Dense(10)])     # what a serving process holds besides the request
+    def build_model():   # what a serving process holds besides its imports and the request
+        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3), keras.layers.Flatten(),
+                                 keras.layers.Dense(10)])
+
     spec = {"inputs": tf.TensorSpec((None, 28, 28, 1), tf.float32, name="inputs")}
 
     def specs_for(sig):
@@ -75,28 +81,28 @@ def main(argv=None):
     for _ in range(args.repeats):
         for b, body in bodies.items():
             for m in modes:
+                gc.collect()
                 if m == "gc.freeze()":
-                    gc.collect()
                     gc.freeze()
+                model = build_model()
                 times[(b, m)].append(_time(lambda: codec.parse_predict(body, specs_for, 100_000, 1 << 30),
                                            loops[b], m))
+                del model
                 if m == "gc.freeze()":
                     gc.unfreeze()
     t0 = time.perf_counter()
-    gc.collect()                    # what the server does after each version change, then gc.freeze()
+    gc.collect()                    # what ModelServer.start() does once, before gc.freeze()
     collect_ms = (time.perf_counter() - t0) * 1e3
-    out = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "repeats": args.repeats,
-           "tracked_objects": len(gc.get_objects()), "full_collection_ms": round(collect_ms, 1), "bodies": {}}
+    out = {"command": "python benchmarks/serving_gc.py" + (f" --out {args.out}" if args.out else ""),
+           "hardware": f"{os.cpu_count()} CPU cores, Python {sys.version.split()[0]}", "repeats": args.repeats,
+           "tracked_objects": len(gc.get_objects()), "full_collection_ms": round(collect_ms, 1), "rows": []}
     print(f"{out['tracked_objects']} tracked objects; one full collection {collect_ms:.1f} ms")
     for b, body in bodies.items():
         med = {m: statistics.median(times[(b, m)]) for m in modes}
-        row = {"bytes": len(body), "median_ms": {m: round(v * 1e3, 3) for m, v in med.items()},
-               "ratio_gc_on_over": {m: round(med["gc on"] / med[m], 3) for m in modes[1:]}}
-        out["bodies"][b] = row
-        print(f"{b:5s} body {len(body) / 1e6:6.2f} MB: " +
-              ", ".join(f"{m} {v * 1e3:.3f} ms" for m, v in med.items()) +
-              " | gc on / gc.disable() = {0:.3f}, gc on / gc.freeze() = {1:.3f}".format(
-                  *row["ratio_gc_on_over"].values()))
+        row = {"body": f"{b}, {len(body) / 1e6:.2f} MB", **{f"{m} ms": round(v * 1e3, 3) for m, v in med.items()},
+               **{f"gc on / {m}": round(med["gc on"] / med[m], 2) for m in modes[1:]}}
+        out["rows"].append(row)
+        print(", ".join(f"{k} {v}" for k, v in row.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)

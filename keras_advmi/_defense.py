@@ -23,7 +23,7 @@ import tensorflow as tf
 import keras
 
 from ._checks import (check_choice, check_in_unit_interval, check_nonnegative, check_nonnegative_int,
-                      check_positive_int, check_seed)
+                      check_positive, check_positive_int, check_seed)
 from ._model import logits_of
 from .attacks._common import madry_step_size, seed_pair
 from .attacks._precision import check_attack_dtype, compute_dtype
@@ -163,6 +163,11 @@ class Defense:
             ramp = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(self.epsilon_warmup_steps))
             eps = eps * ramp
         return eps
+
+    def check_step_size(self, step_size) -> float:
+        """A training attack's step in pixel units: > 0, or >= 0 when ``epsilon`` is 0 (a zero budget has a
+        zero step); the ValueError names ``step_size``."""
+        return (check_positive if self.epsilon > 0 else check_nonnegative)("step_size", step_size)
 
     def warmup_scaled(self, value, eps):
         """``value``, set for the full ``epsilon`` (a step size, a perturbation), at the current radius ``eps``

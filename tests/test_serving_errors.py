@@ -104,10 +104,14 @@ def test_examples_decoding_past_the_cap_over_rest_are_413_like_predict_tensors(s
 
 
 def test_long_lived_objects_are_frozen_while_serving_and_released_by_stop(server, tmp_path):
-    """Parsing a request triggers cyclic collections; the objects alive once the models are loaded are
-    frozen so those collections skip them (benchmarks/serving_gc.py), and never the collector is off."""
+    """Parsing a request triggers cyclic collections; the objects alive before the models load are frozen
+    so those collections skip them (benchmarks/serving_gc.py), and never the collector is off. A loaded
+    version stays collectable (frozen objects are invisible to gc.get_objects), so an unloaded version's
+    cycles are freed."""
     assert gc.get_freeze_count() > 0 and gc.isenabled()
     sf.export_version(sf.small_model(0), tmp_path / "m" / "1")
     other = ModelServer([ModelEntry("m", tmp_path / "m")], rest_port=0, grpc_port=None, poll_seconds=0).start()
+    loaded = other.resolve("m")
+    assert any(o is loaded for o in gc.get_objects())
     other.stop()
     assert gc.get_freeze_count() == 0 and gc.isenabled()

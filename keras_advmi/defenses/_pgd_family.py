@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_bool, check_nonnegative, check_nonnegative_int, check_norm, check_positive
+from .._checks import check_bool, check_nonnegative_int, check_norm
 from ..attacks._common import madry_step_size
 from ..attacks.pgd import pgd_graph
 from .base import Defense
@@ -37,8 +37,7 @@ class PGDDefense(Defense):
         super().__init__(epsilon, **defense_options)
         if step_size is None:
             step_size = madry_step_size(self.epsilon, max(self.steps, 1))
-        # a zero budget has a zero step; any other budget needs a step > 0
-        self.step_size = (check_positive if self.epsilon > 0 else check_nonnegative)("step_size", step_size)
+        self.step_size = self.check_step_size(step_size)
         self.random_start = check_bool("random_start", random_start)
 
     def adversarial_examples(self, model, x, y, seed=None, step=None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .._checks import check_bool, check_nonnegative, check_positive
+from .._checks import check_bool, check_nonnegative
 from .._model import logits_of
 from ..attacks._common import loss_gradient, seed_pair, uniform_ball_sample, unless_empty
 from ..attacks.fgsm import fgsm_graph
@@ -47,8 +47,7 @@ class FastAT(Defense):
         super().__init__(epsilon, eval_steps=eval_steps, **defense_options)
         if step_size is None:
             step_size = 1.25 * epsilon
-        # a zero budget has a zero step; any other budget needs a step > 0
-        self.step_size = (check_positive if self.epsilon > 0 else check_nonnegative)("step_size", step_size)
+        self.step_size = self.check_step_size(step_size)
         self.noise = check_nonnegative("noise", noise)
         self.project = check_bool("project", project)
 

@@ -20,14 +20,12 @@ gRPC stops taking RPCs (new ones get UNAVAILABLE); requests already in flight, i
 arriving, run to their answer for up to ``drain_timeout`` seconds; then both front ends close. TF
 Serving itself does not drain (tensorflow/serving#1853); Kubernetes sends SIGTERM on every rollout.
 
-Garbage collection: once its models are loaded (and again after each poll that loads or unloads a
-version) the server collects and then freezes (``gc.freeze``) every object alive, so the cyclic
-collections that parsing a request triggers no longer walk TensorFlow's and the models' objects; a
-version change unfreezes first, so an unloaded version's cycles are collected. ``stop()`` unfreezes.
-Parsing a predict body of MNIST images took 3.5-3.6x less time so (70 KB body) and 3.3-3.6x less
-(10 MB), against 3.9x and 5.2-5.3x with the collector switched off around the parse
-(``benchmarks/serving_gc.py``); the price is one full collection per version change (0.5 s with
-TensorFlow and a model loaded, on the poller thread).
+Garbage collection: ``start()`` collects once and freezes (``gc.freeze``) the objects alive before any
+model loads (TensorFlow's, Keras', the server's own: hundreds of thousands, none of them ever freed), so
+the full collections that parsing a large JSON body triggers no longer walk them. The models' objects
+stay with the collector: an unloaded version's cycles are freed, and a version change costs no
+collection. ``stop()`` unfreezes. ``benchmarks/serving_gc.py`` measures the parse with and without
+(the figures are on the results page).
 """
 
 from __future__ import annotations
@@ -122,8 +120,8 @@ class ModelServer:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> ModelServer:
         """Load models, start polling and both front ends in a background thread."""
+        _freeze_long_lived()
         self.registry.poll()
-        _refreeze()
         self.executor = (batching.Batcher(self.batching) if self.batching
                          else batching.Direct(threads=4, max_pending=1024, max_rows=self.max_request_rows))
         self.metrics.batch_count(lambda: self.executor.batches)
@@ -138,8 +136,7 @@ class ModelServer:
     def _poll_loop(self):
         while not self._stopping.wait(self.poll_seconds):
             try:
-                if self.registry.poll():
-                    _refreeze()
+                self.registry.poll()
             except Exception:  # pragma: no cover - keep serving what is loaded
                 logger.exception("version poll failed")
 
@@ -302,9 +299,8 @@ class ModelServer:
         return f"http://{self.host}:{self.rest_port}"
 
 
-def _refreeze():
-    """Collect everything (an unloaded version's cycles included), then move the survivors, the
-    long-lived objects of the process, to the collector's permanent generation."""
-    gc.unfreeze()
+def _freeze_long_lived():
+    """Collect once, then move every object alive (the process's imports: they live as long as it does)
+    to the collector's permanent generation; objects created later, the models' included, stay collectable."""
     gc.collect()
     gc.freeze()
