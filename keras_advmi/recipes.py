@@ -26,6 +26,9 @@ DEFENSE_NAMES = ("none", "fast_at", "mart", "miat", "pgd", "region_at", "sns", "
 #: The defenses whose training attack takes a step size (``--step-size``): all but RegionAT, whose universal
 #: perturbations have their own step.
 STEP_SIZE_DEFENSES = ("fast_at", "mart", "miat", "pgd", "sns", "trades")
+#: The defenses whose training attack is iterative (``--steps``): FastAT's is one step, RegionAT's universal
+#: perturbations have their own.
+STEPS_DEFENSES = ("mart", "miat", "pgd", "sns", "trades")
 #: ``--beta``, the weight of the robust term: the argument it sets on each defense that has one (TRADES' beta,
 #: MART's lambda).
 ROBUST_WEIGHT = {"trades": "beta", "mart": "lam"}

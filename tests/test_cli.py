@@ -76,6 +76,10 @@ def test_evaluate_saved_model(trained_run, tmp_path):
      "--step-size is the training attack's step: it needs a defense with one (fast_at, mart, miat, pgd, sns, "
      "trades), got --defense region_at"),
     (["train", "--defense", "none", "--step-size", "0.01"], "--step-size is the training attack's step"),
+    (["train", "--defense", "fast_at", "--steps", "7"],
+     "--steps counts the training attack's iterations: it needs an iterative defense (mart, miat, pgd, sns, "
+     "trades), got --defense fast_at"),
+    (["train", "--defense", "region_at", "--steps", "7"], "got --defense region_at"),
 ])
 def test_bad_arguments_one_line_exit_2(args, needle, capsys):
     """In this process (a new one costs ~7 s of TensorFlow import per case); the process boundary is

@@ -116,12 +116,13 @@ def test_each_defense_gets_the_arguments_it_takes(cnn_factory):
     one, --steps for the iterative attacks, --beta as TRADES' beta and MART's lambda, SNS on every Conv2D."""
     import inspect
 
-    from keras_advmi.recipes import STEP_SIZE_DEFENSES
+    from keras_advmi.recipes import STEP_SIZE_DEFENSES, STEPS_DEFENSES
     from keras_advmi.training import DefenseOptions, build_defense
 
     registry = kam.defenses.REGISTRY
     assert {n for n, cls in registry.items() if "step_size" in inspect.signature(cls).parameters} == \
         set(STEP_SIZE_DEFENSES)
+    assert {n for n, cls in registry.items() if "steps" in inspect.signature(cls).parameters} == set(STEPS_DEFENSES)
     model = cnn_factory()
     options = DefenseOptions(epsilon=0.2, steps=3, step_size=0.05, seed=1, attack_dtype="bfloat16",
                              epsilon_warmup_steps=4)

@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..recipes import (DEFENSE_NAMES, RECIPES, ROBUST_WEIGHT, STEP_SIZE_DEFENSES, WARMUP_DEFENSES, WARMUP_EPOCHS,
-                       WARMUP_EPSILON, Recipe, default_warmup_epochs)
+from ..recipes import (DEFENSE_NAMES, RECIPES, ROBUST_WEIGHT, STEP_SIZE_DEFENSES, STEPS_DEFENSES, WARMUP_DEFENSES,
+                       WARMUP_EPOCHS, WARMUP_EPSILON, Recipe, default_warmup_epochs)
 from . import UsageError
 from ._common import dataset_arg, epsilon_arg, keras_file_arg, load_dataset, load_model, positive_int
 
@@ -55,7 +55,8 @@ def _add_defense_arguments(p):
     p.add_argument("--defense", type=str.lower, choices=DEFENSE_NAMES,
                    help=_default("training defense (none = standard training)", "defense"))
     p.add_argument("--epsilon", type=epsilon_arg, help="L-inf budget in [0, 1] (default: the dataset's)")
-    p.add_argument("--steps", type=positive_int, help=_default("attack steps in training", "steps"))
+    p.add_argument("--steps", type=positive_int,
+                   help=_default(f"attack steps in training; for {', '.join(STEPS_DEFENSES)}", "steps"))
     p.add_argument("--step-size", type=float,
                    help=f"attack step (default 2.5 * epsilon / steps); for {', '.join(STEP_SIZE_DEFENSES)}")
     p.add_argument("--attack-dtype", choices=["float32", "bfloat16"],
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _settle_switches(args):
     """Fill the switches left out (``apply_recipe``), print the recipe, refuse switches that do not fit."""
-    beta_given = args.beta is not None
+    beta_given, steps_given = args.beta is not None, args.steps is not None
     recipe = apply_recipe(args)
     if beta_given and args.defense not in ROBUST_WEIGHT:
         raise UsageError(f"--beta is TRADES' beta or MART's lambda: it needs --defense trades or mart, "
@@ -178,6 +179,9 @@ def _settle_switches(args):
     if args.step_size is not None and args.defense not in STEP_SIZE_DEFENSES:
         raise UsageError(f"--step-size is the training attack's step: it needs a defense with one "
                          f"({', '.join(STEP_SIZE_DEFENSES)}), got --defense {args.defense}")
+    if steps_given and args.defense not in STEPS_DEFENSES:
+        raise UsageError(f"--steps counts the training attack's iterations: it needs an iterative defense "
+                         f"({', '.join(STEPS_DEFENSES)}), got --defense {args.defense}")
     if recipe is not None:
         print(f"recipe {recipe.name} ({recipe.summary}): {recipe.command_line()} "
               "(switches given on the command line win)")
