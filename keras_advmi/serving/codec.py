@@ -50,7 +50,6 @@ _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _DEBUG_BYTES = 256       # json_tensor.cc's kMaxJsonDebugStringBytes
 
 
-
 def b64_bytes(text):
     """The bytes of a ``{"b64": text}`` value; INVALID_ARGUMENT when ``text`` is not base64."""
     try:

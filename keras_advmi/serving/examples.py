@@ -28,7 +28,6 @@ REGRESS = tf.saved_model.REGRESS_METHOD_NAME         # "tensorflow/serving/regre
 _KIND = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
 
 
-
 def _add_value(value, name, feature):
     kind = feature.WhichOneof("kind")
 

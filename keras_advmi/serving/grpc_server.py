@@ -161,24 +161,30 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             return resp
         return await self._call("predict", request.model_spec.name, context, work)
 
-    async def _infer(self, servable, signature_name, method, inp):
-        """One classify/regress evaluation -> (signature, ClassificationResult | RegressionResult)."""
-        sig = examples.signature_for(servable, signature_name, method)
+    async def _serialized(self, inp):
+        """``examples.serialized`` of ``inp`` (one serialization per Example: off the loop for a big input)."""
         args = (inp, self.server.max_rows, self.server.max_body_bytes)
         if inp.ByteSize() <= admission.INLINE_BODY_BYTES:
-            batch = examples.serialized(*args)
-        else:       # one serialization per Example: off the loop for a big input
-            batch = await self.server.off_loop(examples.serialized, *args)
+            return examples.serialized(*args)
+        return await self.server.off_loop(examples.serialized, *args)
+
+    async def _infer(self, servable, signature_name, method, inp, batch=None):
+        """One classify/regress evaluation -> (signature, ClassificationResult | RegressionResult, batch):
+        the signature is checked before ``inp`` is serialized, unless ``batch`` (its serialized Examples,
+        from an earlier evaluation of the same input) is given."""
+        sig = examples.signature_for(servable, signature_name, method)
+        if batch is None:
+            batch = await self._serialized(inp)
         outputs = await self.server.run(servable, sig, {"inputs": batch})
         if method == examples.CLASSIFY:
-            return sig, examples.classification_result(outputs, len(batch))
-        return sig, examples.regression_result(outputs, len(batch))
+            return sig, examples.classification_result(outputs, len(batch)), batch
+        return sig, examples.regression_result(outputs, len(batch)), batch
 
     async def _example_rpc(self, request, context, method, response_type, entrypoint):
         """Classify or Regress: one signature of the model on ``request.input`` (tf.Examples)."""
         async def work():
             servable = self._resolve(request.model_spec)
-            sig, result = await self._infer(servable, request.model_spec.signature_name, method, request.input)
+            sig, result, _ = await self._infer(servable, request.model_spec.signature_name, method, request.input)
             resp = response_type()
             _set_spec(resp.model_spec, servable, sig)
             resp.result.CopyFrom(result)
@@ -217,10 +223,10 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             for sig in seen:
                 if sig not in servable.signature_defs:
                     raise invalid_argument(f"Requested signature not found in model graph: {sig}")
-            resp = inference_pb2.MultiInferenceResponse()
-            for task in request.tasks:
-                sig, result = await self._infer(servable, task.model_spec.signature_name, task.method_name,
-                                                request.input)
+            resp, batch = inference_pb2.MultiInferenceResponse(), None
+            for task in request.tasks:      # the input serialized once, for the first task, as TF Serving does
+                sig, result, batch = await self._infer(servable, task.model_spec.signature_name, task.method_name,
+                                                       request.input, batch)
                 out = resp.results.add()
                 _set_spec(out.model_spec, servable, sig)
                 if task.method_name == examples.CLASSIFY:

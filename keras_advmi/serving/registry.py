@@ -320,7 +320,6 @@ class Registry:
         logger.info("loaded %s version %d (%d warm-up records replayed)", entry.name, v, records)
         return True
 
-
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The Servable for NAME (latest loaded), NAME/versions/N or NAME/labels/L."""
         with self._lock:

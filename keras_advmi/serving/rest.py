@@ -37,6 +37,7 @@ import json
 import logging
 import re
 import time
+from http import HTTPStatus
 
 from aiohttp import HttpVersion11, web
 from grpc import StatusCode
@@ -81,10 +82,13 @@ def _malformed(request):
     return invalid_argument(f"Malformed request: {request.method} {request.path}")
 
 
+def _json_error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"error": message}), content_type=_JSON)
+
+
 def error_response(exc: ServingError) -> web.Response:
     """TF Serving's error answer: ``{"error": message}`` with the error's HTTP status."""
-    return web.Response(status=exc.http_status, text=json.dumps({"error": exc.message}),
-                        content_type=_JSON)
+    return _json_error(exc.http_status, exc.message)
 
 
 def _middleware(method):
@@ -256,8 +260,7 @@ class RestApi:
             return None
         expect = request.headers.get("Expect", "")
         if expect.lower() != "100-continue":
-            return web.Response(status=417, text=json.dumps({"error": f"Unknown Expect: {expect[:100]}"}),
-                                content_type=_JSON)
+            return _json_error(HTTPStatus.EXPECTATION_FAILED, f"Unknown Expect: {expect[:100]}")
         declared = request.content_length
         if declared is not None and declared > self._limits.max_body_bytes:
             resp = error_response(admission.too_large(self._limits.max_body_bytes, declared))

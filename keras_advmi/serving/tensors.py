@@ -58,7 +58,6 @@ def type_name(enum):
     return name[3:].lower() if name.startswith("DT_") else name
 
 
-
 def task_size_error(rows, max_rows):
     return invalid_argument(f"Task size {rows} is larger than maximum input batch size {max_rows}")
 
