@@ -70,6 +70,9 @@ def test_evaluate_saved_model(trained_run, tmp_path):
     (["train", "--defense", "miat", "--pretrain-epochs", "1", "--alpha-warmup-epochs", "-1"],
      "--alpha-warmup-epochs must be >= 0"),
     (["train", "--ema", "1.5"], "--ema must be in (0, 1)"),
+    (["train", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),   # Adam would take it
+    (["train", "--lr", "-1"], "--lr must be a finite number > 0"),
+    (["train", "--defense", "miat", "--alpha", "nan"], "--alpha must be >= 0, got nan"),
     (["train", "--epsilon-warmup-epochs", "-1"], "--epsilon-warmup-epochs must be >= 0"),
     (["train", "--defense", "none", "--no-clean-train-metrics"], "need a defense"),
     (["train", "--defense", "region_at", "--step-size", "0.01"],

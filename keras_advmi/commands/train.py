@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -195,13 +196,13 @@ def _check_values(args):
     """UsageErrors naming the flag for values out of their range."""
     if args.beta is not None and not args.beta >= 0:
         raise UsageError(f"--beta must be >= 0, got {args.beta}")
-    if args.lr <= 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.lr < math.inf:   # NaN too: Adam takes a NaN rate and trains to NaN weights
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     for flag in ("pretrain_epochs", "base_epochs", "alpha_warmup_epochs"):
         value = getattr(args, flag)
         if value is not None and not value >= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value:g}")
-    if args.alpha < 0:
+    if not args.alpha >= 0:
         raise UsageError(f"--alpha must be >= 0, got {args.alpha}")
     if args.epsilon_warmup_epochs is not None and not args.epsilon_warmup_epochs >= 0:
         raise UsageError(f"--epsilon-warmup-epochs must be >= 0, got {args.epsilon_warmup_epochs}")
