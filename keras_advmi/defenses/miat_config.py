@@ -17,8 +17,8 @@ import numbers
 
 import numpy as np
 
-from .._checks import (check_bool, check_choice, check_in_unit_interval, check_norm, check_positive,
-                       check_positive_int, invalid)
+from .._checks import (check_bool, check_choice, check_in_unit_interval, check_nonnegative_int, check_norm,
+                       check_positive, check_positive_int, invalid)
 from ..mi.bounds import DIAGONALS as MI_DIAGONALS, PER_SAMPLE_BOUNDS
 
 __all__ = ["MIATEstimators", "MIATPhases", "MIATPretraining", "phase_length", "check_attack_epsilon", "BOUNDS",
@@ -79,11 +79,10 @@ def phase_length(name_epochs: str, epochs, name_steps: str, steps):
     """One phase length, given as epochs ("auto" or a number >= 0) or as steps (an int >= 0, or None):
     ("auto", steps) when steps are given, else (epochs as float or "auto", None)."""
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-            raise invalid(name_steps, "an integer >= 0 or None", steps)
+        steps = check_nonnegative_int(name_steps, steps)
         if epochs != "auto":
             raise invalid(name_epochs, f"'auto' when `{name_steps}` is given (one unit per phase)", epochs)
-        return "auto", int(steps)
+        return "auto", steps
     if epochs == "auto":
         return "auto", None
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Real) or not epochs >= 0:

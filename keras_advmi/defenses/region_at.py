@@ -131,7 +131,7 @@ class RegionAT(Defense):
         offset = tf.random.stateless_uniform(tf.shape(y), seed_pair(seed, stream=17), 1, classes, dtype=tf.int32)
         delta = tf.gather(self._state.deltas, tf.math.floormod(y + offset, classes))
         if self.epsilon_warmup_steps and step is not None:
-            delta = self.warmup_scaled(delta, self.current_epsilon(step))
+            delta = delta * self.warmup_scaled(1.0, self.current_epsilon(step))   # one scalar ratio, one image op
         return tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
 
     def loss(self, model, x, y, x_adv, training, step=None) -> DefenseLoss:
