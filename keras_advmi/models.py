@@ -137,9 +137,7 @@ class AdversarialModel(RecordedMetricsMixin, keras.Model):
                 optimizer.apply(defense_grads, variables)
             else:
                 apply_if(gate, optimizer, defense_grads, variables)
-        logits_clean = None
-        if self.clean_train_metrics:
-            logits_clean = out.logits_clean if out.logits_clean is not None else self.model(x, training=False)
+        logits_clean = self._clean_logits(out, x) if self.clean_train_metrics else None
         results = self._update_metrics(y, logits_clean, out, loss, sample_weight)
         return _multiworker.logs_for_reduction(
             {k: v for k, v in results.items() if k not in self.defense.evaluation_log_names})
@@ -149,13 +147,18 @@ class AdversarialModel(RecordedMetricsMixin, keras.Model):
         x = tf.cast(x, tf.float32)
         y = sparse_labels(y)
         seed = self._step_seed(1)
-        logits_clean = self.model(x, training=False)
         x_adv = self.defense.in_chains(
             lambda x_, y_, seed_: self.defense.evaluation_examples(self.model, x_, y_, seed=seed_), x, y, seed)
         out = self.defense.loss(self.model, x, y, x_adv, training=False, step=None)
+        logits_clean = self._clean_logits(out, x)
         extra = self.defense.evaluation_logs(self.model, x, y, seed=seed)
         loss = weighted_mean(out.per_sample, sample_weight, self.model.losses)
         return _multiworker.logs_for_reduction(self._update_metrics(y, logits_clean, out, loss, sample_weight, extra))
+
+    def _clean_logits(self, out, x):
+        """The logits of x for the compiled metrics: those the defense computed anyway (``out.logits_clean``:
+        TRADES, MART, MIAT, ...), else one inference-mode forward pass."""
+        return out.logits_clean if out.logits_clean is not None else self.model(x, training=False)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Multi-worker hook, the one override of a private Keras method: Keras' own reduces a whole batch
